@@ -1,0 +1,204 @@
+//! The normalized Kafka message, version [`SCHEMA_VERSION`].
+//!
+//! Value: one JSON [`EventMessage`]. Key: [`EventMessage::subject_id`]. Headers:
+//! [`HEADER_EVENT_ID`], [`HEADER_EVENT_TYPE`], [`HEADER_SCHEMA_VERSION`]. A consumer checks
+//! `schema_version` before anything else, so a future version is refused, never misread.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The version of [`EventMessage`] this crate writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Kafka header carrying the event id (the `svix-id`).
+pub const HEADER_EVENT_ID: &str = "event-id";
+/// Kafka header carrying the Clerk event type.
+pub const HEADER_EVENT_TYPE: &str = "event-type";
+/// Kafka header carrying [`SCHEMA_VERSION`] as decimal text.
+pub const HEADER_SCHEMA_VERSION: &str = "schema-version";
+
+/// One Clerk event, normalized. This is the Kafka message value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventMessage {
+    /// Always [`SCHEMA_VERSION`] for messages written by this crate.
+    pub schema_version: u32,
+    /// The `svix-id` of the delivery: the same for every retry, so it is the idempotency key.
+    pub event_id: String,
+    /// The Clerk event type, such as `user.updated`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// When the change happened, in milliseconds since the epoch (see
+    /// [`crate::normalize`] for the rule).
+    pub event_time: i64,
+    /// The Clerk instance (`ins_…`), when the envelope names it.
+    pub instance_id: Option<String>,
+    /// What the event is about, and the Kafka key: the user id for `user.*` and `session.*`,
+    /// the organization id for organization events.
+    pub subject_id: String,
+    /// The fields consumers use, in one shape whatever Clerk's payload version.
+    pub record: Record,
+    /// The Clerk `data` object exactly as received.
+    pub data: Value,
+}
+
+/// The normalized part of a message, by kind of object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Record {
+    /// `user.*`, including `user.deleted` (then `deleted` is true and only `id` is known).
+    User(UserRecord),
+    /// `session.*`.
+    Session {
+        /// `sess_…`
+        id: String,
+        /// `user_…`
+        user_id: String,
+        /// `active`, `ended`, `revoked`, … when present.
+        status: Option<String>,
+    },
+    /// `organizationMembership.*`.
+    OrganizationMembership {
+        /// `orgmem_…`
+        id: String,
+        /// `org_…`
+        organization_id: String,
+        /// The member, when present.
+        user_id: Option<String>,
+        /// `org:admin`, … when present.
+        role: Option<String>,
+    },
+    /// `organization.*`, `organizationInvitation.*`, `organizationDomain.*`.
+    Organization {
+        /// The object's own id.
+        id: String,
+        /// `org_…`
+        organization_id: String,
+        /// True for `*.deleted`.
+        deleted: bool,
+    },
+    /// An event type we don't know; everything is in `data`.
+    Other {
+        /// `data.id`, when it is a string.
+        id: Option<String>,
+    },
+}
+
+/// A Clerk user, normalized.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// `user_…`
+    pub id: String,
+    /// The primary email address, if the user has one.
+    pub primary_email: Option<String>,
+    /// Whether the primary email address is verified.
+    pub email_verified: bool,
+    /// Every email address, primary first.
+    pub email_addresses: Vec<EmailAddress>,
+    /// Given name.
+    pub first_name: Option<String>,
+    /// Family name.
+    pub last_name: Option<String>,
+    /// Username.
+    pub username: Option<String>,
+    /// Avatar URL.
+    pub image_url: Option<String>,
+    /// Milliseconds since the epoch.
+    pub last_sign_in_at: Option<i64>,
+    /// Milliseconds since the epoch.
+    pub created_at: Option<i64>,
+    /// Milliseconds since the epoch.
+    pub updated_at: Option<i64>,
+    /// The application's own id for the user.
+    pub external_id: Option<String>,
+    /// True for `user.deleted`.
+    pub deleted: bool,
+}
+
+/// One email address of a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailAddress {
+    /// `idn_…`
+    pub id: String,
+    /// The address.
+    pub email: String,
+    /// Whether its verification status is `verified`.
+    pub verified: bool,
+}
+
+/// Why a Kafka message value can't be read as an [`EventMessage`]. None of these can pass
+/// on a retry: a consumer sends such a message to its dead-letter topic.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not JSON, or not a JSON object.
+    #[error("message is not a JSON object: {0}")]
+    Undecodable(String),
+    /// `schema_version` is missing or one this build doesn't know.
+    #[error("unsupported schema_version {0:?} (this build reads {SCHEMA_VERSION})")]
+    UnsupportedSchemaVersion(Option<Value>),
+    /// The right version, but fields are missing, mistyped or inconsistent.
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+}
+
+impl DecodeError {
+    /// A short, stable name for the error, for headers and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DecodeError::Undecodable(_) => "undecodable",
+            DecodeError::UnsupportedSchemaVersion(_) => "unsupported_schema_version",
+            DecodeError::InvalidRecord(_) => "invalid_record",
+        }
+    }
+}
+
+impl EventMessage {
+    /// Serializes the message value.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing these types can't fail: every map key is a string.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads a message value, checking the schema version first, then the shape, then
+    /// that the message is consistent (ids present, user events carry a user record).
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| DecodeError::Undecodable(e.to_string()))?;
+        let Value::Object(ref object) = value else {
+            return Err(DecodeError::Undecodable("not an object".into()));
+        };
+        match object.get("schema_version") {
+            Some(v) if v.as_u64() == Some(u64::from(SCHEMA_VERSION)) => {}
+            other => return Err(DecodeError::UnsupportedSchemaVersion(other.cloned())),
+        }
+        let message: EventMessage =
+            serde_json::from_value(value).map_err(|e| DecodeError::InvalidRecord(e.to_string()))?;
+        message.validate()?;
+        Ok(message)
+    }
+
+    fn validate(&self) -> Result<(), DecodeError> {
+        let invalid = |why: &str| Err(DecodeError::InvalidRecord(why.to_string()));
+        if self.event_id.is_empty() {
+            return invalid("event_id is empty");
+        }
+        if self.subject_id.is_empty() {
+            return invalid("subject_id is empty");
+        }
+        if self.event_type.starts_with("user.") {
+            match &self.record {
+                Record::User(user) if user.id == self.subject_id => {}
+                Record::User(_) => return invalid("record.id differs from subject_id"),
+                _ => return invalid("a user event must carry a user record"),
+            }
+        }
+        Ok(())
+    }
+
+    /// The user record, for `user.*` messages.
+    pub fn user(&self) -> Option<&UserRecord> {
+        match &self.record {
+            Record::User(user) => Some(user),
+            _ => None,
+        }
+    }
+}
