@@ -1,1 +1,1 @@
-//! x
+//! clerk-sync library.

@@ -1,1 +1,3 @@
+//! clerk-sync (work in progress).
+
 fn main() {}

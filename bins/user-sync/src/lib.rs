@@ -1,1 +1,1 @@
-//! x
+//! user-sync library.

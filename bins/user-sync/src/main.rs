@@ -1,1 +1,3 @@
+//! user-sync (work in progress).
+
 fn main() {}

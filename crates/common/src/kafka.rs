@@ -1,0 +1,461 @@
+//! The Kafka variables of the contract, validated, and what the services do with them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{Client, ClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::config::{default_true, ConfigError};
+
+/// Partitions for topics the services create, unless `KAFKA_TOPIC_PARTITIONS` says otherwise.
+pub const DEFAULT_TOPIC_PARTITIONS: i32 = 6;
+
+/// The Kafka variables exactly as the environment gives them.
+#[derive(Debug, Deserialize)]
+pub struct KafkaEnv {
+    kafka_brokers: Option<String>,
+    kafka_service_uri: Option<String>,
+    kafka_username: Option<String>,
+    kafka_password: Option<SecretString>,
+    kafka_sasl_mechanism: Option<String>,
+    kafka_ca_cert: Option<String>,
+    #[serde(default = "default_true")]
+    kafka_create_topics: bool,
+    kafka_topic_partitions: Option<i32>,
+    kafka_replication_factor: Option<i32>,
+}
+
+/// SASL mechanisms managed Kafka services offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    /// `SCRAM-SHA-256` (the default)
+    ScramSha256,
+    /// `SCRAM-SHA-512`
+    ScramSha512,
+    /// `PLAIN` (only sensible with TLS)
+    Plain,
+}
+
+impl SaslMechanism {
+    fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            SaslMechanism::Plain => "PLAIN",
+        }
+    }
+}
+
+/// Where the CA certificate comes from (`KAFKA_CA_CERT`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaCert {
+    /// PEM text given inline.
+    Pem(String),
+    /// A PEM file.
+    Path(PathBuf),
+}
+
+/// SASL credentials.
+#[derive(Debug, Clone)]
+pub struct Sasl {
+    /// The mechanism.
+    pub mechanism: SaslMechanism,
+    /// `KAFKA_USERNAME`
+    pub username: String,
+    /// `KAFKA_PASSWORD`; never printed.
+    pub password: SecretString,
+}
+
+/// Validated Kafka settings, shared by both services.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, `host:port,…`.
+    pub brokers: String,
+    /// SASL, when a username is set.
+    pub sasl: Option<Sasl>,
+    /// TLS trust anchor; when set, TLS is on.
+    pub ca_cert: Option<CaCert>,
+    /// Whether to create missing topics at start-up.
+    pub create_topics: bool,
+    /// Partitions of created topics.
+    pub topic_partitions: i32,
+    /// Replication factor of created topics; `None` lets the broker choose.
+    pub replication_factor: Option<i32>,
+}
+
+impl KafkaSettings {
+    /// Reads and validates the Kafka variables.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_raw(crate::config::from_env()?)
+    }
+
+    /// Validates raw variables.
+    pub fn from_raw(env: KafkaEnv) -> Result<Self, ConfigError> {
+        let brokers = env
+            .kafka_brokers
+            .or(env.kafka_service_uri)
+            .map(|b| b.trim().to_string())
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "KAFKA_BROKERS",
+                    "is required (or its other name KAFKA_SERVICE_URI)",
+                )
+            })?;
+        if brokers.split(',').any(|b| b.trim().is_empty()) {
+            return Err(ConfigError::new(
+                "KAFKA_BROKERS",
+                "must be host:port[,host:port…]",
+            ));
+        }
+
+        let sasl = match (env.kafka_username, env.kafka_password) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "KAFKA_PASSWORD",
+                    "is required when KAFKA_USERNAME is set",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "KAFKA_USERNAME",
+                    "is required when KAFKA_PASSWORD is set",
+                ))
+            }
+            (Some(username), Some(password)) => Some(Sasl {
+                mechanism: parse_mechanism(env.kafka_sasl_mechanism.as_deref())?,
+                username,
+                password,
+            }),
+        };
+        if sasl.is_none() && env.kafka_sasl_mechanism.is_some() {
+            parse_mechanism(env.kafka_sasl_mechanism.as_deref())?;
+        }
+
+        let ca_cert = env.kafka_ca_cert.map(parse_ca_cert).transpose()?;
+
+        let topic_partitions = env
+            .kafka_topic_partitions
+            .unwrap_or(DEFAULT_TOPIC_PARTITIONS);
+        if topic_partitions < 1 {
+            return Err(ConfigError::new(
+                "KAFKA_TOPIC_PARTITIONS",
+                "must be at least 1",
+            ));
+        }
+        if env.kafka_replication_factor.is_some_and(|r| r < 1) {
+            return Err(ConfigError::new(
+                "KAFKA_REPLICATION_FACTOR",
+                "must be at least 1",
+            ));
+        }
+
+        Ok(KafkaSettings {
+            brokers,
+            sasl,
+            ca_cert,
+            create_topics: env.kafka_create_topics,
+            topic_partitions,
+            replication_factor: env.kafka_replication_factor,
+        })
+    }
+
+    /// Settings for a plain local broker, for tests.
+    pub fn plaintext(brokers: impl Into<String>) -> Self {
+        KafkaSettings {
+            brokers: brokers.into(),
+            sasl: None,
+            ca_cert: None,
+            create_topics: true,
+            topic_partitions: DEFAULT_TOPIC_PARTITIONS,
+            replication_factor: None,
+        }
+    }
+
+    /// The librdkafka configuration every client of ours starts from: brokers, security
+    /// protocol, SASL and TLS.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        let protocol = match (&self.sasl, &self.ca_cert) {
+            (None, None) => "plaintext",
+            (None, Some(_)) => "ssl",
+            (Some(_), None) => "sasl_plaintext",
+            (Some(_), Some(_)) => "sasl_ssl",
+        };
+        config.set("security.protocol", protocol);
+        if let Some(sasl) = &self.sasl {
+            config
+                .set("sasl.mechanism", sasl.mechanism.as_str())
+                .set("sasl.username", &sasl.username)
+                .set("sasl.password", sasl.password.expose_secret());
+        }
+        match &self.ca_cert {
+            Some(CaCert::Pem(pem)) => {
+                config.set("ssl.ca.pem", pem);
+            }
+            Some(CaCert::Path(path)) => {
+                config.set("ssl.ca.location", path.to_string_lossy());
+            }
+            None => {}
+        }
+        config
+    }
+
+    /// Creates the topics that don't exist yet, when `KAFKA_CREATE_TOPICS` allows it.
+    /// A topic that already exists is fine; any other failure is returned.
+    pub async fn ensure_topics(&self, topics: &[&str]) -> Result<(), KafkaError> {
+        if !self.create_topics {
+            return Ok(());
+        }
+        let admin: AdminClient<_> = self.client_config().create()?;
+        // -1: the broker's default.replication.factor (KIP-464).
+        let replication = self.replication_factor.unwrap_or(-1);
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|t| {
+                NewTopic::new(
+                    t,
+                    self.topic_partitions,
+                    TopicReplication::Fixed(replication),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        for result in admin.create_topics(new.iter(), &options).await? {
+            match result {
+                Ok(topic) => {
+                    tracing::info!(topic, partitions = self.topic_partitions, "created topic")
+                }
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    tracing::error!(topic, error = %code, "cannot create topic");
+                    return Err(KafkaError::AdminOp(code));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_mechanism(value: Option<&str>) -> Result<SaslMechanism, ConfigError> {
+    match value.map(|v| v.trim().to_ascii_uppercase()).as_deref() {
+        None | Some("SCRAM-SHA-256") => Ok(SaslMechanism::ScramSha256),
+        Some("SCRAM-SHA-512") => Ok(SaslMechanism::ScramSha512),
+        Some("PLAIN") => Ok(SaslMechanism::Plain),
+        Some(other) => Err(ConfigError::new(
+            "KAFKA_SASL_MECHANISM",
+            format!("`{other}` is not one of SCRAM-SHA-256, SCRAM-SHA-512, PLAIN"),
+        )),
+    }
+}
+
+fn parse_ca_cert(value: String) -> Result<CaCert, ConfigError> {
+    let value = value.trim();
+    if value.contains("-----BEGIN") {
+        // Platforms often flatten newlines in variables to a literal `\n`.
+        return Ok(CaCert::Pem(value.replace("\\n", "\n")));
+    }
+    let path = PathBuf::from(value);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if text.contains("-----BEGIN") => Ok(CaCert::Path(path)),
+        Ok(_) => Err(ConfigError::new(
+            "KAFKA_CA_CERT",
+            format!("{} holds no PEM certificate", path.display()),
+        )),
+        Err(e) => Err(ConfigError::new(
+            "KAFKA_CA_CERT",
+            format!(
+                "is neither PEM text nor a readable file ({}: {e})",
+                path.display()
+            ),
+        )),
+    }
+}
+
+/// Asks the cluster for its metadata and reports whether at least one broker answered
+/// within `timeout`. This blocks (librdkafka's call is synchronous): call it from
+/// `spawn_blocking`.
+pub fn broker_reachable<C: ClientContext>(client: &Client<C>, timeout: Duration) -> bool {
+    client
+        .fetch_metadata(None, timeout)
+        .map(|m| !m.brokers().is_empty())
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<KafkaSettings, ConfigError> {
+        let vars = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        KafkaSettings::from_raw(crate::config::from_iter(vars)?)
+    }
+
+    #[test]
+    fn plaintext_by_default() {
+        let s = settings(&[("KAFKA_BROKERS", "a:9092,b:9092")]).unwrap();
+        let c = s.client_config();
+        assert_eq!(c.get("bootstrap.servers"), Some("a:9092,b:9092"));
+        assert_eq!(c.get("security.protocol"), Some("plaintext"));
+        assert_eq!(c.get("sasl.mechanism"), None);
+        assert!(s.create_topics);
+        assert_eq!(s.topic_partitions, 6);
+        assert_eq!(s.replication_factor, None);
+    }
+
+    #[test]
+    fn service_uri_is_the_other_name() {
+        let s = settings(&[("KAFKA_SERVICE_URI", "kafka.example:25073")]).unwrap();
+        assert_eq!(s.brokers, "kafka.example:25073");
+        let err = settings(&[]).unwrap_err();
+        assert_eq!(err.variable, "KAFKA_BROKERS");
+    }
+
+    #[test]
+    fn sasl_scram_over_tls_with_inline_pem() {
+        let pem = "-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----";
+        let s = settings(&[
+            ("KAFKA_BROKERS", "k:25073"),
+            ("KAFKA_USERNAME", "doadmin"),
+            ("KAFKA_PASSWORD", "s3cr3t-pw"),
+            ("KAFKA_SASL_MECHANISM", "scram-sha-512"),
+            ("KAFKA_CA_CERT", pem),
+        ])
+        .unwrap();
+        let c = s.client_config();
+        assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(c.get("sasl.username"), Some("doadmin"));
+        assert_eq!(c.get("sasl.password"), Some("s3cr3t-pw"));
+        assert_eq!(
+            c.get("ssl.ca.pem"),
+            Some("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----")
+        );
+        // Neither the settings nor the client config print the password.
+        assert!(!format!("{s:?}").contains("s3cr3t-pw"));
+        assert!(!format!("{c:?}").contains("s3cr3t-pw"));
+    }
+
+    #[test]
+    fn sasl_defaults_to_scram_sha_256_without_tls() {
+        let s = settings(&[
+            ("KAFKA_BROKERS", "k:9092"),
+            ("KAFKA_USERNAME", "u"),
+            ("KAFKA_PASSWORD", "p"),
+        ])
+        .unwrap();
+        let c = s.client_config();
+        assert_eq!(c.get("security.protocol"), Some("sasl_plaintext"));
+        assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-256"));
+    }
+
+    #[test]
+    fn plain_mechanism_and_ca_file() {
+        let dir = std::env::temp_dir().join(format!("ca-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ca.pem");
+        std::fs::write(
+            &path,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let s = settings(&[
+            ("KAFKA_BROKERS", "k:9092"),
+            ("KAFKA_USERNAME", "u"),
+            ("KAFKA_PASSWORD", "p"),
+            ("KAFKA_SASL_MECHANISM", "PLAIN"),
+            ("KAFKA_CA_CERT", path.to_str().unwrap()),
+        ])
+        .unwrap();
+        let c = s.client_config();
+        assert_eq!(c.get("sasl.mechanism"), Some("PLAIN"));
+        assert_eq!(c.get("ssl.ca.location"), path.to_str());
+        assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn tls_without_sasl() {
+        let s = settings(&[
+            ("KAFKA_BROKERS", "k:9093"),
+            (
+                "KAFKA_CA_CERT",
+                "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(s.client_config().get("security.protocol"), Some("ssl"));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("KAFKA_BROKERS", "k:9092"), ("KAFKA_USERNAME", "u")],
+                "KAFKA_PASSWORD",
+            ),
+            (
+                &[("KAFKA_BROKERS", "k:9092"), ("KAFKA_PASSWORD", "p")],
+                "KAFKA_USERNAME",
+            ),
+            (
+                &[
+                    ("KAFKA_BROKERS", "k:9092"),
+                    ("KAFKA_SASL_MECHANISM", "GSSAPI"),
+                ],
+                "KAFKA_SASL_MECHANISM",
+            ),
+            (
+                &[
+                    ("KAFKA_BROKERS", "k:9092"),
+                    ("KAFKA_CA_CERT", "/nonexistent/ca.pem"),
+                ],
+                "KAFKA_CA_CERT",
+            ),
+            (
+                &[("KAFKA_BROKERS", "k:9092"), ("KAFKA_TOPIC_PARTITIONS", "0")],
+                "KAFKA_TOPIC_PARTITIONS",
+            ),
+            (
+                &[
+                    ("KAFKA_BROKERS", "k:9092"),
+                    ("KAFKA_TOPIC_PARTITIONS", "six"),
+                ],
+                "KAFKA_TOPIC_PARTITIONS",
+            ),
+            (
+                &[
+                    ("KAFKA_BROKERS", "k:9092"),
+                    ("KAFKA_REPLICATION_FACTOR", "0"),
+                ],
+                "KAFKA_REPLICATION_FACTOR",
+            ),
+            (
+                &[
+                    ("KAFKA_BROKERS", "k:9092"),
+                    ("KAFKA_CREATE_TOPICS", "maybe"),
+                ],
+                "KAFKA_CREATE_TOPICS",
+            ),
+            (&[("KAFKA_BROKERS", "k:9092,")], "KAFKA_BROKERS"),
+        ];
+        for (vars, variable) in cases {
+            let err = settings(vars).unwrap_err();
+            assert_eq!(&err.variable, variable, "{vars:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn password_never_in_errors() {
+        let err =
+            settings(&[("KAFKA_BROKERS", "k:9092"), ("KAFKA_PASSWORD", "topsecret")]).unwrap_err();
+        assert!(!err.to_string().contains("topsecret"));
+    }
+}

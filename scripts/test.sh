@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The test command (README, and what .ci/run calls): installs what is missing, builds once,
+# checks formatting and lints, starts the test servers, runs every test, stops the servers.
+#
+# Environment: KAFKA_PORT, MONGO_PORT (default 9092, 27017) move the servers;
+# KEEP_SERVICES=1 leaves them running afterwards.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+started=$SECONDS
+
+# rdkafka's bundled librdkafka builds with cmake and links OpenSSL and zlib.
+missing=()
+command -v cmake >/dev/null || missing+=(cmake)
+for header in /usr/include/openssl/ssl.h /usr/include/zlib.h /usr/include/curl/curl.h; do
+  [[ -f $header ]] || case $header in
+    *openssl*) missing+=(libssl-dev) ;;
+    *zlib*) missing+=(zlib1g-dev) ;;
+    *curl*) missing+=(libcurl4-openssl-dev) ;;
+  esac
+done
+if ((${#missing[@]})); then
+  step "installing build dependencies: ${missing[*]}"
+  if [[ $(id -u) -eq 0 ]]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+fi
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+# The servers install and start while the workspace builds (both take minutes on a fresh
+# machine); their output goes to target/services/up.log.
+mkdir -p target/services
+step "starting Kafka and FerretDB in the background (log: target/services/up.log)"
+scripts/services.sh up >target/services/exports 2>target/services/up.log &
+services_pid=$!
+stop_services() {
+  if [[ ${KEEP_SERVICES:-0} != 1 ]]; then scripts/services.sh down || true; fi
+}
+trap stop_services EXIT
+
+step "cargo build --workspace --all-targets"
+cargo build --workspace --all-targets --locked
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "waiting for the servers"
+if ! wait "$services_pid"; then
+  cat target/services/up.log >&2
+  echo "scripts/services.sh up failed" >&2
+  exit 1
+fi
+cat target/services/up.log >&2
+# shellcheck disable=SC1091
+source target/services/exports
+export KAFKA_BROKERS MONGODB_URI
+echo "KAFKA_BROKERS=$KAFKA_BROKERS MONGODB_URI=$MONGODB_URI" >&2
+
+step "cargo test (against the servers above)"
+cargo test --workspace --locked --no-fail-fast
+
+step "all checks passed in $((SECONDS - started)) s"
