@@ -1,0 +1,275 @@
+//! clerk-sync's settings: the contract's variable table, validated once at start-up.
+
+use std::time::Duration;
+
+use common::kafka::KafkaSettings;
+use common::{ConfigError, ExposeSecret, LogFormat, SecretString};
+use events::Family;
+use serde::Deserialize;
+
+/// Variables specific to clerk-sync, as the environment gives them.
+#[derive(Debug, Deserialize)]
+struct Env {
+    clerk_webhook_secret: SecretString,
+    #[serde(default = "default_topic_users")]
+    kafka_topic_users: String,
+    #[serde(default = "default_topic_organizations")]
+    kafka_topic_organizations: String,
+    #[serde(default = "default_topic_sessions")]
+    kafka_topic_sessions: String,
+    #[serde(default = "default_topic_other")]
+    kafka_topic_other: String,
+    #[serde(default = "default_port")]
+    port: u16,
+    webhook_query_secret: Option<SecretString>,
+    #[serde(default = "default_max_body_bytes")]
+    max_body_bytes: usize,
+    #[serde(default = "default_publish_timeout_ms")]
+    publish_timeout_ms: u64,
+    log_format: Option<String>,
+}
+
+fn default_topic_users() -> String {
+    "clerk-user-events".into()
+}
+fn default_topic_organizations() -> String {
+    "clerk-organization-events".into()
+}
+fn default_topic_sessions() -> String {
+    "clerk-session-events".into()
+}
+fn default_topic_other() -> String {
+    "clerk-other-events".into()
+}
+fn default_port() -> u16 {
+    8788
+}
+fn default_max_body_bytes() -> usize {
+    1_048_576
+}
+fn default_publish_timeout_ms() -> u64 {
+    5000
+}
+
+/// The topic of each event family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    /// `KAFKA_TOPIC_USERS`
+    pub users: String,
+    /// `KAFKA_TOPIC_ORGANIZATIONS`
+    pub organizations: String,
+    /// `KAFKA_TOPIC_SESSIONS`
+    pub sessions: String,
+    /// `KAFKA_TOPIC_OTHER`
+    pub other: String,
+}
+
+impl Topics {
+    /// Where events of `family` go.
+    pub fn for_family(&self, family: Family) -> &str {
+        match family {
+            Family::Users => &self.users,
+            Family::Organizations => &self.organizations,
+            Family::Sessions => &self.sessions,
+            Family::Other => &self.other,
+        }
+    }
+
+    /// Every topic clerk-sync writes.
+    pub fn all(&self) -> Vec<&str> {
+        Family::ALL.iter().map(|f| self.for_family(*f)).collect()
+    }
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Signing secrets (`whsec_…`); a request passes when any verifies it.
+    pub webhook_secrets: Vec<SecretString>,
+    /// Broker connection and topic creation.
+    pub kafka: KafkaSettings,
+    /// Topics by family.
+    pub topics: Topics,
+    /// Listen port (all interfaces).
+    pub port: u16,
+    /// When set, `/webhook` also requires `?secret=<value>`.
+    pub query_secret: Option<SecretString>,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+    /// Longest wait for the broker's acknowledgement.
+    pub publish_timeout: Duration,
+    /// `LOG_FORMAT`
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Reads and validates the environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads and validates explicit variables (tests).
+    pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let env: Env = common::config::from_iter(vars.clone())?;
+        let kafka = KafkaSettings::from_raw(common::config::from_iter(vars)?)?;
+
+        let webhook_secrets = split_secrets(env.clerk_webhook_secret.expose_secret());
+        if webhook_secrets.is_empty() {
+            return Err(ConfigError::new("CLERK_WEBHOOK_SECRET", "is required"));
+        }
+        // Decodes every secret once, so a bad one stops start-up (the error names its
+        // position, never its value).
+        crate::verify::Verifier::new(&webhook_secrets, None)?;
+
+        let topics = Topics {
+            users: topic("KAFKA_TOPIC_USERS", env.kafka_topic_users)?,
+            organizations: topic("KAFKA_TOPIC_ORGANIZATIONS", env.kafka_topic_organizations)?,
+            sessions: topic("KAFKA_TOPIC_SESSIONS", env.kafka_topic_sessions)?,
+            other: topic("KAFKA_TOPIC_OTHER", env.kafka_topic_other)?,
+        };
+        if env.max_body_bytes == 0 {
+            return Err(ConfigError::new("MAX_BODY_BYTES", "must be at least 1"));
+        }
+        if env.publish_timeout_ms == 0 {
+            return Err(ConfigError::new("PUBLISH_TIMEOUT_MS", "must be at least 1"));
+        }
+        let query_secret = env
+            .webhook_query_secret
+            .filter(|s| !s.expose_secret().trim().is_empty());
+
+        Ok(Config {
+            webhook_secrets,
+            kafka,
+            topics,
+            port: env.port,
+            query_secret,
+            max_body_bytes: env.max_body_bytes,
+            publish_timeout: Duration::from_millis(env.publish_timeout_ms),
+            log_format: LogFormat::parse(env.log_format.as_deref())?,
+        })
+    }
+}
+
+/// Secrets are separated by commas or whitespace.
+fn split_secrets(value: &str) -> Vec<SecretString> {
+    value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(|s| SecretString::from(s.to_string()))
+        .collect()
+}
+
+/// Kafka topic names: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+fn topic(variable: &str, name: String) -> Result<String, ConfigError> {
+    let valid = !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(name)
+    } else {
+        Err(ConfigError::new(
+            variable,
+            format!("`{name}` is not a valid Kafka topic name"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET_A: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const SECRET_B: &str = "whsec_dGVzdC1zZWNyZXQtbnVtYmVyLXR3bw==";
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = config(&[
+            ("CLERK_WEBHOOK_SECRET", SECRET_A),
+            ("KAFKA_BROKERS", "k:9092"),
+        ])
+        .unwrap();
+        assert_eq!(c.webhook_secrets.len(), 1);
+        assert_eq!(c.topics.users, "clerk-user-events");
+        assert_eq!(c.topics.organizations, "clerk-organization-events");
+        assert_eq!(c.topics.sessions, "clerk-session-events");
+        assert_eq!(c.topics.other, "clerk-other-events");
+        assert_eq!(c.port, 8788);
+        assert!(c.query_secret.is_none());
+        assert_eq!(c.max_body_bytes, 1_048_576);
+        assert_eq!(c.publish_timeout, Duration::from_secs(5));
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(c.kafka.create_topics);
+    }
+
+    #[test]
+    fn several_secrets_by_comma_or_space() {
+        let both = format!("{SECRET_A}, {SECRET_B}");
+        let c = config(&[("CLERK_WEBHOOK_SECRET", &both), ("KAFKA_BROKERS", "k:9092")]).unwrap();
+        assert_eq!(c.webhook_secrets.len(), 2);
+        let both = format!("{SECRET_A} {SECRET_B}");
+        let c = config(&[("CLERK_WEBHOOK_SECRET", &both), ("KAFKA_BROKERS", "k:9092")]).unwrap();
+        assert_eq!(c.webhook_secrets.len(), 2);
+    }
+
+    #[test]
+    fn missing_and_bad_values_name_the_variable_but_not_the_secret() {
+        let err = config(&[("KAFKA_BROKERS", "k:9092")]).unwrap_err();
+        assert_eq!(err.variable, "CLERK_WEBHOOK_SECRET");
+        let err = config(&[("CLERK_WEBHOOK_SECRET", SECRET_A)]).unwrap_err();
+        assert_eq!(err.variable, "KAFKA_BROKERS");
+        let err = config(&[
+            ("CLERK_WEBHOOK_SECRET", "whsec_%%%notbase64"),
+            ("KAFKA_BROKERS", "k"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.variable, "CLERK_WEBHOOK_SECRET");
+        assert!(!err.to_string().contains("notbase64"), "{err}");
+        for (var, value) in [
+            ("PORT", "http"),
+            ("MAX_BODY_BYTES", "0"),
+            ("PUBLISH_TIMEOUT_MS", "-5"),
+            ("KAFKA_TOPIC_USERS", "no spaces"),
+            ("LOG_FORMAT", "xml"),
+        ] {
+            let err = config(&[
+                ("CLERK_WEBHOOK_SECRET", SECRET_A),
+                ("KAFKA_BROKERS", "k"),
+                (var, value),
+            ])
+            .unwrap_err();
+            assert_eq!(err.variable, var, "{err}");
+        }
+    }
+
+    #[test]
+    fn config_debug_hides_secrets() {
+        let c = config(&[
+            ("CLERK_WEBHOOK_SECRET", SECRET_A),
+            ("KAFKA_BROKERS", "k:9092"),
+            ("WEBHOOK_QUERY_SECRET", "q-secret-value"),
+            ("KAFKA_USERNAME", "u"),
+            ("KAFKA_PASSWORD", "kafka-pw-value"),
+        ])
+        .unwrap();
+        let printed = format!("{c:?}");
+        for secret in [
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "q-secret-value",
+            "kafka-pw-value",
+        ] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+    }
+}
