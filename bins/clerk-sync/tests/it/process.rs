@@ -1,0 +1,184 @@
+//! The real binary: start-up checks, graceful shutdown, logs.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::*;
+use test_support::TestEnv;
+
+const BIN: &str = env!("CARGO_BIN_EXE_clerk-sync");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn missing_required_variables_stop_start_up_and_are_named() {
+    for (set, missing) in [
+        (
+            vec![("KAFKA_BROKERS", "127.0.0.1:1")],
+            "CLERK_WEBHOOK_SECRET",
+        ),
+        (vec![("CLERK_WEBHOOK_SECRET", SECRET_A)], "KAFKA_BROKERS"),
+        (
+            vec![
+                ("CLERK_WEBHOOK_SECRET", "whsec_!!!"),
+                ("KAFKA_BROKERS", "127.0.0.1:1"),
+            ],
+            "CLERK_WEBHOOK_SECRET",
+        ),
+    ] {
+        let port = free_port();
+        let output = Command::new(BIN)
+            .env_clear()
+            .envs(set.iter().copied())
+            .env("PORT", port.to_string())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "{missing}: exited {}",
+            output.status
+        );
+        assert!(stderr.contains(missing), "{missing} not named in: {stderr}");
+        assert!(
+            !stderr.contains("!!!"),
+            "the bad secret is echoed: {stderr}"
+        );
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "it never listened"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
+    let env = TestEnv::new().await;
+    let port = free_port();
+    let mut child = tokio::process::Command::new(BIN)
+        .env_clear()
+        .envs(vars(
+            &env,
+            &[
+                ("PORT", &port.to_string()),
+                ("LOG_FORMAT", "json"),
+                ("RUST_LOG", "info"),
+            ],
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let users_topic = vars(&env, &[])
+        .into_iter()
+        .find(|(k, _)| k == "KAFKA_TOPIC_USERS")
+        .map(|(_, v)| v)
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    test_support::eventually(
+        Duration::from_secs(30),
+        "the binary to answer /health",
+        || async {
+            http.get(format!("{base}/health"))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        },
+    )
+    .await;
+
+    // A request whose body is still arriving when SIGTERM lands.
+    let body = fixture("user.created");
+    let headers = signed(SECRET_A, "msg_inflight", now(), &body);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let mut request = http
+        .post(format!("{base}/webhook"))
+        .header("content-type", "application/json")
+        .header("content-length", body.len().to_string())
+        .body(reqwest::Body::wrap_stream(stream));
+    for (k, v) in &headers {
+        request = request.header(k, v);
+    }
+    let in_flight = tokio::spawn(request.send());
+    let (first, rest) = body.split_at(body.len() / 2);
+    tx.send(Ok(first.to_vec())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // New connections are refused once shutdown began…
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "still accepting new connections after SIGTERM"
+    );
+    // …while the one in flight completes.
+    tx.send(Ok(rest.to_vec())).await.unwrap();
+    drop(tx);
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    let messages = read_topic(&env.brokers, &users_topic, 1, Duration::from_secs(10));
+    assert_eq!(messages.len(), 1);
+    assert_eq!(
+        header(&messages[0], "event-id").as_deref(),
+        Some("msg_inflight")
+    );
+
+    // JSON logs, the svix-id on the request's lines, no secret anywhere.
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    use tokio::io::AsyncReadExt;
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .await
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["span"]["svix_id"] == "msg_inflight" && l["message"] == "accepted"),
+        "no log line with the svix-id:\n{stdout}"
+    );
+    for secret in ["MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", &headers[2].1] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "a secret reached the logs"
+        );
+    }
+}
