@@ -1,1 +1,112 @@
-//! user-sync library.
+//! user-sync: normalized Clerk user events from Kafka into MongoDB, exactly once in effect
+//! and whatever the delivery order.
+//!
+//! - [`consume`]: the group consumer, batches, backoff, offsets stored after the writes.
+//! - [`apply`]: the conditional writes and the order rules.
+//! - [`dlq`]: the dead-letter topic.
+//! - [`store`]: MongoDB collections and indexes.
+//! - [`http`]: `/health`, `/ready`, `/metrics`.
+
+pub mod apply;
+pub mod config;
+pub mod consume;
+pub mod dlq;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+/// Runs until SIGTERM/SIGINT: then finishes the batch in hand, commits, leaves the group.
+pub async fn run(config: Config, listener: TcpListener) -> Result<()> {
+    run_until(config, listener, common::shutdown::shutdown_signal()).await
+}
+
+/// [`run`], stopping when `shutdown` resolves (tests pass their own).
+pub async fn run_until<F>(config: Config, listener: TcpListener, shutdown: F) -> Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let stop = CancellationToken::new();
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.cancel();
+    });
+
+    let metrics = Arc::new(metrics::Metrics::new());
+    let store = store::Store::connect(&config).await?;
+    let consumer = consume::consumer(
+        &config.kafka,
+        &config.group_id,
+        &config.topic,
+        metrics.clone(),
+    )?;
+
+    // Health answers from the start, so an orchestrator sees "alive, not ready" while
+    // MongoDB or Kafka are still coming up.
+    let health = http::router(http::HealthState {
+        store: store.clone(),
+        consumer: consumer.clone(),
+        metrics: metrics.clone(),
+    });
+    let http_stop = stop.clone();
+    tracing::info!(address = %listener.local_addr()?, "health endpoints listening");
+    let server = tokio::spawn(async move {
+        axum::serve(listener, health)
+            .with_graceful_shutdown(async move { http_stop.cancelled().await })
+            .await
+    });
+
+    // Start-up needs both servers; wait for them rather than crash-loop.
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let attempt = async {
+            store.ensure_indexes().await?;
+            config
+                .kafka
+                .ensure_topics(&[&config.topic, &config.dlq_topic])
+                .await?;
+            Ok::<_, Error>(())
+        };
+        match attempt.await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "start-up: waiting for MongoDB and Kafka");
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(15));
+            }
+        }
+    }
+
+    tracing::info!(
+        topic = config.topic,
+        group = config.group_id,
+        database = config.database,
+        collection = config.users_collection,
+        "user-sync consuming"
+    );
+    let worker = consume::Worker {
+        consumer,
+        applier: apply::Applier::new(store),
+        dlq: dlq::Dlq::new(&config.kafka, config.dlq_topic.clone())?,
+        metrics,
+    };
+    let result = worker.run(stop.clone()).await;
+    stop.cancel();
+    server.await.map_err(std::io::Error::other)??;
+    tracing::info!("user-sync stopped");
+    result
+}

@@ -1,0 +1,444 @@
+//! Applying user events to MongoDB: conditional, idempotent writes that converge whatever
+//! the delivery order, batched per poll.
+//!
+//! Each user document carries two hidden version stamps, `"<event time, 15 digits>:<event
+//! id>"` strings that order events totally (ties in time broken by id):
+//! - `profileVersion`: the newest `user.created`/`user.updated` whose fields the document
+//!   holds. A profile event is written only if it is newer (`$lt` in the filter).
+//! - `eventVersion`: the newest event applied of any type; `lastEventId`, `lastEventAt`,
+//!   `webhookPayload` and the sync fields follow it.
+//!
+//! A deletion sets `isDeleted`/`deletedAt` only where `isDeleted` is not already true, and
+//! creates the document when it doesn't exist; nothing ever sets `isDeleted` back to false
+//! on an existing document. So a deletion is final, yet profile data older than the
+//! deletion still lands (it does not undo anything), and every order of the same events
+//! ends in the same document.
+//!
+//! Every decision is made by the write's own filter, never by a read followed by a write,
+//! so two consumers briefly processing the same partition cannot reorder anything. An
+//! upsert whose filter doesn't match an existing document hits the unique `clerkId` index
+//! (E11000): that means "not newer" or "another writer created it first", and the write is
+//! retried once without upsert to tell which.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use bson::{doc, Bson, DateTime, Document};
+use events::{EventMessage, UserRecord};
+use futures::{StreamExt, TryStreamExt};
+use mongodb::options::InsertManyOptions;
+
+use crate::store::{is_duplicate_key, Store};
+use crate::Result;
+
+/// How many users of one batch are written concurrently.
+const USER_CONCURRENCY: usize = 16;
+
+/// What happened to one consumed event (the `outcome` of its `webhook_events` record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Its change is in the user document.
+    Applied,
+    /// A newer event (or a deletion) already decided what it would have changed.
+    Stale,
+    /// This event id was processed before (a redelivery).
+    Duplicate,
+    /// It can never be applied and went to the DLQ.
+    DeadLettered,
+}
+
+impl Outcome {
+    /// The contract's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Stale => "stale",
+            Outcome::Duplicate => "duplicate",
+            Outcome::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+/// Where a message came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+/// A decoded event and where it came from.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// The message.
+    pub message: EventMessage,
+    /// Its position.
+    pub source: Source,
+}
+
+/// A message that went to the DLQ, for its audit record.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The event id when known, else `dlq:<topic>:<partition>:<offset>`.
+    pub id: String,
+    /// The event type when known.
+    pub event_type: Option<String>,
+    /// The subject when known.
+    pub subject: Option<String>,
+    /// Why it can't be applied.
+    pub reason: String,
+    /// Its position.
+    pub source: Source,
+}
+
+/// The version stamp of an event: sorts like (event time, event id).
+pub fn version(message: &EventMessage) -> String {
+    format!("{:015}:{}", message.event_time.max(0), message.event_id)
+}
+
+fn date(ms: Option<i64>) -> Bson {
+    ms.map_or(Bson::Null, |ms| Bson::DateTime(DateTime::from_millis(ms)))
+}
+
+fn text(value: &Option<String>) -> Bson {
+    value
+        .as_ref()
+        .map_or(Bson::Null, |s| Bson::String(s.clone()))
+}
+
+fn source_doc(source: &Source) -> Document {
+    doc! {"topic": &source.topic, "partition": source.partition, "offset": source.offset}
+}
+
+/// Writes batches of user events.
+#[derive(Clone, Debug)]
+pub struct Applier {
+    store: Store,
+}
+
+impl Applier {
+    /// An applier over `store`.
+    pub fn new(store: Store) -> Self {
+        Applier { store }
+    }
+
+    /// Applies a batch (in consumption order) and records every event in `webhook_events`.
+    /// Returns each event's outcome, in the batch's order. Safe to call again with the same
+    /// batch after an error: every write is conditional on versions.
+    pub async fn apply_batch(&self, batch: &[Incoming]) -> Result<Vec<Outcome>> {
+        let started = Instant::now();
+        let mut outcomes = vec![Outcome::Stale; batch.len()];
+
+        // Redeliveries: event ids with an audit record already, or twice in this batch.
+        let ids: Vec<&str> = batch.iter().map(|e| e.message.event_id.as_str()).collect();
+        let recorded: HashSet<String> = self
+            .store
+            .events
+            .find(doc! {"_id": {"$in": &ids}})
+            .projection(doc! {"_id": 1})
+            .await?
+            .try_filter_map(|d| async move { Ok(d.get_str("_id").ok().map(str::to_string)) })
+            .try_collect()
+            .await?;
+        let mut first = HashSet::new();
+        let mut by_user: Vec<(String, Vec<usize>)> = Vec::new();
+        let mut user_slot: HashMap<String, usize> = HashMap::new();
+        let mut duplicates: HashMap<&str, i32> = HashMap::new();
+        for (i, e) in batch.iter().enumerate() {
+            let id = e.message.event_id.as_str();
+            if recorded.contains(id) || !first.insert(id) {
+                outcomes[i] = Outcome::Duplicate;
+                *duplicates.entry(id).or_default() += 1;
+                continue;
+            }
+            let subject = e.message.subject_id.clone();
+            let slot = *user_slot.entry(subject.clone()).or_insert_with(|| {
+                by_user.push((subject, Vec::new()));
+                by_user.len() - 1
+            });
+            by_user[slot].1.push(i);
+        }
+
+        // Users are independent: write them concurrently, each user's writes in order.
+        let per_user: Vec<Vec<(usize, Outcome)>> = futures::stream::iter(by_user)
+            .map(|(subject, indexes)| self.apply_user(subject, indexes, batch))
+            .buffer_unordered(USER_CONCURRENCY)
+            .try_collect()
+            .await?;
+        for (i, outcome) in per_user.into_iter().flatten() {
+            outcomes[i] = outcome;
+        }
+
+        let elapsed_ms = started.elapsed().as_millis() as i64;
+        self.record(batch, &outcomes, elapsed_ms).await?;
+        self.count_duplicates(duplicates).await?;
+        Ok(outcomes)
+    }
+
+    async fn apply_user(
+        &self,
+        subject: String,
+        indexes: Vec<usize>,
+        batch: &[Incoming],
+    ) -> Result<Vec<(usize, Outcome)>> {
+        let user = |i: &usize| batch[*i].message.user().map(|u| u.deleted);
+        let by_version = |i: &&usize| version(&batch[**i].message);
+        // Coalescing: only the newest profile event and the first deletion need a write;
+        // the older events of the batch are superseded (stale) by them.
+        let newest_profile = indexes
+            .iter()
+            .filter(|i| user(i) == Some(false))
+            .max_by_key(by_version);
+        let deletion = indexes
+            .iter()
+            .filter(|i| user(i) == Some(true))
+            .min_by_key(by_version);
+        let newest = indexes.iter().max_by_key(by_version);
+
+        let mut outcomes: Vec<(usize, Outcome)> =
+            indexes.iter().map(|i| (*i, Outcome::Stale)).collect();
+        let mut set = |i: usize, o: Outcome| {
+            if let Some(slot) = outcomes.iter_mut().find(|(j, _)| *j == i) {
+                slot.1 = o;
+            }
+        };
+        if let Some(&i) = newest_profile {
+            set(i, self.write_profile(&subject, &batch[i].message).await?);
+        }
+        if let Some(&i) = deletion {
+            set(i, self.write_deletion(&subject, &batch[i].message).await?);
+        }
+        if let Some(&i) = newest {
+            // Even when nothing above applied: a previous attempt may have stopped between
+            // the two writes.
+            self.write_pointer(&subject, &batch[i].message).await?;
+        }
+        Ok(outcomes)
+    }
+
+    /// Upserts the profile fields if this event is newer than the ones the document holds.
+    async fn write_profile(&self, subject: &str, message: &EventMessage) -> Result<Outcome> {
+        let v = version(message);
+        let user = message.user().cloned().unwrap_or_default();
+        let filter = doc! {
+            "clerkId": subject,
+            "$or": [{"profileVersion": {"$lt": &v}}, {"profileVersion": {"$exists": false}}],
+        };
+        let now = DateTime::now();
+        let mut set = profile_fields(&user);
+        set.insert("profileVersion", &v);
+        set.insert("updatedAt", now);
+        let update = doc! {
+            "$set": set,
+            "$setOnInsert": {"createdAt": now, "isDeleted": false, "deletedAt": Bson::Null},
+        };
+        if self.conditional_upsert(filter, update).await? {
+            return Ok(Outcome::Applied);
+        }
+        let current = self.store.users.find_one(doc! {"clerkId": subject}).await?;
+        let same = current
+            .as_ref()
+            .and_then(|d| d.get_str("profileVersion").ok())
+            == Some(v.as_str());
+        Ok(if same {
+            Outcome::Duplicate
+        } else {
+            Outcome::Stale
+        })
+    }
+
+    /// Marks the user deleted (creating a tombstone for an unknown user) unless it already is.
+    async fn write_deletion(&self, subject: &str, message: &EventMessage) -> Result<Outcome> {
+        let deleted_at = DateTime::from_millis(message.event_time);
+        let now = DateTime::now();
+        let mut on_insert = profile_fields(&UserRecord::default());
+        on_insert.insert("createdAt", now);
+        let filter = doc! {"clerkId": subject, "isDeleted": {"$ne": true}};
+        let update = doc! {
+            "$set": {"isDeleted": true, "deletedAt": deleted_at, "updatedAt": now},
+            "$setOnInsert": on_insert,
+        };
+        if self.conditional_upsert(filter, update).await? {
+            return Ok(Outcome::Applied);
+        }
+        let current = self.store.users.find_one(doc! {"clerkId": subject}).await?;
+        let same = current
+            .as_ref()
+            .and_then(|d| d.get_datetime("deletedAt").ok())
+            == Some(&deleted_at);
+        Ok(if same {
+            Outcome::Duplicate
+        } else {
+            Outcome::Stale
+        })
+    }
+
+    /// Moves `lastEventId`/`lastEventAt`/`webhookPayload`/sync fields to this event if it is
+    /// the newest the document has seen.
+    async fn write_pointer(&self, subject: &str, message: &EventMessage) -> Result<()> {
+        let v = version(message);
+        let payload = bson::to_bson(&message.data).unwrap_or(Bson::Null);
+        let now = DateTime::now();
+        self.store
+            .users
+            .update_one(
+                doc! {
+                    "clerkId": subject,
+                    "$or": [{"eventVersion": {"$lt": &v}}, {"eventVersion": {"$exists": false}}],
+                },
+                doc! {"$set": {
+                    "eventVersion": &v,
+                    "lastEventId": &message.event_id,
+                    "lastEventAt": DateTime::from_millis(message.event_time),
+                    "webhookPayload": payload,
+                    "syncStatus": "synced",
+                    "syncError": Bson::Null,
+                    "lastSyncAttempt": now,
+                    "updatedAt": now,
+                }},
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Runs an upsert whose filter holds a condition. Returns whether it wrote.
+    async fn conditional_upsert(&self, filter: Document, update: Document) -> Result<bool> {
+        match self
+            .store
+            .users
+            .update_one(filter.clone(), update.clone())
+            .upsert(true)
+            .await
+        {
+            Ok(r) => Ok(r.matched_count > 0 || r.upserted_id.is_some()),
+            // The document exists but the condition failed, or another writer inserted it
+            // between our filter and our insert: the same write without upsert tells which.
+            Err(e) if is_duplicate_key(&e) => {
+                let r = self.store.users.update_one(filter, update).await?;
+                Ok(r.matched_count > 0)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Inserts the audit records of first deliveries.
+    async fn record(
+        &self,
+        batch: &[Incoming],
+        outcomes: &[Outcome],
+        elapsed_ms: i64,
+    ) -> Result<()> {
+        let now = DateTime::now();
+        let records: Vec<Document> = batch
+            .iter()
+            .zip(outcomes)
+            .filter(|(_, o)| **o != Outcome::Duplicate)
+            .map(|(e, o)| {
+                let m = &e.message;
+                doc! {
+                    "_id": &m.event_id,
+                    "type": &m.event_type,
+                    "subject": &m.subject_id,
+                    "eventTime": DateTime::from_millis(m.event_time),
+                    "payload": bson::to_bson(&m.data).unwrap_or(Bson::Null),
+                    "outcome": o.as_str(),
+                    "processedAt": now,
+                    "processingMs": elapsed_ms,
+                    "source": source_doc(&e.source),
+                    "duplicates": 0,
+                }
+            })
+            .collect();
+        self.insert_records(records).await
+    }
+
+    /// Records messages sent to the DLQ.
+    pub async fn record_dead_letters(&self, letters: &[DeadLetter]) -> Result<()> {
+        let now = DateTime::now();
+        let records = letters
+            .iter()
+            .map(|l| {
+                doc! {
+                    "_id": &l.id,
+                    "type": text(&l.event_type),
+                    "subject": text(&l.subject),
+                    "outcome": Outcome::DeadLettered.as_str(),
+                    "error": &l.reason,
+                    "processedAt": now,
+                    "source": source_doc(&l.source),
+                    "duplicates": 0,
+                }
+            })
+            .collect();
+        self.insert_records(records).await?;
+        // A user we know of gets told its last event failed.
+        for l in letters {
+            if let Some(subject) = &l.subject {
+                self.store
+                    .users
+                    .update_one(
+                        doc! {"clerkId": subject},
+                        doc! {"$set": {"syncStatus": "failed", "syncError": &l.reason, "lastSyncAttempt": now}},
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn insert_records(&self, records: Vec<Document>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let options = InsertManyOptions::builder().ordered(false).build();
+        match self
+            .store
+            .events
+            .insert_many(records)
+            .with_options(options)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Already recorded by an earlier attempt or a concurrent consumer.
+            Err(e) if is_duplicate_key(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn count_duplicates(&self, duplicates: HashMap<&str, i32>) -> Result<()> {
+        // One update per distinct count (almost always just 1).
+        let mut by_count: HashMap<i32, Vec<&str>> = HashMap::new();
+        for (id, n) in duplicates {
+            by_count.entry(n).or_default().push(id);
+        }
+        let now = DateTime::now();
+        for (n, ids) in by_count {
+            self.store
+                .events
+                .update_many(
+                    doc! {"_id": {"$in": ids}},
+                    doc! {"$inc": {"duplicates": n}, "$set": {"lastDuplicateAt": now}},
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The user fields of the contract's document, from a normalized record.
+fn profile_fields(user: &UserRecord) -> Document {
+    doc! {
+        "email": text(&user.primary_email),
+        "emailVerified": user.email_verified,
+        "firstName": text(&user.first_name),
+        "lastName": text(&user.last_name),
+        "username": text(&user.username),
+        "imageUrl": text(&user.image_url),
+        "lastSignInAt": date(user.last_sign_in_at),
+        "clerkCreatedAt": date(user.created_at),
+        "clerkUpdatedAt": date(user.updated_at),
+    }
+}

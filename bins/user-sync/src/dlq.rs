@@ -1,0 +1,93 @@
+//! The dead-letter topic: messages that can never be applied, with headers saying why and
+//! where they came from.
+
+use std::time::Duration;
+
+use common::kafka::KafkaSettings;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+
+/// Header: a short, stable error name (`undecodable`, `unsupported_schema_version`, …).
+pub const HEADER_ERROR_CODE: &str = "dlq-error-code";
+/// Header: the error, for a person.
+pub const HEADER_ERROR: &str = "dlq-error";
+/// Header: the topic the message was consumed from.
+pub const HEADER_SOURCE_TOPIC: &str = "dlq-source-topic";
+/// Header: its partition.
+pub const HEADER_SOURCE_PARTITION: &str = "dlq-source-partition";
+/// Header: its offset.
+pub const HEADER_SOURCE_OFFSET: &str = "dlq-source-offset";
+
+/// Produces to `KAFKA_DLQ_TOPIC`.
+#[derive(Clone)]
+pub struct Dlq {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl Dlq {
+    /// An idempotent, `acks=all` producer for the DLQ topic.
+    pub fn new(kafka: &KafkaSettings, topic: String) -> Result<Self, KafkaError> {
+        let producer = kafka
+            .client_config()
+            .set("client.id", "user-sync-dlq")
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", "30000")
+            .create()?;
+        Ok(Dlq { producer, topic })
+    }
+
+    /// The DLQ topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Sends `message` unchanged (key, value, original headers) plus the reason headers, and
+    /// waits for the broker's acknowledgement.
+    pub async fn send(
+        &self,
+        message: &OwnedMessage,
+        code: &str,
+        error: &str,
+    ) -> Result<(), KafkaError> {
+        let mut headers = OwnedHeaders::new();
+        if let Some(original) = message.headers() {
+            for h in original.iter() {
+                headers = headers.insert(Header {
+                    key: h.key,
+                    value: h.value,
+                });
+            }
+        }
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        for (key, value) in [
+            (HEADER_ERROR_CODE, code),
+            (HEADER_ERROR, error),
+            (HEADER_SOURCE_TOPIC, message.topic()),
+            (HEADER_SOURCE_PARTITION, partition.as_str()),
+            (HEADER_SOURCE_OFFSET, offset.as_str()),
+        ] {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&self.topic).headers(headers);
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        if let Some(payload) = message.payload() {
+            record = record.payload(payload);
+        }
+        self.producer
+            .send(record, Timeout::After(Duration::from_secs(30)))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e)
+    }
+}

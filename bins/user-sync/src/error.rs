@@ -1,0 +1,23 @@
+//! user-sync's errors.
+
+use common::ConfigError;
+
+/// What can stop user-sync, or fail one attempt at a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A missing or malformed variable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Kafka client creation, consuming, committing or the DLQ.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// A MongoDB operation.
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    /// Listening or serving.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

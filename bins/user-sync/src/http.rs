@@ -1,0 +1,75 @@
+//! `/health`, `/ready`, `/metrics` on `HEALTH_PORT`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use rdkafka::consumer::Consumer;
+use serde_json::json;
+
+use crate::consume::KafkaConsumer;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// What the endpoints look at.
+#[derive(Clone)]
+pub struct HealthState {
+    /// MongoDB.
+    pub store: Store,
+    /// The consumer, whose client asks the brokers for metadata.
+    pub consumer: Arc<KafkaConsumer>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The routes, apart from serving them.
+pub fn router(state: HealthState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn health() -> impl IntoResponse {
+    Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+/// 200 when MongoDB answers a ping and a broker answers a metadata request.
+async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
+    let timeout = Duration::from_secs(2);
+    let consumer = state.consumer.clone();
+    let kafka = tokio::task::spawn_blocking(move || {
+        common::kafka::broker_reachable(consumer.client(), timeout)
+    });
+    let (mongo, kafka) = tokio::join!(state.store.ping(timeout), kafka);
+    let kafka = kafka.unwrap_or(false);
+    let status = if mongo && kafka {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    (
+        status,
+        Json(json!({
+            "status": if status == StatusCode::OK { "ready" } else { "unavailable" },
+            "mongodb": word(mongo),
+            "kafka": word(kafka),
+        })),
+    )
+}
+
+async fn metrics(State(state): State<HealthState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}

@@ -1,0 +1,145 @@
+//! user-sync's Prometheus metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of `user_sync_events_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// Clerk event type (`unknown` when undecodable).
+    pub event_type: String,
+    /// `applied`, `stale`, `duplicate` or `dead_lettered`.
+    pub outcome: String,
+}
+
+/// Labels with a single reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Short error name.
+    pub reason: String,
+}
+
+/// Labels of `user_sync_consumer_lag`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    /// Topic.
+    pub topic: String,
+    /// Partition number.
+    pub partition: String,
+}
+
+/// Every metric, and the registry that renders them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    events: Family<EventLabels, Counter>,
+    dlq: Family<ReasonLabels, Counter>,
+    retries: Family<ReasonLabels, Counter>,
+    apply_duration: Histogram,
+    lag: Family<PartitionLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers the metrics.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("user_sync");
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "events",
+            "Consumed events by Clerk type and outcome",
+            events.clone(),
+        );
+        let dlq = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "dlq_messages",
+            "Messages sent to the dead-letter topic, by reason",
+            dlq.clone(),
+        );
+        let retries = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "transient_failures",
+            "Batch attempts that failed and will be retried (MongoDB or Kafka unreachable)",
+            retries.clone(),
+        );
+        let apply_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        registry.register(
+            "apply_duration_seconds",
+            "Time to apply one polled batch to MongoDB, audit records included",
+            apply_duration.clone(),
+        );
+        let lag = Family::<PartitionLabels, Gauge>::default();
+        registry.register(
+            "consumer_lag",
+            "Messages between the group's position and the end of each assigned partition (librdkafka statistics)",
+            lag.clone(),
+        );
+        Metrics {
+            registry,
+            events,
+            dlq,
+            retries,
+            apply_duration,
+            lag,
+        }
+    }
+
+    /// Counts one consumed event.
+    pub fn event(&self, event_type: &str, outcome: &str) {
+        self.events
+            .get_or_create(&EventLabels {
+                event_type: event_type.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one dead-lettered message.
+    pub fn dead_lettered(&self, reason: &str) {
+        self.dlq
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one failed attempt.
+    pub fn transient_failure(&self, reason: &str) {
+        self.retries
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records one batch's apply time.
+    pub fn applied_batch(&self, seconds: f64) {
+        self.apply_duration.observe(seconds);
+    }
+
+    /// Sets the lag of one partition.
+    pub fn lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.lag
+            .get_or_create(&PartitionLabels {
+                topic: topic.to_string(),
+                partition: partition.to_string(),
+            })
+            .set(lag);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
