@@ -58,11 +58,10 @@ impl ConsumerContext for Context {
 /// The group consumer of the users topic.
 pub type KafkaConsumer = StreamConsumer<Context>;
 
-/// Creates the consumer and subscribes it to `topic`.
+/// Creates the consumer (not subscribed yet: see [`Worker::run`]).
 pub fn consumer(
     kafka: &KafkaSettings,
     group_id: &str,
-    topic: &str,
     metrics: Arc<Metrics>,
 ) -> Result<Arc<KafkaConsumer>> {
     let consumer: KafkaConsumer = kafka
@@ -79,8 +78,9 @@ pub fn consumer(
         // A long MongoDB outage keeps one batch in retry; stay in the group meanwhile.
         .set("max.poll.interval.ms", "900000")
         .set("statistics.interval.ms", "5000")
+        // Notice new partitions (scaling) within 30 s.
+        .set("topic.metadata.refresh.interval.ms", "30000")
         .create_with_context(Context { metrics })?;
-    consumer.subscribe(&[topic])?;
     Ok(Arc::new(consumer))
 }
 
@@ -97,9 +97,11 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Runs until `stop` is cancelled: then finishes the batch in hand, commits and returns
-    /// (dropping the consumer leaves the group).
-    pub async fn run(self, stop: CancellationToken) -> Result<()> {
+    /// Subscribes to `topic` (which must exist: a subscription to a missing topic waits for
+    /// the next metadata refresh) and runs until `stop` is cancelled: then finishes the batch
+    /// in hand, commits and leaves the group.
+    pub async fn run(self, topic: &str, stop: CancellationToken) -> Result<()> {
+        self.consumer.subscribe(&[topic])?;
         loop {
             let first = tokio::select! {
                 () = stop.cancelled() => break,
@@ -282,7 +284,9 @@ impl Worker {
     }
 }
 
-type Poison = (&'static str, String, Option<EventMessage>);
+/// A message that can never be applied: a short code, the reason, and the message itself
+/// when it could be read.
+type Poison = (&'static str, String, Option<Box<EventMessage>>);
 
 /// Reads a message, or says why it can never be applied.
 fn decode(m: &OwnedMessage) -> Result<EventMessage, Poison> {
@@ -292,7 +296,7 @@ fn decode(m: &OwnedMessage) -> Result<EventMessage, Poison> {
     let message = EventMessage::decode(payload).map_err(|e| (e.code(), e.to_string(), None))?;
     if !message.event_type.starts_with("user.") {
         let reason = format!("{} is not a user event", message.event_type);
-        return Err(("unsupported_event_type", reason, Some(message)));
+        return Err(("unsupported_event_type", reason, Some(Box::new(message))));
     }
     Ok(message)
 }

@@ -1,5 +1,6 @@
 //! `/health`, `/ready`, `/metrics` on `HEALTH_PORT`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ pub struct HealthState {
     pub consumer: Arc<KafkaConsumer>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Set once start-up (indexes, topics) is done and the consumer runs.
+    pub consuming: Arc<AtomicBool>,
 }
 
 /// The routes, apart from serving them.
@@ -39,7 +42,8 @@ async fn health() -> impl IntoResponse {
     Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
 }
 
-/// 200 when MongoDB answers a ping and a broker answers a metadata request.
+/// 200 when the consumer runs, MongoDB answers a ping and a broker answers a metadata
+/// request.
 async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
     let timeout = Duration::from_secs(2);
     let consumer = state.consumer.clone();
@@ -48,7 +52,8 @@ async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
     });
     let (mongo, kafka) = tokio::join!(state.store.ping(timeout), kafka);
     let kafka = kafka.unwrap_or(false);
-    let status = if mongo && kafka {
+    let consuming = state.consuming.load(Ordering::Acquire);
+    let status = if consuming && mongo && kafka {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -60,6 +65,7 @@ async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
             "status": if status == StatusCode::OK { "ready" } else { "unavailable" },
             "mongodb": word(mongo),
             "kafka": word(kafka),
+            "consumer": if consuming { "running" } else { "starting" },
         })),
     )
 }

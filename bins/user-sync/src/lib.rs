@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod store;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,12 +46,8 @@ where
 
     let metrics = Arc::new(metrics::Metrics::new());
     let store = store::Store::connect(&config).await?;
-    let consumer = consume::consumer(
-        &config.kafka,
-        &config.group_id,
-        &config.topic,
-        metrics.clone(),
-    )?;
+    let consumer = consume::consumer(&config.kafka, &config.group_id, metrics.clone())?;
+    let consuming = Arc::new(AtomicBool::new(false));
 
     // Health answers from the start, so an orchestrator sees "alive, not ready" while
     // MongoDB or Kafka are still coming up.
@@ -58,6 +55,7 @@ where
         store: store.clone(),
         consumer: consumer.clone(),
         metrics: metrics.clone(),
+        consuming: consuming.clone(),
     });
     let http_stop = stop.clone();
     tracing::info!(address = %listener.local_addr()?, "health endpoints listening");
@@ -104,7 +102,8 @@ where
         dlq: dlq::Dlq::new(&config.kafka, config.dlq_topic.clone())?,
         metrics,
     };
-    let result = worker.run(stop.clone()).await;
+    consuming.store(true, Ordering::Release);
+    let result = worker.run(&config.topic, stop.clone()).await;
     stop.cancel();
     server.await.map_err(std::io::Error::other)??;
     tracing::info!("user-sync stopped");

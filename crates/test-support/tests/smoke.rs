@@ -264,3 +264,42 @@ fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
         _ => false,
     }
 }
+
+/// FerretDB v1.24 (the test server) drops fields that an upsert's `$setOnInsert` sets to
+/// null; MongoDB stores them. The services' code is written for MongoDB; this pins the
+/// difference so a FerretDB change (or a run against MongoDB) shows up here.
+#[tokio::test]
+async fn set_on_insert_null_fields_ferretdb_difference() {
+    let env = TestEnv::new().await;
+    let client = env.mongo().await;
+    let db = client.database(&env.database());
+    let info = db.run_command(doc! {"buildInfo": 1}).await.unwrap();
+    let ferretdb = info.contains_key("ferretdbVersion") || info.contains_key("ferretdb");
+    eprintln!(
+        "buildInfo keys: {:?}; FerretDB: {ferretdb}",
+        info.keys().collect::<Vec<_>>()
+    );
+    let c = db.collection::<Document>("t");
+    c.update_one(
+        doc! {"k": 1},
+        doc! {"$set": {"a": 1}, "$setOnInsert": {"n": null}},
+    )
+    .upsert(true)
+    .await
+    .unwrap();
+    let d = c.find_one(doc! {"k": 1}).await.unwrap().unwrap();
+    if ferretdb {
+        assert!(
+            !d.contains_key("n"),
+            "FerretDB now keeps nulls from $setOnInsert: {d}"
+        );
+    } else {
+        assert!(d.is_null("n"), "{d}");
+    }
+    // `$set` keeps an explicit null on both.
+    c.update_one(doc! {"k": 1}, doc! {"$set": {"m": null}})
+        .await
+        .unwrap();
+    let d = c.find_one(doc! {"k": 1}).await.unwrap().unwrap();
+    assert!(d.is_null("m"), "{d}");
+}

@@ -1,0 +1,287 @@
+//! Starting user-sync (library on port 0, or the real binary) against the test broker and
+//! store, producing user events, and waiting for their effect.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use bson::{doc, Document};
+use events::{EmailAddress, EventMessage, Record, UserRecord, SCHEMA_VERSION};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+use test_support::TestEnv;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use user_sync::Config;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_user-sync");
+
+/// Names one test's topic, DLQ, group and database.
+pub struct Names {
+    pub topic: String,
+    pub dlq: String,
+    pub group: String,
+    pub database: String,
+}
+
+pub fn names(env: &TestEnv) -> Names {
+    Names {
+        topic: env.topic("users"),
+        dlq: env.topic("users-dlq"),
+        group: format!("user-sync-{}", env.id),
+        database: env.database(),
+    }
+}
+
+pub fn vars(env: &TestEnv, n: &Names, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = [
+        ("KAFKA_BROKERS", env.brokers.as_str()),
+        ("MONGODB_URI", env.mongodb_uri.as_str()),
+        ("MONGODB_DATABASE", n.database.as_str()),
+        ("KAFKA_TOPIC_USERS", n.topic.as_str()),
+        ("KAFKA_DLQ_TOPIC", n.dlq.as_str()),
+        ("KAFKA_GROUP_ID", n.group.as_str()),
+        ("KAFKA_TOPIC_PARTITIONS", "3"),
+        ("KAFKA_REPLICATION_FACTOR", "1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    vars
+}
+
+/// user-sync running in this process (library `run_until`).
+pub struct App {
+    pub env: TestEnv,
+    pub names: Names,
+    pub health: String,
+    pub db: mongodb::Database,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<user_sync::Result<()>>>,
+}
+
+pub async fn spawn_app(env: TestEnv) -> App {
+    let names = names(&env);
+    let config = Config::from_vars(vars(&env, &names, &[])).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let health = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(user_sync::run_until(config, listener, async {
+        let _ = rx.await;
+    }));
+    let db = env.mongo().await.database(&names.database);
+    let app = App {
+        env,
+        names,
+        health,
+        db,
+        shutdown: Some(tx),
+        handle: Some(handle),
+    };
+    wait_ready(&app.health).await;
+    app
+}
+
+impl App {
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// The real binary, with its output captured.
+pub struct Process {
+    pub child: tokio::process::Child,
+    pub health: String,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub async fn spawn_process(env: &TestEnv, n: &Names, port: u16) -> Process {
+    let port = port.to_string();
+    let log =
+        std::fs::File::create(std::env::temp_dir().join(format!("user-sync-{}.log", n.group)))
+            .unwrap();
+    let child = tokio::process::Command::new(BIN)
+        .env_clear()
+        .envs(vars(
+            env,
+            n,
+            &[("HEALTH_PORT", &port), ("LOG_FORMAT", "json")],
+        ))
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let health = format!("http://127.0.0.1:{port}");
+    wait_ready(&health).await;
+    Process { child, health }
+}
+
+pub async fn ready_status(health: &str) -> Option<u16> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    client
+        .get(format!("{health}/ready"))
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+pub async fn wait_ready(health: &str) {
+    test_support::eventually(Duration::from_secs(60), "user-sync /ready", || async {
+        (ready_status(health).await == Some(200)).then_some(())
+    })
+    .await;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Created,
+    Updated,
+    Deleted,
+}
+
+/// A normalized user event, as clerk-sync would publish it.
+pub fn user_event(
+    kind: Kind,
+    user: &str,
+    event_id: &str,
+    time: i64,
+    first_name: &str,
+) -> EventMessage {
+    let (event_type, record, data) = match kind {
+        Kind::Deleted => (
+            "user.deleted",
+            UserRecord {
+                id: user.into(),
+                deleted: true,
+                ..UserRecord::default()
+            },
+            json!({"id": user, "object": "user", "deleted": true}),
+        ),
+        Kind::Created | Kind::Updated => {
+            let email = format!("{}@example.com", first_name.to_lowercase());
+            (
+                if kind == Kind::Created {
+                    "user.created"
+                } else {
+                    "user.updated"
+                },
+                UserRecord {
+                    id: user.into(),
+                    primary_email: Some(email.clone()),
+                    email_verified: true,
+                    email_addresses: vec![EmailAddress {
+                        id: "idn_1".into(),
+                        email: email.clone(),
+                        verified: true,
+                    }],
+                    first_name: Some(first_name.into()),
+                    last_name: Some("Lovelace".into()),
+                    username: None,
+                    image_url: Some(format!("https://img.example/{first_name}")),
+                    last_sign_in_at: Some(time - 1000),
+                    created_at: Some(1_732_464_000_000),
+                    updated_at: Some(time),
+                    external_id: None,
+                    deleted: false,
+                },
+                json!({"id": user, "object": "user", "first_name": first_name, "updated_at": time,
+                       "email_addresses": [{"id": "idn_1", "email_address": email}]}),
+            )
+        }
+    };
+    EventMessage {
+        schema_version: SCHEMA_VERSION,
+        event_id: event_id.into(),
+        event_type: event_type.into(),
+        event_time: time,
+        instance_id: Some("ins_test".into()),
+        subject_id: user.into(),
+        record: Record::User(record),
+        data,
+    }
+}
+
+pub fn producer(env: &TestEnv) -> FutureProducer {
+    env.kafka()
+        .client_config()
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .unwrap()
+}
+
+pub async fn produce(p: &FutureProducer, topic: &str, m: &EventMessage) {
+    produce_raw(p, topic, &m.subject_id, &m.to_json(), Some(&m.event_id)).await;
+}
+
+pub async fn produce_raw(
+    p: &FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    event_id: Option<&str>,
+) {
+    let mut headers = OwnedHeaders::new();
+    if let Some(id) = event_id {
+        headers = headers.insert(Header {
+            key: "event-id",
+            value: Some(id),
+        });
+    }
+    p.send(
+        FutureRecord::to(topic)
+            .key(key)
+            .payload(payload)
+            .headers(headers),
+        Duration::from_secs(60),
+    )
+    .await
+    .map_err(|(e, _)| e)
+    .unwrap();
+}
+
+/// Waits until `webhook_events` holds `n` records.
+pub async fn wait_records(db: &mongodb::Database, n: u64, timeout: Duration) {
+    let events = db.collection::<Document>("webhook_events");
+    test_support::eventually(timeout, &format!("{n} webhook_events records"), || async {
+        let count = events.count_documents(doc! {}).await.ok()?;
+        assert!(count <= n, "more records ({count}) than events ({n})");
+        (count == n).then_some(())
+    })
+    .await;
+}
+
+pub async fn user_doc(db: &mongodb::Database, user: &str) -> Document {
+    db.collection::<Document>("users")
+        .find_one(doc! {"clerkId": user})
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no document for {user}"))
+}
+
+pub async fn record(db: &mongodb::Database, event_id: &str) -> Document {
+    db.collection::<Document>("webhook_events")
+        .find_one(doc! {"_id": event_id})
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no webhook_events record for {event_id}"))
+}

@@ -1,0 +1,521 @@
+//! user-sync against the real broker and store.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod helpers;
+mod outage;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bson::{doc, DateTime, Document};
+use futures::TryStreamExt;
+use helpers::*;
+use rdkafka::message::{Headers, Message};
+use test_support::TestEnv;
+
+const T0: i64 = 1_732_464_000_000;
+
+#[tokio::test]
+async fn created_updated_deleted_gives_one_deleted_document_with_the_latest_fields() {
+    let app = spawn_app(TestEnv::new().await).await;
+    let p = producer(&app.env);
+    let user = "user_lifecycle";
+    for m in [
+        user_event(Kind::Created, user, "msg_c", T0, "Ada"),
+        user_event(Kind::Updated, user, "msg_u", T0 + 1000, "Augusta"),
+        user_event(Kind::Deleted, user, "msg_d", T0 + 2000, ""),
+    ] {
+        produce(&p, &app.names.topic, &m).await;
+    }
+    wait_records(&app.db, 3, Duration::from_secs(30)).await;
+
+    let users = app.db.collection::<Document>("users");
+    assert_eq!(
+        users.count_documents(doc! {"clerkId": user}).await.unwrap(),
+        1
+    );
+    let d = user_doc(&app.db, user).await;
+    assert!(d.get_object_id("_id").is_ok(), "_id is an ObjectId");
+    assert_eq!(d.get_str("email").unwrap(), "augusta@example.com");
+    assert!(d.get_bool("emailVerified").unwrap());
+    assert_eq!(d.get_str("firstName").unwrap(), "Augusta");
+    assert_eq!(d.get_str("lastName").unwrap(), "Lovelace");
+    assert!(d.is_null("username"));
+    assert_eq!(
+        d.get_str("imageUrl").unwrap(),
+        "https://img.example/Augusta"
+    );
+    assert_eq!(
+        d.get_datetime("lastSignInAt").unwrap(),
+        &DateTime::from_millis(T0)
+    );
+    assert_eq!(
+        d.get_datetime("clerkCreatedAt").unwrap(),
+        &DateTime::from_millis(1_732_464_000_000)
+    );
+    assert_eq!(
+        d.get_datetime("clerkUpdatedAt").unwrap(),
+        &DateTime::from_millis(T0 + 1000)
+    );
+    assert!(d.get_bool("isDeleted").unwrap());
+    assert_eq!(
+        d.get_datetime("deletedAt").unwrap(),
+        &DateTime::from_millis(T0 + 2000)
+    );
+    assert_eq!(d.get_str("syncStatus").unwrap(), "synced");
+    assert!(d.is_null("syncError"));
+    assert!(d.get_datetime("lastSyncAttempt").is_ok());
+    assert_eq!(d.get_str("lastEventId").unwrap(), "msg_d");
+    assert_eq!(
+        d.get_datetime("lastEventAt").unwrap(),
+        &DateTime::from_millis(T0 + 2000)
+    );
+    assert!(d
+        .get_document("webhookPayload")
+        .unwrap()
+        .get_bool("deleted")
+        .unwrap());
+    assert!(d.get_datetime("createdAt").is_ok() && d.get_datetime("updatedAt").is_ok());
+
+    for id in ["msg_c", "msg_u", "msg_d"] {
+        let r = record(&app.db, id).await;
+        assert_eq!(r.get_str("outcome").unwrap(), "applied", "{id}: {r}");
+        assert_eq!(r.get_str("subject").unwrap(), user);
+        assert!(r.get_datetime("processedAt").is_ok());
+        assert!(r.get_document("payload").is_ok());
+    }
+    app.stop().await;
+}
+
+fn permutations(items: &[usize]) -> Vec<Vec<usize>> {
+    if items.len() <= 1 {
+        return vec![items.to_vec()];
+    }
+    let mut out = Vec::new();
+    for (i, &first) in items.iter().enumerate() {
+        let mut rest = items.to_vec();
+        rest.remove(i);
+        for mut p in permutations(&rest) {
+            p.insert(0, first);
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_delivery_order_with_duplicates_converges() {
+    let app = spawn_app(TestEnv::new().await).await;
+    let p = producer(&app.env);
+    // created < update1 < update2 < deleted in event time.
+    let kinds = [
+        (Kind::Created, "c", "Ada"),
+        (Kind::Updated, "u1", "Augusta"),
+        (Kind::Updated, "u2", "Countess"),
+        (Kind::Deleted, "d", ""),
+    ];
+    let orders = permutations(&[0, 1, 2, 3]);
+    assert_eq!(orders.len(), 24);
+    for (n, order) in orders.iter().enumerate() {
+        let user = format!("user_order_{n}");
+        // Each event once in this order, then each again (the duplicates) in the same order.
+        for &k in order.iter().chain(order.iter()) {
+            let (kind, tag, name) = kinds[k];
+            let m = user_event(
+                kind,
+                &user,
+                &format!("{tag}-{user}"),
+                T0 + k as i64 * 1000,
+                name,
+            );
+            produce(&p, &app.names.topic, &m).await;
+        }
+    }
+    wait_records(&app.db, 24 * 4, Duration::from_secs(60)).await;
+    // The duplicates are counted on the records; wait until all are.
+    let events = app.db.collection::<Document>("webhook_events");
+    test_support::eventually(
+        Duration::from_secs(30),
+        "every duplicate counted",
+        || async {
+            let n = events.count_documents(doc! {"duplicates": 1}).await.ok()?;
+            (n == 24 * 4).then_some(())
+        },
+    )
+    .await;
+
+    let strip = |mut d: Document| {
+        for volatile in [
+            "_id",
+            "clerkId",
+            "createdAt",
+            "updatedAt",
+            "lastSyncAttempt",
+            "webhookPayload",
+        ] {
+            d.remove(volatile);
+        }
+        for (k, v) in d.iter_mut() {
+            if let bson::Bson::String(s) = v {
+                *s = s.split("-user_order_").next().unwrap().to_string();
+                let _ = k;
+            }
+        }
+        d
+    };
+    let expected = strip(user_doc(&app.db, "user_order_0").await);
+    assert_eq!(
+        expected.get_str("firstName").unwrap(),
+        "Countess",
+        "{expected}"
+    );
+    assert!(expected.get_bool("isDeleted").unwrap());
+    assert_eq!(expected.get_str("lastEventId").unwrap(), "d");
+    for (n, order) in orders.iter().enumerate() {
+        let user = format!("user_order_{n}");
+        let d = user_doc(&app.db, &user).await;
+        assert!(d
+            .get_document("webhookPayload")
+            .unwrap()
+            .get_bool("deleted")
+            .unwrap());
+        assert_eq!(strip(d), expected, "order {order:?} diverged");
+
+        let mut outcomes: HashMap<usize, String> = HashMap::new();
+        for (k, kind) in kinds.iter().enumerate() {
+            let r = record(&app.db, &format!("{}-{user}", kind.1)).await;
+            outcomes.insert(k, r.get_str("outcome").unwrap().to_string());
+        }
+        // The newest profile event and the deletion always apply.
+        assert_eq!(outcomes[&2], "applied", "order {order:?}");
+        assert_eq!(outcomes[&3], "applied", "order {order:?}");
+        // An older profile event delivered after a newer one is stale; otherwise it is
+        // applied, or stale when a newer one came in the same batch (coalesced).
+        for k in [0, 1] {
+            let pos = order.iter().position(|&x| x == k).unwrap();
+            let newer_before = order[..pos].iter().any(|&x| x > k && x != 3);
+            if newer_before {
+                assert_eq!(outcomes[&k], "stale", "order {order:?}, event {k}");
+            } else {
+                assert!(
+                    ["applied", "stale"].contains(&outcomes[&k].as_str()),
+                    "order {order:?}, event {k}"
+                );
+            }
+        }
+    }
+    let users = app.db.collection::<Document>("users");
+    assert_eq!(
+        users.count_documents(doc! {}).await.unwrap(),
+        24,
+        "one document per user"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_deletion_is_final_and_a_deletion_of_an_unknown_user_leaves_a_tombstone() {
+    let app = spawn_app(TestEnv::new().await).await;
+    let p = producer(&app.env);
+    let user = "user_final";
+    for m in [
+        user_event(Kind::Created, user, "f_c", T0, "Ada"),
+        user_event(Kind::Deleted, user, "f_d", T0 + 1000, ""),
+        // Newer than the deletion, and still can't bring the user back.
+        user_event(Kind::Updated, user, "f_u", T0 + 5000, "Zombie"),
+        user_event(Kind::Created, user, "f_c2", T0 + 6000, "Zombie"),
+        user_event(Kind::Deleted, "user_unknown", "unknown_d", T0, ""),
+    ] {
+        produce(&p, &app.names.topic, &m).await;
+    }
+    wait_records(&app.db, 5, Duration::from_secs(30)).await;
+
+    let d = user_doc(&app.db, user).await;
+    assert!(d.get_bool("isDeleted").unwrap(), "{d}");
+    assert_eq!(
+        d.get_datetime("deletedAt").unwrap(),
+        &DateTime::from_millis(T0 + 1000)
+    );
+
+    let t = user_doc(&app.db, "user_unknown").await;
+    assert!(t.get_bool("isDeleted").unwrap());
+    assert_eq!(
+        t.get_datetime("deletedAt").unwrap(),
+        &DateTime::from_millis(T0)
+    );
+    // Null on MongoDB; absent on FerretDB, which drops nulls set by `$setOnInsert` (see the
+    // smoke test `set_on_insert_null_fields_ferretdb_difference`).
+    for field in ["email", "firstName", "lastName", "username", "imageUrl"] {
+        assert!(t.is_null(field) || !t.contains_key(field), "{field}: {t}");
+    }
+    assert!(!t.get_bool("emailVerified").unwrap());
+    assert!(t.get_object_id("_id").is_ok());
+    // A late create for the tombstone doesn't resurrect it either.
+    produce(
+        &p,
+        &app.names.topic,
+        &user_event(
+            Kind::Created,
+            "user_unknown",
+            "unknown_c",
+            T0 - 5000,
+            "Late",
+        ),
+    )
+    .await;
+    wait_records(&app.db, 6, Duration::from_secs(30)).await;
+    assert!(user_doc(&app.db, "user_unknown")
+        .await
+        .get_bool("isDeleted")
+        .unwrap());
+
+    let users = app.db.collection::<Document>("users");
+    assert_eq!(users.count_documents(doc! {}).await.unwrap(), 2);
+    let deleted_records = app
+        .db
+        .collection::<Document>("webhook_events")
+        .count_documents(doc! {"subject": "user_unknown"})
+        .await
+        .unwrap();
+    assert_eq!(deleted_records, 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn poison_messages_go_to_the_dlq_and_the_partition_moves_on() {
+    let app = spawn_app(TestEnv::new().await).await;
+    let p = producer(&app.env);
+    let user = "user_after_poison";
+    // Same key as the good events, so they share a partition with the poison.
+    produce_raw(
+        &p,
+        &app.names.topic,
+        user,
+        b"\x00not json at all",
+        Some("poison_1"),
+    )
+    .await;
+    let mut future = user_event(Kind::Created, user, "poison_2", T0, "Ada");
+    future.schema_version = 99;
+    produce_raw(
+        &p,
+        &app.names.topic,
+        user,
+        &future.to_json(),
+        Some("poison_2"),
+    )
+    .await;
+    let mut mismatched = user_event(Kind::Created, user, "poison_3", T0, "Ada");
+    mismatched.subject_id = "user_someone_else".into();
+    produce_raw(
+        &p,
+        &app.names.topic,
+        user,
+        &mismatched.to_json(),
+        Some("poison_3"),
+    )
+    .await;
+    produce(
+        &p,
+        &app.names.topic,
+        &user_event(Kind::Created, user, "good_1", T0 + 1, "Ada"),
+    )
+    .await;
+    produce(
+        &p,
+        &app.names.topic,
+        &user_event(Kind::Updated, user, "good_2", T0 + 2, "Augusta"),
+    )
+    .await;
+    wait_records(&app.db, 5, Duration::from_secs(30)).await;
+
+    assert_eq!(
+        user_doc(&app.db, user).await.get_str("firstName").unwrap(),
+        "Augusta"
+    );
+    for (id, code) in [
+        ("poison_1", "undecodable"),
+        ("poison_2", "unsupported_schema_version"),
+        ("poison_3", "invalid_record"),
+    ] {
+        let r = record(&app.db, id).await;
+        assert_eq!(r.get_str("outcome").unwrap(), "dead_lettered", "{r}");
+        assert!(!r.get_str("error").unwrap().is_empty());
+        let _ = code;
+    }
+
+    let dlq = read_dlq(&app.env.brokers, &app.names.dlq, 3).await;
+    assert_eq!(dlq.len(), 3);
+    let mut codes: Vec<String> = dlq
+        .iter()
+        .map(|m| header(m, "dlq-error-code").unwrap())
+        .collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        [
+            "invalid_record",
+            "undecodable",
+            "unsupported_schema_version"
+        ]
+    );
+    for m in &dlq {
+        assert_eq!(
+            header(m, "dlq-source-topic").as_deref(),
+            Some(app.names.topic.as_str())
+        );
+        assert!(header(m, "dlq-source-partition")
+            .unwrap()
+            .parse::<i32>()
+            .is_ok());
+        assert!(header(m, "dlq-source-offset")
+            .unwrap()
+            .parse::<i64>()
+            .is_ok());
+        assert!(!header(m, "dlq-error").unwrap().is_empty());
+        assert_eq!(m.key(), Some(user.as_bytes()), "original key kept");
+        assert!(header(m, "event-id").is_some(), "original headers kept");
+    }
+    let undecodable = dlq
+        .iter()
+        .find(|m| header(m, "dlq-error-code").as_deref() == Some("undecodable"))
+        .unwrap();
+    assert_eq!(
+        undecodable.payload(),
+        Some(&b"\x00not json at all"[..]),
+        "original value kept"
+    );
+
+    let metrics = reqwest::get(format!("{}/metrics", app.health))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        r#"user_sync_dlq_messages_total{reason="undecodable"} 1"#,
+        r#"user_sync_events_total{event_type="user.updated",outcome="applied"} 1"#,
+        "user_sync_apply_duration_seconds_count",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
+    }
+    app.stop().await;
+}
+
+async fn read_dlq(brokers: &str, topic: &str, n: usize) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let c: StreamConsumer = common::kafka::KafkaSettings::plaintext(brokers)
+        .client_config()
+        .set("group.id", format!("dlq-reader-{topic}"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let m = tokio::time::timeout(Duration::from_secs(30), c.recv())
+            .await
+            .expect("DLQ message")
+            .unwrap();
+        out.push(m.detach());
+    }
+    out
+}
+
+fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
+    m.headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+#[tokio::test]
+async fn unique_index_exists_and_health_answers() {
+    let app = spawn_app(TestEnv::new().await).await;
+    let indexes: Vec<Document> = app
+        .db
+        .collection::<Document>("users")
+        .list_indexes()
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| {
+            let mut d = i.keys.clone();
+            d.insert("unique", i.options.and_then(|o| o.unique).unwrap_or(false));
+            d
+        })
+        .collect();
+    assert!(
+        indexes.contains(&doc! {"clerkId": 1, "unique": true}),
+        "{indexes:?}"
+    );
+    let health: serde_json::Value = reqwest::get(format!("{}/health", app.health))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    app.stop().await;
+}
+
+/// Two consumers briefly owning the same partition (a rebalance) write the same users at
+/// the same time: one document each, the newest fields, no error surfaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_racing_on_new_users_converge() {
+    use user_sync::apply::{Applier, Incoming, Source};
+    let env = TestEnv::new().await;
+    let n = names(&env);
+    let config = user_sync::Config::from_vars(vars(&env, &n, &[])).unwrap();
+    let store = user_sync::store::Store::connect(&config).await.unwrap();
+    store.ensure_indexes().await.unwrap();
+    let incoming = |m| Incoming {
+        message: m,
+        source: Source {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+        },
+    };
+    for round in 0..20 {
+        let user = format!("user_race_{round}");
+        let created = user_event(Kind::Created, &user, &format!("rc-{round}"), T0, "Ada");
+        let u1 = user_event(
+            Kind::Updated,
+            &user,
+            &format!("ru1-{round}"),
+            T0 + 1,
+            "Augusta",
+        );
+        let u2 = user_event(
+            Kind::Updated,
+            &user,
+            &format!("ru2-{round}"),
+            T0 + 2,
+            "Countess",
+        );
+        let a = Applier::new(store.clone());
+        let b = Applier::new(store.clone());
+        let batch_a = vec![incoming(created.clone()), incoming(u2.clone())];
+        let batch_b = vec![incoming(u1.clone()), incoming(created.clone())];
+        let (ra, rb) = tokio::join!(
+            tokio::spawn(async move { a.apply_batch(&batch_a).await }),
+            tokio::spawn(async move { b.apply_batch(&batch_b).await })
+        );
+        ra.unwrap().unwrap();
+        rb.unwrap().unwrap();
+        let users = store
+            .users
+            .count_documents(doc! {"clerkId": &user})
+            .await
+            .unwrap();
+        assert_eq!(users, 1, "{user}");
+        let d = user_doc(&env.mongo().await.database(&n.database), &user).await;
+        assert_eq!(d.get_str("firstName").unwrap(), "Countess", "{d}");
+        assert_eq!(d.get_str("lastEventId").unwrap(), format!("ru2-{round}"));
+    }
+}
