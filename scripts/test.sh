@@ -10,24 +10,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 step() { printf '\n==> %s\n' "$*" >&2; }
 started=$SECONDS
 
-# rdkafka's bundled librdkafka builds with cmake and links OpenSSL and zlib.
-missing=()
-command -v cmake >/dev/null || missing+=(cmake)
-for header in /usr/include/openssl/ssl.h /usr/include/zlib.h /usr/include/curl/curl.h; do
-  [[ -f $header ]] || case $header in
-    *openssl*) missing+=(libssl-dev) ;;
-    *zlib*) missing+=(zlib1g-dev) ;;
-    *curl*) missing+=(libcurl4-openssl-dev) ;;
-  esac
-done
-if ((${#missing[@]})); then
-  step "installing build dependencies: ${missing[*]}"
-  if [[ $(id -u) -eq 0 ]]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  else
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
-fi
+# shellcheck source=scripts/deps.sh
+source scripts/deps.sh
 
 step "cargo fmt --check"
 cargo fmt --all --check
@@ -63,5 +47,8 @@ echo "KAFKA_BROKERS=$KAFKA_BROKERS MONGODB_URI=$MONGODB_URI" >&2
 
 step "cargo test (against the servers above)"
 cargo test --workspace --locked --no-fail-fast
+
+step "README quick start, in a scratch copy"
+scripts/quickstart-check.sh
 
 step "all checks passed in $((SECONDS - started)) s"

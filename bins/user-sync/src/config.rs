@@ -11,14 +11,18 @@ struct Env {
     #[serde(default = "default_topic_users")]
     kafka_topic_users: String,
     kafka_dlq_topic: Option<String>,
+    #[serde(default = "default_health_port")]
+    health_port: u16,
+    log_format: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MongoEnv {
     mongodb_uri: Option<SecretString>,
     database_url_online: Option<SecretString>,
     mongodb_database: Option<String>,
     #[serde(default = "default_users_collection")]
     mongodb_users_collection: String,
-    #[serde(default = "default_health_port")]
-    health_port: u16,
-    log_format: Option<String>,
 }
 
 fn default_group_id() -> String {
@@ -37,6 +41,63 @@ fn default_health_port() -> u16 {
 /// The database used when neither `MONGODB_DATABASE` nor the URI names one.
 pub const DEFAULT_DATABASE: &str = "clerk_sync";
 
+/// Where user documents live.
+#[derive(Debug, Clone)]
+pub struct MongoConfig {
+    /// `MONGODB_URI` (may hold a password: never printed).
+    pub uri: SecretString,
+    /// `MONGODB_DATABASE`, else the URI's, else [`DEFAULT_DATABASE`].
+    pub database: String,
+    /// `MONGODB_USERS_COLLECTION`
+    pub users_collection: String,
+}
+
+impl MongoConfig {
+    /// Reads and validates the MongoDB variables only.
+    pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let env: MongoEnv = common::config::from_iter(vars)?;
+        let uri = env.mongodb_uri.or(env.database_url_online).ok_or_else(|| {
+            ConfigError::new(
+                "MONGODB_URI",
+                "is required (or its other name DATABASE_URL_ONLINE)",
+            )
+        })?;
+        let text = uri.expose_secret();
+        if !(text.starts_with("mongodb://") || text.starts_with("mongodb+srv://")) {
+            return Err(ConfigError::new(
+                "MONGODB_URI",
+                "must start with mongodb:// or mongodb+srv://",
+            ));
+        }
+        let database = env
+            .mongodb_database
+            .or_else(|| database_in_uri(text))
+            .unwrap_or_else(|| DEFAULT_DATABASE.to_string());
+        if database.is_empty() || database.contains(['/', '\\', '.', ' ', '"', '$']) {
+            return Err(ConfigError::new(
+                "MONGODB_DATABASE",
+                format!("`{database}` is not a valid database name"),
+            ));
+        }
+        if env.mongodb_users_collection.is_empty()
+            || env.mongodb_users_collection.starts_with("system.")
+        {
+            return Err(ConfigError::new(
+                "MONGODB_USERS_COLLECTION",
+                "is not a valid collection name",
+            ));
+        }
+        Ok(MongoConfig {
+            uri,
+            database,
+            users_collection: env.mongodb_users_collection,
+        })
+    }
+}
+
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -48,12 +109,8 @@ pub struct Config {
     pub topic: String,
     /// `KAFKA_DLQ_TOPIC`
     pub dlq_topic: String,
-    /// `MONGODB_URI` (may hold a password: never printed).
-    pub mongodb_uri: SecretString,
-    /// `MONGODB_DATABASE`, else the URI's, else [`DEFAULT_DATABASE`].
-    pub database: String,
-    /// `MONGODB_USERS_COLLECTION`
-    pub users_collection: String,
+    /// MongoDB.
+    pub mongo: MongoConfig,
     /// `HEALTH_PORT`
     pub health_port: u16,
     /// `LOG_FORMAT`
@@ -73,39 +130,9 @@ impl Config {
     {
         let vars: Vec<(String, String)> = vars.into_iter().collect();
         let env: Env = common::config::from_iter(vars.clone())?;
-        let kafka = KafkaSettings::from_raw(common::config::from_iter(vars)?)?;
+        let kafka = KafkaSettings::from_raw(common::config::from_iter(vars.clone())?)?;
 
-        let mongodb_uri = env.mongodb_uri.or(env.database_url_online).ok_or_else(|| {
-            ConfigError::new(
-                "MONGODB_URI",
-                "is required (or its other name DATABASE_URL_ONLINE)",
-            )
-        })?;
-        let uri = mongodb_uri.expose_secret();
-        if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
-            return Err(ConfigError::new(
-                "MONGODB_URI",
-                "must start with mongodb:// or mongodb+srv://",
-            ));
-        }
-        let database = env
-            .mongodb_database
-            .or_else(|| database_in_uri(uri))
-            .unwrap_or_else(|| DEFAULT_DATABASE.to_string());
-        if database.is_empty() || database.contains(['/', '\\', '.', ' ', '"', '$']) {
-            return Err(ConfigError::new(
-                "MONGODB_DATABASE",
-                format!("`{database}` is not a valid database name"),
-            ));
-        }
-        if env.mongodb_users_collection.is_empty()
-            || env.mongodb_users_collection.starts_with("system.")
-        {
-            return Err(ConfigError::new(
-                "MONGODB_USERS_COLLECTION",
-                "is not a valid collection name",
-            ));
-        }
+        let mongo = MongoConfig::from_vars(vars.clone())?;
         let dlq_topic = env
             .kafka_dlq_topic
             .unwrap_or_else(|| format!("{}.dlq", env.kafka_topic_users));
@@ -118,9 +145,7 @@ impl Config {
             group_id: env.kafka_group_id,
             topic: env.kafka_topic_users,
             dlq_topic,
-            mongodb_uri,
-            database,
-            users_collection: env.mongodb_users_collection,
+            mongo,
             health_port: env.health_port,
             log_format: LogFormat::parse(env.log_format.as_deref())?,
         })
@@ -154,8 +179,8 @@ mod tests {
         assert_eq!(c.group_id, "user-sync");
         assert_eq!(c.topic, "clerk-user-events");
         assert_eq!(c.dlq_topic, "clerk-user-events.dlq");
-        assert_eq!(c.database, "clerk_sync");
-        assert_eq!(c.users_collection, "users");
+        assert_eq!(c.mongo.database, "clerk_sync");
+        assert_eq!(c.mongo.users_collection, "users");
         assert_eq!(c.health_port, 8789);
     }
 
@@ -166,7 +191,7 @@ mod tests {
             ("MONGODB_URI", "mongodb://u:p@m1,m2/app?replicaSet=rs"),
         ])
         .unwrap();
-        assert_eq!(c.database, "app");
+        assert_eq!(c.mongo.database, "app");
         let c = config(&[
             ("KAFKA_BROKERS", "k"),
             (
@@ -176,7 +201,7 @@ mod tests {
             ("MONGODB_DATABASE", "other"),
         ])
         .unwrap();
-        assert_eq!(c.database, "other");
+        assert_eq!(c.mongo.database, "other");
     }
 
     #[test]

@@ -45,7 +45,7 @@ where
     });
 
     let metrics = Arc::new(metrics::Metrics::new());
-    let store = store::Store::connect(&config).await?;
+    let store = store::Store::connect(&config.mongo).await?;
     let consumer = consume::consumer(&config.kafka, &config.group_id, metrics.clone())?;
     let consuming = Arc::new(AtomicBool::new(false));
 
@@ -92,8 +92,8 @@ where
     tracing::info!(
         topic = config.topic,
         group = config.group_id,
-        database = config.database,
-        collection = config.users_collection,
+        database = config.mongo.database,
+        collection = config.mongo.users_collection,
         "user-sync consuming"
     );
     let worker = consume::Worker {

@@ -7,7 +7,7 @@ use common::ExposeSecret;
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Collection, IndexModel};
 
-use crate::config::Config;
+use crate::config::MongoConfig;
 use crate::Result;
 
 /// The audit collection of the contract.
@@ -25,8 +25,8 @@ pub struct Store {
 
 impl Store {
     /// Connects (lazily: the driver reconnects by itself after an outage).
-    pub async fn connect(config: &Config) -> Result<Self> {
-        let mut options = ClientOptions::parse(config.mongodb_uri.expose_secret()).await?;
+    pub async fn connect(config: &MongoConfig) -> Result<Self> {
+        let mut options = ClientOptions::parse(config.uri.expose_secret()).await?;
         options
             .app_name
             .get_or_insert_with(|| "user-sync".to_string());

@@ -471,7 +471,9 @@ async fn two_writers_racing_on_new_users_converge() {
     let env = TestEnv::new().await;
     let n = names(&env);
     let config = user_sync::Config::from_vars(vars(&env, &n, &[])).unwrap();
-    let store = user_sync::store::Store::connect(&config).await.unwrap();
+    let store = user_sync::store::Store::connect(&config.mongo)
+        .await
+        .unwrap();
     store.ensure_indexes().await.unwrap();
     let incoming = |m| Incoming {
         message: m,
