@@ -1,0 +1,363 @@
+//! Checks of what can't run here: docker-compose.yml, deploy/ and the README, against the
+//! contract's names. (No Docker engine or Kubernetes cluster on the test machines.)
+#![allow(missing_docs)]
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use serde_yaml::Value;
+
+/// clerk-sync's variables, from the contract (plus `RUST_LOG`, which filters logs).
+const CLERK_SYNC_VARS: &[&str] = &[
+    "CLERK_WEBHOOK_SECRET",
+    "KAFKA_BROKERS",
+    "KAFKA_SERVICE_URI",
+    "KAFKA_USERNAME",
+    "KAFKA_PASSWORD",
+    "KAFKA_SASL_MECHANISM",
+    "KAFKA_CA_CERT",
+    "KAFKA_TOPIC_USERS",
+    "KAFKA_TOPIC_ORGANIZATIONS",
+    "KAFKA_TOPIC_SESSIONS",
+    "KAFKA_TOPIC_OTHER",
+    "PORT",
+    "WEBHOOK_QUERY_SECRET",
+    "MAX_BODY_BYTES",
+    "PUBLISH_TIMEOUT_MS",
+    "LOG_FORMAT",
+    "KAFKA_CREATE_TOPICS",
+    "KAFKA_TOPIC_PARTITIONS",
+    "KAFKA_REPLICATION_FACTOR",
+    "RUST_LOG",
+];
+
+/// user-sync's variables, from the contract (plus `RUST_LOG`).
+const USER_SYNC_VARS: &[&str] = &[
+    "KAFKA_BROKERS",
+    "KAFKA_SERVICE_URI",
+    "KAFKA_USERNAME",
+    "KAFKA_PASSWORD",
+    "KAFKA_SASL_MECHANISM",
+    "KAFKA_CA_CERT",
+    "KAFKA_GROUP_ID",
+    "KAFKA_TOPIC_USERS",
+    "KAFKA_DLQ_TOPIC",
+    "MONGODB_URI",
+    "DATABASE_URL_ONLINE",
+    "MONGODB_DATABASE",
+    "MONGODB_USERS_COLLECTION",
+    "HEALTH_PORT",
+    "KAFKA_CREATE_TOPICS",
+    "KAFKA_TOPIC_PARTITIONS",
+    "KAFKA_REPLICATION_FACTOR",
+    "LOG_FORMAT",
+    "RUST_LOG",
+];
+
+const TOPICS: &[&str] = &[
+    "clerk-user-events",
+    "clerk-organization-events",
+    "clerk-session-events",
+    "clerk-other-events",
+    "clerk-user-events.dlq",
+];
+
+fn root() -> PathBuf {
+    test_support::workspace_root()
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn yaml_docs(path: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(&read(path))
+        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn str_of<'a>(v: &'a Value, path: &[&str]) -> &'a str {
+    let mut cur = v;
+    for key in path {
+        cur = &cur[*key];
+    }
+    cur.as_str()
+        .unwrap_or_else(|| panic!("{path:?} is not a string in {v:?}"))
+}
+
+fn env_names(service: &Value) -> BTreeSet<String> {
+    service["environment"]
+        .as_mapping()
+        .map(|m| {
+            m.keys()
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .map(|s| {
+            s.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn compose_file_matches_the_contract() {
+    let compose: Value = serde_yaml::from_str(&read("docker-compose.yml")).unwrap();
+    let services = &compose["services"];
+    for name in ["kafka", "mongo", "kafka-init", "clerk-sync", "user-sync"] {
+        assert!(services.get(name).is_some(), "service {name} missing");
+    }
+    assert!(str_of(services, &["kafka", "image"]).starts_with("apache/kafka:"));
+    assert!(str_of(services, &["mongo", "image"]).starts_with("mongo:"));
+    assert!(str_of(services, &["kafka-init", "image"]).starts_with("apache/kafka:"));
+
+    // Both services run the image built from deploy/Dockerfile.
+    let clerk = &services["clerk-sync"];
+    let user = &services["user-sync"];
+    let dockerfile = str_of(clerk, &["build", "dockerfile"]);
+    let context = str_of(clerk, &["build", "context"]);
+    assert!(
+        root().join(context).join(dockerfile).is_file(),
+        "{context}/{dockerfile}"
+    );
+    assert_eq!(str_of(clerk, &["image"]), str_of(user, &["image"]));
+    assert!(strings(&user["entrypoint"])
+        .iter()
+        .any(|e| e.ends_with("/user-sync")));
+
+    // Ports and the variables that set them agree.
+    assert_eq!(strings(&clerk["ports"]), ["8788:8788"]);
+    assert_eq!(str_of(clerk, &["environment", "PORT"]), "8788");
+    assert_eq!(strings(&user["ports"]), ["8789:8789"]);
+    assert_eq!(str_of(user, &["environment", "HEALTH_PORT"]), "8789");
+
+    // Only contract names, and the required ones.
+    for (service, allowed, required) in [
+        (
+            clerk,
+            CLERK_SYNC_VARS,
+            &["CLERK_WEBHOOK_SECRET", "KAFKA_BROKERS"][..],
+        ),
+        (user, USER_SYNC_VARS, &["KAFKA_BROKERS", "MONGODB_URI"][..]),
+    ] {
+        let names = env_names(service);
+        for name in &names {
+            assert!(
+                allowed.contains(&name.as_str()),
+                "{name} is not a contract variable"
+            );
+        }
+        for name in required {
+            assert!(names.contains(*name), "{name} missing");
+        }
+    }
+    // The brokers and database they point at are the compose services.
+    let advertised = str_of(
+        services,
+        &["kafka", "environment", "KAFKA_ADVERTISED_LISTENERS"],
+    );
+    for service in [clerk, user] {
+        let brokers = str_of(service, &["environment", "KAFKA_BROKERS"]);
+        assert!(
+            advertised.contains(brokers),
+            "{brokers} not advertised by kafka ({advertised})"
+        );
+    }
+    assert!(str_of(user, &["environment", "MONGODB_URI"]).starts_with("mongodb://mongo:"));
+
+    // Health checks, and start order: topics first, then the services.
+    for name in ["kafka", "mongo", "clerk-sync", "user-sync"] {
+        assert!(
+            services[name]["healthcheck"]["test"].is_sequence(),
+            "{name} has no healthcheck"
+        );
+    }
+    assert_eq!(
+        str_of(clerk, &["depends_on", "kafka-init", "condition"]),
+        "service_completed_successfully"
+    );
+    assert_eq!(
+        str_of(user, &["depends_on", "kafka-init", "condition"]),
+        "service_completed_successfully"
+    );
+    assert_eq!(
+        str_of(user, &["depends_on", "mongo", "condition"]),
+        "service_healthy"
+    );
+    assert_eq!(
+        str_of(
+            services,
+            &["kafka-init", "depends_on", "kafka", "condition"]
+        ),
+        "service_healthy"
+    );
+    let init = strings(&services["kafka-init"]["entrypoint"]).join(" ");
+    for topic in TOPICS {
+        assert!(init.contains(topic), "kafka-init does not create {topic}");
+    }
+}
+
+#[test]
+fn dockerfile_is_multi_stage_and_non_root() {
+    let dockerfile = read("deploy/Dockerfile");
+    let froms = dockerfile
+        .lines()
+        .filter(|l| l.trim_start().starts_with("FROM "))
+        .count();
+    assert!(froms >= 2, "multi-stage");
+    let user = dockerfile
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("USER "))
+        .last()
+        .expect("a USER line");
+    assert!(
+        !user.starts_with("root") && !user.starts_with("0"),
+        "runs as {user}"
+    );
+    for bin in ["clerk-sync", "user-sync"] {
+        assert!(
+            dockerfile.contains(&format!("-p {bin}")),
+            "{bin} is not built"
+        );
+    }
+}
+
+#[test]
+fn kubernetes_manifests_have_probes_resources_and_known_variables() {
+    let dir = "deploy/kubernetes";
+    let mut docs = Vec::new();
+    for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let rel = format!("{dir}/{}", path.file_name().unwrap().to_string_lossy());
+            docs.extend(yaml_docs(&rel));
+        }
+    }
+    let of_kind =
+        |kind: &str| -> Vec<&Value> { docs.iter().filter(|d| d["kind"] == kind).collect() };
+
+    let config_maps: BTreeSet<&str> = of_kind("ConfigMap")
+        .iter()
+        .map(|d| str_of(d, &["metadata", "name"]))
+        .collect();
+    let secrets: BTreeSet<&str> = of_kind("Secret")
+        .iter()
+        .map(|d| str_of(d, &["metadata", "name"]))
+        .collect();
+    let all_vars: BTreeSet<&str> = CLERK_SYNC_VARS
+        .iter()
+        .chain(USER_SYNC_VARS)
+        .copied()
+        .collect();
+    for d in of_kind("ConfigMap").into_iter().chain(of_kind("Secret")) {
+        let data = if d["data"].is_mapping() {
+            &d["data"]
+        } else {
+            &d["stringData"]
+        };
+        for key in data.as_mapping().unwrap().keys() {
+            let key = key.as_str().unwrap();
+            assert!(all_vars.contains(key), "{key} is not a contract variable");
+        }
+    }
+
+    let deployments = of_kind("Deployment");
+    for (name, port) in [("clerk-sync", 8788), ("user-sync", 8789)] {
+        let d = deployments
+            .iter()
+            .find(|d| str_of(d, &["metadata", "name"]) == name)
+            .unwrap_or_else(|| panic!("no Deployment {name}"));
+        let pod = &d["spec"]["template"];
+        assert_eq!(
+            str_of(pod, &["metadata", "annotations", "prometheus.io/scrape"]),
+            "true"
+        );
+        assert_eq!(
+            str_of(pod, &["metadata", "annotations", "prometheus.io/port"]),
+            port.to_string()
+        );
+        let c = &pod["spec"]["containers"][0];
+        for (probe, path) in [("livenessProbe", "/health"), ("readinessProbe", "/ready")] {
+            assert_eq!(
+                str_of(c, &[probe, "httpGet", "path"]),
+                path,
+                "{name} {probe}"
+            );
+            let p = &c[probe]["httpGet"]["port"];
+            assert!(
+                p.as_u64() == Some(port) || p.as_str() == Some("http"),
+                "{name} {probe} port {p:?}"
+            );
+        }
+        assert!(c["resources"]["requests"].is_mapping() && c["resources"]["limits"].is_mapping());
+        for source in c["envFrom"].as_sequence().unwrap() {
+            if let Some(cm) = source["configMapRef"]["name"].as_str() {
+                assert!(
+                    config_maps.contains(cm),
+                    "{name} refers to unknown ConfigMap {cm}"
+                );
+            }
+            if let Some(s) = source["secretRef"]["name"].as_str() {
+                assert!(secrets.contains(s), "{name} refers to unknown Secret {s}");
+            }
+        }
+        let pdbs = of_kind("PodDisruptionBudget");
+        assert!(
+            pdbs.iter()
+                .any(|p| p["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == name),
+            "no PodDisruptionBudget for {name}"
+        );
+    }
+    let services = of_kind("Service");
+    let svc = services
+        .iter()
+        .find(|s| str_of(s, &["metadata", "name"]) == "clerk-sync")
+        .expect("Service clerk-sync");
+    let target = &svc["spec"]["ports"][0]["targetPort"];
+    assert!(target.as_u64() == Some(8788) || target.as_str() == Some("http"));
+}
+
+#[test]
+fn readme_starts_with_the_two_commands_and_names_every_variable() {
+    let readme = read("README.md");
+    let first_block = readme.split("```").nth(1).expect("a code block");
+    assert!(
+        first_block.contains("scripts/quickstart.sh"),
+        "{first_block}"
+    );
+    assert!(first_block.contains("scripts/test.sh"), "{first_block}");
+    assert!(
+        read(".ci/run").contains("scripts/test.sh"),
+        ".ci/run must call the README's test command"
+    );
+    for var in CLERK_SYNC_VARS.iter().chain(USER_SYNC_VARS) {
+        assert!(
+            readme.contains(&format!("`{var}`")),
+            "README does not document {var}"
+        );
+    }
+    for code in [
+        "MISSING_HEADERS",
+        "INVALID_JSON",
+        "INVALID_PAYLOAD",
+        "INVALID_SIGNATURE",
+        "TIMESTAMP_OUT_OF_TOLERANCE",
+        "INVALID_QUERY_SECRET",
+        "PAYLOAD_TOO_LARGE",
+        "BROKER_UNAVAILABLE",
+        "INTERNAL",
+    ] {
+        assert!(
+            readme.contains(&format!("`{code}`")),
+            "README does not document {code}"
+        );
+    }
+}
