@@ -215,8 +215,8 @@ fn dockerfile_is_multi_stage_and_non_root() {
     assert!(froms >= 2, "multi-stage");
     let user = dockerfile
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("USER "))
-        .last()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("USER "))
         .expect("a USER line");
     assert!(
         !user.starts_with("root") && !user.starts_with("0"),
