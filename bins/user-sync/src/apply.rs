@@ -28,8 +28,8 @@ use events::{EventMessage, UserRecord};
 use futures::{StreamExt, TryStreamExt};
 use mongodb::options::InsertManyOptions;
 
-use crate::store::{is_duplicate_key, Store};
-use crate::Result;
+use crate::store::{is_duplicate_key, is_permanent, Store};
+use crate::{Error, Result};
 
 /// How many users of one batch are written concurrently.
 const USER_CONCURRENCY: usize = 16;
@@ -45,6 +45,16 @@ pub enum Outcome {
     Duplicate,
     /// It can never be applied and went to the DLQ.
     DeadLettered,
+}
+
+/// What [`Applier::apply_batch`] did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Each event's outcome, in the batch's order. Rejected events are `DeadLettered`.
+    pub outcomes: Vec<Outcome>,
+    /// Events the database refused for good (index into the batch, reason): the caller
+    /// dead-letters them. Their audit records are not written here.
+    pub rejected: Vec<(usize, String)>,
 }
 
 impl Outcome {
@@ -88,6 +98,8 @@ pub struct DeadLetter {
     pub event_type: Option<String>,
     /// The subject when known.
     pub subject: Option<String>,
+    /// The event's version stamp when known (see [`version`]).
+    pub version: Option<String>,
     /// Why it can't be applied.
     pub reason: String,
     /// Its position.
@@ -126,23 +138,34 @@ impl Applier {
     }
 
     /// Applies a batch (in consumption order) and records every event in `webhook_events`.
-    /// Returns each event's outcome, in the batch's order. Safe to call again with the same
-    /// batch after an error: every write is conditional on versions.
-    pub async fn apply_batch(&self, batch: &[Incoming]) -> Result<Vec<Outcome>> {
+    /// Safe to call again with the same batch after an error: every write is conditional on
+    /// versions.
+    pub async fn apply_batch(&self, batch: &[Incoming]) -> Result<Applied> {
         let started = Instant::now();
         let mut outcomes = vec![Outcome::Stale; batch.len()];
 
-        // Redeliveries: event ids with an audit record already, or twice in this batch.
+        // Redeliveries: event ids with an audit record already, or twice in this batch. An
+        // event recorded as dead-lettered is not one: it is being replayed from the DLQ
+        // after a fix, and its record is replaced below.
         let ids: Vec<&str> = batch.iter().map(|e| e.message.event_id.as_str()).collect();
-        let recorded: HashSet<String> = self
+        let records: Vec<Document> = self
             .store
             .events
             .find(doc! {"_id": {"$in": &ids}})
-            .projection(doc! {"_id": 1})
+            .projection(doc! {"_id": 1, "outcome": 1})
             .await?
-            .try_filter_map(|d| async move { Ok(d.get_str("_id").ok().map(str::to_string)) })
             .try_collect()
             .await?;
+        let mut recorded = HashSet::new();
+        let mut replayed = Vec::new();
+        for r in &records {
+            let Ok(id) = r.get_str("_id") else { continue };
+            if r.get_str("outcome") == Ok(Outcome::DeadLettered.as_str()) {
+                replayed.push(id.to_string());
+            } else {
+                recorded.insert(id.to_string());
+            }
+        }
         let mut first = HashSet::new();
         let mut by_user: Vec<(String, Vec<usize>)> = Vec::new();
         let mut user_slot: HashMap<String, usize> = HashMap::new();
@@ -163,25 +186,57 @@ impl Applier {
         }
 
         // Users are independent: write them concurrently, each user's writes in order.
-        let per_user: Vec<Vec<(usize, Outcome)>> = futures::stream::iter(by_user)
-            .map(|(subject, indexes)| self.apply_user(subject, indexes, batch))
+        let per_user: Vec<UserResult> = futures::stream::iter(by_user)
+            .map(|(subject, indexes)| async move {
+                match self.apply_user(&subject, &indexes, batch).await {
+                    Ok(outcomes) => Ok(UserResult::Done(outcomes)),
+                    // The database refuses this user's data (a key it can't store, a
+                    // document too large): retrying would block the partition forever.
+                    Err(Error::Mongo(e)) if is_permanent(&e) => {
+                        tracing::error!(subject, error = %e, "the database refused this user's events");
+                        Ok(UserResult::Rejected(indexes, e.to_string()))
+                    }
+                    Err(e) => Err(e),
+                }
+            })
             .buffer_unordered(USER_CONCURRENCY)
             .try_collect()
             .await?;
-        for (i, outcome) in per_user.into_iter().flatten() {
-            outcomes[i] = outcome;
+        let mut rejected = Vec::new();
+        for result in per_user {
+            match result {
+                UserResult::Done(done) => {
+                    for (i, outcome) in done {
+                        outcomes[i] = outcome;
+                    }
+                }
+                UserResult::Rejected(indexes, reason) => {
+                    for i in indexes {
+                        outcomes[i] = Outcome::DeadLettered;
+                        rejected.push((i, reason.clone()));
+                    }
+                }
+            }
         }
 
+        if !replayed.is_empty() {
+            self.store
+                .events
+                .delete_many(
+                    doc! {"_id": {"$in": &replayed}, "outcome": Outcome::DeadLettered.as_str()},
+                )
+                .await?;
+        }
         let elapsed_ms = started.elapsed().as_millis() as i64;
         self.record(batch, &outcomes, elapsed_ms).await?;
         self.count_duplicates(duplicates).await?;
-        Ok(outcomes)
+        Ok(Applied { outcomes, rejected })
     }
 
     async fn apply_user(
         &self,
-        subject: String,
-        indexes: Vec<usize>,
+        subject: &str,
+        indexes: &[usize],
         batch: &[Incoming],
     ) -> Result<Vec<(usize, Outcome)>> {
         let user = |i: &usize| batch[*i].message.user().map(|u| u.deleted);
@@ -205,16 +260,18 @@ impl Applier {
                 slot.1 = o;
             }
         };
-        if let Some(&i) = newest_profile {
-            set(i, self.write_profile(&subject, &batch[i].message).await?);
-        }
+        // The deletion first: were the process to stop between the two writes, the user is
+        // never left looking alive. (Either order converges.)
         if let Some(&i) = deletion {
-            set(i, self.write_deletion(&subject, &batch[i].message).await?);
+            set(i, self.write_deletion(subject, &batch[i].message).await?);
+        }
+        if let Some(&i) = newest_profile {
+            set(i, self.write_profile(subject, &batch[i].message).await?);
         }
         if let Some(&i) = newest {
             // Even when nothing above applied: a previous attempt may have stopped between
-            // the two writes.
-            self.write_pointer(&subject, &batch[i].message).await?;
+            // the writes.
+            self.write_pointer(subject, &batch[i].message).await?;
         }
         Ok(outcomes)
     }
@@ -280,28 +337,39 @@ impl Applier {
     /// the newest the document has seen.
     async fn write_pointer(&self, subject: &str, message: &EventMessage) -> Result<()> {
         let v = version(message);
-        let payload = bson::to_bson(&message.data).unwrap_or(Bson::Null);
-        let now = DateTime::now();
-        self.store
-            .users
-            .update_one(
-                doc! {
-                    "clerkId": subject,
-                    "$or": [{"eventVersion": {"$lt": &v}}, {"eventVersion": {"$exists": false}}],
-                },
-                doc! {"$set": {
-                    "eventVersion": &v,
-                    "lastEventId": &message.event_id,
-                    "lastEventAt": DateTime::from_millis(message.event_time),
-                    "webhookPayload": payload,
-                    "syncStatus": "synced",
-                    "syncError": Bson::Null,
-                    "lastSyncAttempt": now,
-                    "updatedAt": now,
-                }},
-            )
-            .await?;
-        Ok(())
+        let filter = doc! {
+            "clerkId": subject,
+            "$or": [{"eventVersion": {"$lt": &v}}, {"eventVersion": {"$exists": false}}],
+        };
+        let update = |payload: Bson| {
+            let now = DateTime::now();
+            doc! {"$set": {
+                "eventVersion": &v,
+                "lastEventId": &message.event_id,
+                "lastEventAt": DateTime::from_millis(message.event_time),
+                "webhookPayload": payload,
+                "syncStatus": "synced",
+                "syncError": Bson::Null,
+                "lastSyncAttempt": now,
+                "updatedAt": now,
+            }}
+        };
+        let users = &self.store.users;
+        match users
+            .update_one(filter.clone(), update(storable(&message.data)))
+            .await
+        {
+            Ok(_) => Ok(()),
+            // The server refuses the object itself (FerretDB: nested arrays): keep the
+            // change, with the payload as JSON text.
+            Err(e) if is_permanent(&e) => {
+                users
+                    .update_one(filter, update(as_text(&message.data)))
+                    .await?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Runs an upsert whose filter holds a condition. Returns whether it wrote.
@@ -335,7 +403,7 @@ impl Applier {
         let records: Vec<Document> = batch
             .iter()
             .zip(outcomes)
-            .filter(|(_, o)| **o != Outcome::Duplicate)
+            .filter(|(_, o)| !matches!(o, Outcome::Duplicate | Outcome::DeadLettered))
             .map(|(e, o)| {
                 let m = &e.message;
                 doc! {
@@ -343,7 +411,7 @@ impl Applier {
                     "type": &m.event_type,
                     "subject": &m.subject_id,
                     "eventTime": DateTime::from_millis(m.event_time),
-                    "payload": bson::to_bson(&m.data).unwrap_or(Bson::Null),
+                    "payload": storable(&m.data),
                     "outcome": o.as_str(),
                     "processedAt": now,
                     "processingMs": elapsed_ms,
@@ -374,13 +442,17 @@ impl Applier {
             })
             .collect();
         self.insert_records(records).await?;
-        // A user we know of gets told its last event failed.
+        // A user we know of gets told its newest event failed (not an older one: the
+        // outcome must not depend on arrival order).
         for l in letters {
-            if let Some(subject) = &l.subject {
+            if let (Some(subject), Some(version)) = (&l.subject, &l.version) {
                 self.store
                     .users
                     .update_one(
-                        doc! {"clerkId": subject},
+                        doc! {
+                            "clerkId": subject,
+                            "$or": [{"eventVersion": {"$lt": version}}, {"eventVersion": {"$exists": false}}],
+                        },
                         doc! {"$set": {"syncStatus": "failed", "syncError": &l.reason, "lastSyncAttempt": now}},
                     )
                     .await?;
@@ -394,16 +466,38 @@ impl Applier {
             return Ok(());
         }
         let options = InsertManyOptions::builder().ordered(false).build();
-        match self
-            .store
-            .events
-            .insert_many(records)
+        let events = &self.store.events;
+        match events
+            .insert_many(records.clone())
             .with_options(options)
             .await
         {
             Ok(_) => Ok(()),
             // Already recorded by an earlier attempt or a concurrent consumer.
             Err(e) if is_duplicate_key(&e) => Ok(()),
+            // Some payload the server won't store as an object: one by one, those with
+            // their payload as JSON text.
+            Err(e) if is_permanent(&e) => {
+                for mut record in records {
+                    let result = match events.insert_one(record.clone()).await {
+                        Err(e) if is_permanent(&e) => {
+                            let text = record
+                                .get("payload")
+                                .map(|p| Bson::String(p.clone().into_relaxed_extjson().to_string()))
+                                .unwrap_or(Bson::Null);
+                            record.insert("payload", text);
+                            events.insert_one(record).await.map(|_| ())
+                        }
+                        other => other.map(|_| ()),
+                    };
+                    match result {
+                        Ok(()) => {}
+                        Err(e) if is_duplicate_key(&e) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(())
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -426,6 +520,41 @@ impl Applier {
         }
         Ok(())
     }
+}
+
+enum UserResult {
+    Done(Vec<(usize, Outcome)>),
+    Rejected(Vec<usize>, String),
+}
+
+/// A Clerk object as BSON that any server stores: keys starting with `$` or holding `.` are
+/// refused by MongoDB in some places and by FerretDB everywhere, and Clerk metadata is
+/// partly user-controlled. Such keys get the full-width look-alikes (`＄`, `．`), the
+/// replacement MongoDB's documentation suggests.
+pub fn storable(value: &serde_json::Value) -> Bson {
+    fn clean(value: &serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => map
+                .iter()
+                .map(|(k, v)| {
+                    let key = match k.strip_prefix('$') {
+                        Some(rest) => format!("\u{FF04}{rest}"),
+                        None => k.clone(),
+                    }
+                    .replace('.', "\u{FF0E}");
+                    (key, clean(v))
+                })
+                .collect(),
+            serde_json::Value::Array(items) => items.iter().map(clean).collect(),
+            other => other.clone(),
+        }
+    }
+    bson::to_bson(&clean(value)).unwrap_or(Bson::Null)
+}
+
+/// A Clerk object as JSON text, for a server that refuses it as a document.
+fn as_text(value: &serde_json::Value) -> Bson {
+    Bson::String(value.to_string())
 }
 
 /// The user fields of the contract's document, from a normalized record.

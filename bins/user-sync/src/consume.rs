@@ -3,7 +3,7 @@
 //! A failure that can pass is retried with exponential backoff and jitter, offsets
 //! untouched, until it passes or the process is asked to stop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::apply::{Applier, DeadLetter, Incoming, Outcome, Source};
+use crate::apply::{version, Applied, Applier, DeadLetter, Incoming, Outcome, Source};
 use crate::dlq::Dlq;
 use crate::metrics::Metrics;
 use crate::Result;
@@ -104,6 +104,8 @@ impl Worker {
         self.consumer.subscribe(&[topic])?;
         loop {
             let first = tokio::select! {
+                // Stop wins over a ready message: no new batch once asked to stop.
+                biased;
                 () = stop.cancelled() => break,
                 m = self.consumer.recv() => m,
             };
@@ -152,8 +154,10 @@ impl Worker {
     async fn process_until_done(&self, batch: &[OwnedMessage], stop: &CancellationToken) -> bool {
         let mut delay = BACKOFF_START;
         let mut attempt = 1u32;
+        // Offsets already in the DLQ, so that a retried batch doesn't send them again.
+        let mut dead_lettered = HashSet::new();
         loop {
-            match self.process(batch).await {
+            match self.process(batch, &mut dead_lettered).await {
                 Ok(()) => return true,
                 Err(e) => {
                     let reason = match e {
@@ -162,7 +166,7 @@ impl Worker {
                         _ => "other",
                     };
                     self.metrics.transient_failure(reason);
-                    // Full jitter: spread retries of several replicas.
+                    // Jitter: replicas failing together don't retry together.
                     let sleep = delay.mul_f64(0.5 + rand::random::<f64>() / 2.0);
                     tracing::warn!(error = %e, attempt, retry_in_ms = sleep.as_millis() as u64, "batch failed; retrying");
                     tokio::select! {
@@ -176,62 +180,92 @@ impl Worker {
         }
     }
 
+    /// Sends one message to the DLQ (unless an earlier attempt did) and describes it for its
+    /// audit record.
+    async fn dead_letter(
+        &self,
+        m: &OwnedMessage,
+        poison: Poison,
+        sent: &mut HashSet<(i32, i64)>,
+    ) -> Result<(&'static str, DeadLetter)> {
+        let (code, reason, message) = poison;
+        if !sent.contains(&(m.partition(), m.offset())) {
+            self.dlq.send(m, code, &reason).await?;
+            sent.insert((m.partition(), m.offset()));
+        }
+        tracing::warn!(
+            code,
+            reason,
+            partition = m.partition(),
+            offset = m.offset(),
+            "dead-lettered"
+        );
+        let source = Source {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+        };
+        let letter = DeadLetter {
+            id: message
+                .as_ref()
+                .map(|m| m.event_id.clone())
+                .or_else(|| header(m, HEADER_EVENT_ID))
+                .unwrap_or_else(|| {
+                    format!(
+                        "dlq:{}:{}:{}",
+                        source.topic, source.partition, source.offset
+                    )
+                }),
+            event_type: message.as_ref().map(|m| m.event_type.clone()),
+            version: message.as_deref().map(version),
+            subject: message.map(|m| m.subject_id),
+            reason,
+            source,
+        };
+        Ok((code, letter))
+    }
+
     /// One attempt at a batch.
     #[tracing::instrument(skip_all, fields(size = batch.len()))]
-    async fn process(&self, batch: &[OwnedMessage]) -> Result<()> {
+    async fn process(&self, batch: &[OwnedMessage], sent: &mut HashSet<(i32, i64)>) -> Result<()> {
         let started = Instant::now();
         let mut incoming = Vec::with_capacity(batch.len());
+        let mut raw = Vec::with_capacity(batch.len());
         let mut letters = Vec::new();
         for m in batch {
-            let source = Source {
-                topic: m.topic().to_string(),
-                partition: m.partition(),
-                offset: m.offset(),
-            };
             match decode(m) {
-                Ok(message) => incoming.push(Incoming { message, source }),
-                Err((code, reason, message)) => {
-                    self.dlq.send(m, code, &reason).await?;
-                    tracing::warn!(
-                        code,
-                        reason,
-                        partition = source.partition,
-                        offset = source.offset,
-                        "dead-lettered"
-                    );
-                    letters.push((
-                        code,
-                        DeadLetter {
-                            id: message
-                                .as_ref()
-                                .map(|m| m.event_id.clone())
-                                .or_else(|| header(m, HEADER_EVENT_ID))
-                                .unwrap_or_else(|| {
-                                    format!(
-                                        "dlq:{}:{}:{}",
-                                        source.topic, source.partition, source.offset
-                                    )
-                                }),
-                            event_type: message.as_ref().map(|m| m.event_type.clone()),
-                            subject: message.map(|m| m.subject_id),
-                            reason,
-                            source,
-                        },
-                    ));
+                Ok(message) => {
+                    let source = Source {
+                        topic: m.topic().to_string(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                    };
+                    incoming.push(Incoming { message, source });
+                    raw.push(m);
                 }
+                Err(poison) => letters.push(self.dead_letter(m, poison, sent).await?),
             }
+        }
+        let applied = if incoming.is_empty() {
+            Applied::default()
+        } else {
+            self.applier.apply_batch(&incoming).await?
+        };
+        for (i, reason) in &applied.rejected {
+            let poison = (
+                "rejected_by_database",
+                reason.clone(),
+                Some(Box::new(incoming[*i].message.clone())),
+            );
+            letters.push(self.dead_letter(raw[*i], poison, sent).await?);
         }
         if !letters.is_empty() {
             let records: Vec<DeadLetter> = letters.iter().map(|(_, l)| l.clone()).collect();
             self.applier.record_dead_letters(&records).await?;
         }
-        let outcomes = if incoming.is_empty() {
-            Vec::new()
-        } else {
-            self.applier.apply_batch(&incoming).await?
-        };
 
         // Counted once the whole batch is done, so a retried batch isn't counted twice.
+        let outcomes = &applied.outcomes;
         for (code, letter) in &letters {
             self.metrics.dead_lettered(code);
             self.metrics.event(
@@ -239,7 +273,10 @@ impl Worker {
                 Outcome::DeadLettered.as_str(),
             );
         }
-        for (e, outcome) in incoming.iter().zip(&outcomes) {
+        for (e, outcome) in incoming.iter().zip(outcomes) {
+            if *outcome == Outcome::DeadLettered {
+                continue; // counted with the letters
+            }
             self.metrics.event(&e.message.event_type, outcome.as_str());
             tracing::debug!(
                 event_id = e.message.event_id,
@@ -250,13 +287,11 @@ impl Worker {
             );
         }
         self.metrics.applied_batch(started.elapsed().as_secs_f64());
+        let count = |o: Outcome| outcomes.iter().filter(|x| **x == o).count();
         tracing::info!(
-            applied = outcomes.iter().filter(|o| **o == Outcome::Applied).count(),
-            stale = outcomes.iter().filter(|o| **o == Outcome::Stale).count(),
-            duplicate = outcomes
-                .iter()
-                .filter(|o| **o == Outcome::Duplicate)
-                .count(),
+            applied = count(Outcome::Applied),
+            stale = count(Outcome::Stale),
+            duplicate = count(Outcome::Duplicate),
             dead_lettered = letters.len(),
             "batch done"
         );

@@ -14,6 +14,9 @@ pub enum Error {
     /// A MongoDB operation.
     #[error("mongodb: {0}")]
     Mongo(#[from] mongodb::error::Error),
+    /// A start-up problem that waiting won't fix (an index conflict, say).
+    #[error("start-up: {0}")]
+    Startup(String),
     /// Listening or serving.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

@@ -45,7 +45,30 @@ where
     });
 
     let metrics = Arc::new(metrics::Metrics::new());
-    let store = store::Store::connect(&config.mongo).await?;
+    // Parsing a mongodb+srv:// URI resolves DNS: wait for it like for the servers below.
+    let mut delay = Duration::from_millis(500);
+    let store = loop {
+        match store::Store::connect(&config.mongo).await {
+            Ok(store) => break store,
+            // A malformed URI won't get better by waiting.
+            // (Its message may quote the URI, password included: not repeated.)
+            Err(Error::Mongo(e))
+                if matches!(*e.kind, mongodb::error::ErrorKind::InvalidArgument { .. }) =>
+            {
+                stop.cancel();
+                let reason = "is not a valid MongoDB connection string";
+                return Err(common::ConfigError::new("MONGODB_URI", reason).into());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "start-up: cannot set up the MongoDB client yet");
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(15));
+            }
+        }
+    };
     let consumer = consume::consumer(&config.kafka, &config.group_id, metrics.clone())?;
     let consuming = Arc::new(AtomicBool::new(false));
 
@@ -78,6 +101,10 @@ where
         };
         match attempt.await {
             Ok(()) => break,
+            Err(e @ Error::Startup(_)) => {
+                stop.cancel();
+                return Err(e);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "start-up: waiting for MongoDB and Kafka");
                 tokio::select! {

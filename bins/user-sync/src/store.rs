@@ -4,11 +4,13 @@ use std::time::Duration;
 
 use bson::{doc, Document};
 use common::ExposeSecret;
-use mongodb::options::{ClientOptions, IndexOptions};
+use futures::TryStreamExt;
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, WriteConcern};
 use mongodb::{Collection, IndexModel};
 
 use crate::config::MongoConfig;
-use crate::Result;
+use crate::{Error, Result};
 
 /// The audit collection of the contract.
 pub const EVENTS_COLLECTION: &str = "webhook_events";
@@ -38,6 +40,14 @@ impl Store {
         options
             .connect_timeout
             .get_or_insert(Duration::from_secs(5));
+        // An offset is committed once its writes are acknowledged: make that acknowledgement
+        // mean durable (a majority, journaled), unless the URI chose otherwise.
+        options.write_concern.get_or_insert_with(|| {
+            WriteConcern::builder()
+                .w(Acknowledgment::Majority)
+                .journal(true)
+                .build()
+        });
         let client = mongodb::Client::with_options(options)?;
         let db = client.database(&config.database);
         Ok(Store {
@@ -47,10 +57,38 @@ impl Store {
         })
     }
 
-    /// Creates the unique `clerkId` index (one document per user, even when two consumers
-    /// race on a new user). Idempotent.
+    /// Makes sure a unique index on `clerkId` exists (one document per user, even when two
+    /// consumers race on a new user), creating `clerkId_unique` when there is none. An
+    /// existing unique index on `{clerkId: 1}` (an ORM's, say) is used as it is.
+    /// Problems that waiting can't fix are [`Error::Startup`].
     pub async fn ensure_indexes(&self) -> Result<()> {
-        self.users
+        let existing: Vec<IndexModel> = match self.users.list_indexes().await {
+            Ok(cursor) => cursor.try_collect().await?,
+            // NamespaceNotFound: the collection doesn't exist yet.
+            Err(e) if command_code(&e) == Some(26) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(index) = existing.iter().find(|i| i.keys == doc! {"clerkId": 1}) {
+            let unique = index
+                .options
+                .as_ref()
+                .and_then(|o| o.unique)
+                .unwrap_or(false);
+            let name = index
+                .options
+                .as_ref()
+                .and_then(|o| o.name.clone())
+                .unwrap_or_default();
+            if unique {
+                return Ok(());
+            }
+            return Err(Error::Startup(format!(
+                "the index {name} on clerkId is not unique; drop it or make it unique \
+                 (user-sync needs one document per clerkId)"
+            )));
+        }
+        let created = self
+            .users
             .create_index(
                 IndexModel::builder()
                     .keys(doc! {"clerkId": 1})
@@ -62,8 +100,19 @@ impl Store {
                     )
                     .build(),
             )
-            .await?;
-        Ok(())
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate_key(&e) => Err(Error::Startup(format!(
+                "cannot create the unique index on clerkId: the collection holds documents with \
+                 the same (or no) clerkId; fix them first ({e})"
+            ))),
+            // IndexOptionsConflict, IndexKeySpecsConflict: another index has this name.
+            Err(e) if matches!(command_code(&e), Some(85 | 86)) => Err(Error::Startup(format!(
+                "cannot create the index clerkId_unique: {e}"
+            ))),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Whether the server answers a `ping` within `timeout`.
@@ -79,16 +128,45 @@ impl Store {
     }
 }
 
-/// Whether `err` is MongoDB's duplicate-key error (E11000).
+fn command_code(err: &mongodb::error::Error) -> Option<i32> {
+    match err.kind.as_ref() {
+        ErrorKind::Command(e) => Some(e.code),
+        _ => None,
+    }
+}
+
+/// Whether `err` is MongoDB's duplicate-key error (E11000), and only that: a write-concern
+/// failure alongside it means the other writes may not be durable.
 pub fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
-    use mongodb::error::{ErrorKind, WriteFailure};
     match err.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == 11000,
         ErrorKind::Command(e) => e.code == 11000,
-        ErrorKind::InsertMany(e) => e
-            .write_errors
-            .as_ref()
-            .is_some_and(|errors| errors.iter().all(|e| e.code == 11000)),
+        ErrorKind::InsertMany(e) => {
+            e.write_concern_error.is_none()
+                && e.write_errors
+                    .as_ref()
+                    .is_some_and(|errors| errors.iter().all(|e| e.code == 11000))
+        }
+        _ => false,
+    }
+}
+
+/// Whether the server refused the document itself, so retrying can never succeed (as
+/// opposed to a server, network or write-concern failure, which can pass).
+pub fn is_permanent(err: &mongodb::error::Error) -> bool {
+    // BadValue, DollarPrefixedFieldName, EmptyFieldName, DottedFieldName,
+    // BSONObjectTooLarge, document too large after update, DocumentValidationFailure.
+    const DOCUMENT_ERRORS: [i32; 7] = [2, 52, 56, 57, 10334, 17419, 121];
+    match err.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code != 11000,
+        ErrorKind::InsertMany(e) => {
+            e.write_concern_error.is_none()
+                && e.write_errors
+                    .as_ref()
+                    .is_some_and(|errors| errors.iter().any(|e| e.code != 11000))
+        }
+        ErrorKind::Command(e) => DOCUMENT_ERRORS.contains(&e.code),
+        ErrorKind::BsonSerialization(_) => true,
         _ => false,
     }
 }

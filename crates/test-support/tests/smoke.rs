@@ -250,6 +250,63 @@ async fn mongodb_driver_operations_the_services_rely_on() {
         "expected E11000 from a racing upsert, got {err}"
     );
 
+    // What user-sync's conditional writes use: `$or` of `$lt`/`$exists` and `$ne` in an
+    // upsert's filter, the E11000 when the condition fails on an existing document.
+    let versioned = |v: &str| {
+        doc! {"clerkId": "user_v", "$or": [{"version": {"$lt": v}}, {"version": {"$exists": false}}]}
+    };
+    let r = users
+        .update_one(versioned("0002"), doc! {"$set": {"version": "0002"}})
+        .upsert(true)
+        .await
+        .unwrap();
+    assert!(r.upserted_id.is_some());
+    let r = users
+        .update_one(versioned("0003"), doc! {"$set": {"version": "0003"}})
+        .upsert(true)
+        .await
+        .unwrap();
+    assert_eq!(r.matched_count, 1, "a newer version matches");
+    let err = users
+        .update_one(versioned("0001"), doc! {"$set": {"version": "0001"}})
+        .upsert(true)
+        .await
+        .unwrap_err();
+    assert!(is_duplicate_key(&err), "an older version collides: {err}");
+    let r = users
+        .update_one(
+            doc! {"clerkId": "user_v", "gone": {"$ne": true}},
+            doc! {"$set": {"gone": true}},
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.matched_count, 1);
+    let r = users
+        .update_one(
+            doc! {"clerkId": "user_v", "gone": {"$ne": true}},
+            doc! {"$set": {"gone": true}},
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.matched_count, 0, "$ne: true excludes it now");
+    users.delete_one(doc! {"clerkId": "user_v"}).await.unwrap();
+
+    // insert_many, unordered: the duplicate fails, the rest are written.
+    let err = users
+        .insert_many([doc! {"clerkId": "user_a"}, doc! {"clerkId": "user_d"}])
+        .ordered(false)
+        .await
+        .unwrap_err();
+    assert!(is_duplicate_key(&err), "{err}");
+    assert_eq!(
+        users
+            .count_documents(doc! {"clerkId": "user_d"})
+            .await
+            .unwrap(),
+        1
+    );
+    users.delete_one(doc! {"clerkId": "user_d"}).await.unwrap();
+
     // delete
     let deleted = users.delete_one(doc! {"clerkId": "user_c"}).await.unwrap();
     assert_eq!(deleted.deleted_count, 1);
@@ -261,6 +318,10 @@ fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
     match err.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == 11000,
         ErrorKind::Command(e) => e.code == 11000,
+        ErrorKind::InsertMany(e) => e
+            .write_errors
+            .as_ref()
+            .is_some_and(|errors| errors.iter().all(|e| e.code == 11000)),
         _ => false,
     }
 }

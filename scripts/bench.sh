@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): N user events through Kafka into user-sync, and a plain driver
+# loop on the same store for comparison. Uses the servers of scripts/services.sh.
+#
+#   scripts/bench.sh [N]     (default 5000)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/deps.sh
+n=${1:-5000}
+cargo build --release --locked -p user-sync --example bench
+eval "$(scripts/services.sh up)"
+export KAFKA_BROKERS MONGODB_URI RUST_LOG=${RUST_LOG:-warn}
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB"
+echo "store: FerretDB v1.24.0 (SQLite engine) from scripts/services.sh, at $MONGODB_URI"
+target/release/examples/bench "$n"
