@@ -45,7 +45,7 @@ fn default_port() -> u16 {
     8788
 }
 fn default_max_body_bytes() -> usize {
-    1_048_576
+    common::kafka::DEFAULT_MAX_BODY_BYTES
 }
 fn default_publish_timeout_ms() -> u64 {
     5000

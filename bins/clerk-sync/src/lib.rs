@@ -22,6 +22,7 @@ use axum::http::Request;
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 pub use config::Config;
@@ -53,9 +54,14 @@ impl AppState {
             &config.kafka,
             config.topics.clone(),
             config.publish_timeout,
+            config.max_body_bytes,
             metrics.clone(),
         )?;
-        config.kafka.ensure_topics(&config.topics.all()).await?;
+        let max_message = common::kafka::max_message_bytes(config.max_body_bytes);
+        config
+            .kafka
+            .ensure_topics(&config.topics.all(), max_message)
+            .await?;
         Ok(AppState {
             verifier: Arc::new(verifier),
             publisher,
@@ -101,7 +107,20 @@ pub async fn run_until<F>(config: Config, listener: TcpListener, shutdown: F) ->
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let state = AppState::build(&config).await?;
+    // A signal during start-up (topic creation can take a while) also ends cleanly.
+    let stop = CancellationToken::new();
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.cancel();
+    });
+    let state = tokio::select! {
+        state = AppState::build(&config) => state?,
+        () = stop.cancelled() => {
+            tracing::info!("stopped during start-up");
+            return Ok(());
+        }
+    };
     let publisher = state.publisher.clone();
     tracing::info!(
         address = %listener.local_addr()?,
@@ -110,7 +129,7 @@ where
         "clerk-sync listening"
     );
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
         .await?;
     // Every request was answered after its acknowledgement, so this only matters for
     // sends that timed out; it bounds shutdown at the publish timeout.

@@ -31,9 +31,14 @@ impl Publisher {
         kafka: &KafkaSettings,
         topics: Topics,
         timeout: Duration,
+        max_body_bytes: usize,
         metrics: Arc<Metrics>,
     ) -> Result<Self, KafkaError> {
         let timeout_ms = timeout.as_millis().clamp(1, i32::MAX as u128).to_string();
+        // librdkafka checks the uncompressed size against this before sending, and a
+        // message holds the body's `data` plus the normalized record: leave room for both.
+        let max_message =
+            (max_body_bytes.saturating_mul(2) + 65_536).clamp(1_000_000, 1_000_000_000);
         let producer: FutureProducer = kafka
             .client_config()
             .set("client.id", "clerk-sync")
@@ -42,10 +47,11 @@ impl Publisher {
             .set("message.timeout.ms", &timeout_ms)
             .set("request.timeout.ms", &timeout_ms)
             .set("linger.ms", "2")
-            // JSON compresses well; it also keeps a body near MAX_BODY_BYTES under the
-            // broker's default 1 MB message limit.
+            // JSON compresses well; the broker's limit (1 MB by default) applies to the
+            // compressed batch.
             .set("compression.type", "lz4")
             .set("socket.keepalive.enable", "true")
+            .set("message.max.bytes", max_message.to_string())
             .create()?;
         Ok(Publisher {
             producer,

@@ -36,6 +36,11 @@ impl Dlq {
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", "30000")
+            // The DLQ copies messages of the users topic, whatever their size.
+            .set(
+                "message.max.bytes",
+                common::kafka::max_message_bytes(common::kafka::DEFAULT_MAX_BODY_BYTES).to_string(),
+            )
             .create()?;
         Ok(Dlq { producer, topic })
     }

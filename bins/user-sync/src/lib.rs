@@ -95,7 +95,10 @@ where
             store.ensure_indexes().await?;
             config
                 .kafka
-                .ensure_topics(&[&config.topic, &config.dlq_topic])
+                .ensure_topics(
+                    &[&config.topic, &config.dlq_topic],
+                    common::kafka::max_message_bytes(common::kafka::DEFAULT_MAX_BODY_BYTES),
+                )
                 .await?;
             Ok::<_, Error>(())
         };

@@ -16,6 +16,16 @@ use crate::config::{default_true, ConfigError};
 /// Partitions for topics the services create, unless `KAFKA_TOPIC_PARTITIONS` says otherwise.
 pub const DEFAULT_TOPIC_PARTITIONS: i32 = 6;
 
+/// The largest message the services produce for a body of `max_body_bytes`: the body's
+/// `data` plus the normalized record and envelope, with room to spare. Used for the
+/// producer's `message.max.bytes` and the `max.message.bytes` of created topics.
+pub fn max_message_bytes(max_body_bytes: usize) -> usize {
+    (max_body_bytes.saturating_mul(2) + 65_536).clamp(1_000_000, 1_000_000_000)
+}
+
+/// `MAX_BODY_BYTES`' default, which user-sync (which doesn't read it) assumes for its DLQ.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1_048_576;
+
 /// The Kafka variables exactly as the environment gives them.
 #[derive(Debug, Deserialize)]
 pub struct KafkaEnv {
@@ -208,15 +218,22 @@ impl KafkaSettings {
         config
     }
 
-    /// Creates the topics that don't exist yet, when `KAFKA_CREATE_TOPICS` allows it.
-    /// A topic that already exists is fine; any other failure is returned.
-    pub async fn ensure_topics(&self, topics: &[&str]) -> Result<(), KafkaError> {
+    /// Creates the topics that don't exist yet, when `KAFKA_CREATE_TOPICS` allows it, with
+    /// `max.message.bytes` = `max_message_bytes` (the broker's 1 MB default is too small
+    /// for a webhook body near 1 MiB plus its normalized record). A topic that already
+    /// exists is left as it is; any other failure is returned.
+    pub async fn ensure_topics(
+        &self,
+        topics: &[&str],
+        max_message_bytes: usize,
+    ) -> Result<(), KafkaError> {
         if !self.create_topics {
             return Ok(());
         }
         let admin: AdminClient<_> = self.client_config().create()?;
         // -1: the broker's default.replication.factor (KIP-464).
         let replication = self.replication_factor.unwrap_or(-1);
+        let max_message_bytes = max_message_bytes.to_string();
         let new: Vec<NewTopic<'_>> = topics
             .iter()
             .map(|t| {
@@ -225,6 +242,7 @@ impl KafkaSettings {
                     self.topic_partitions,
                     TopicReplication::Fixed(replication),
                 )
+                .set("max.message.bytes", &max_message_bytes)
             })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));

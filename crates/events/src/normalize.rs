@@ -127,8 +127,30 @@ fn record_of(
     event_type: &str,
     data: &Map<String, Value>,
 ) -> Result<(String, Record), NormalizeError> {
-    let data_id = || data.get("id").and_then(Value::as_str).map(str::to_string);
-    match Family::of(event_type) {
+    let family = Family::of(event_type);
+    match family_record(family, event_type, data) {
+        Ok(normalized) => Ok(normalized),
+        // Only user events must have their shape: they change documents. Any other verified
+        // event is kept (nothing verified is dropped), as an `other` record.
+        Err(_) if family != Family::Users => Ok(other_record(event_type, data)),
+        Err(e) => Err(e),
+    }
+}
+
+fn other_record(event_type: &str, data: &Map<String, Value>) -> (String, Record) {
+    let id = data.get("id").and_then(Value::as_str).map(str::to_string);
+    // Key unknown events by their object id when there is one; otherwise by type, which
+    // keeps events of one type in order.
+    let subject = id.clone().unwrap_or_else(|| event_type.to_string());
+    (subject, Record::Other { id })
+}
+
+fn family_record(
+    family: Family,
+    event_type: &str,
+    data: &Map<String, Value>,
+) -> Result<(String, Record), NormalizeError> {
+    match family {
         Family::Users => {
             let user = if is_deletion(data) {
                 let deleted: clerk::DeletedObject = parse(event_type, data)?;
@@ -194,13 +216,7 @@ fn record_of(
                 },
             ))
         }
-        Family::Other => {
-            let id = data_id();
-            // Key unknown events by their object id when there is one; otherwise by type,
-            // which keeps events of one type in order.
-            let subject = id.clone().unwrap_or_else(|| event_type.to_string());
-            Ok((subject, Record::Other { id }))
-        }
+        Family::Other => Ok(other_record(event_type, data)),
     }
 }
 
