@@ -8,7 +8,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/deps.sh
 n=${1:-5000}
 cargo build --release --locked -p user-sync --example bench
-eval "$(scripts/services.sh up)"
+exports=$(scripts/services.sh up)
+eval "$exports"
 export KAFKA_BROKERS MONGODB_URI RUST_LOG=${RUST_LOG:-warn}
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB"
 echo "store: FerretDB v1.24.0 (SQLite engine) from scripts/services.sh, at $MONGODB_URI"

@@ -8,6 +8,9 @@ command -v cmake >/dev/null || missing+=(cmake)
 [[ -f /usr/include/zlib.h ]] || missing+=(zlib1g-dev)
 [[ -f /usr/include/x86_64-linux-gnu/curl/curl.h || -f /usr/include/curl/curl.h ]] || missing+=(libcurl4-openssl-dev)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
+command -v make >/dev/null || missing+=(make)
+command -v cc >/dev/null || missing+=(gcc g++)
+command -v curl >/dev/null || missing+=(curl)
 if ((${#missing[@]})); then
   printf '==> installing build dependencies: %s\n' "${missing[*]}" >&2
   sudo=()

@@ -7,9 +7,14 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
-# The tracked files as they are in the working tree (what a clone would hold, plus edits).
-(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard | xargs -0 tar -cf - 2>/dev/null) |
-  tar -xf - -C "$scratch"
+# The tracked files as they are in the working tree (what a clone would hold, plus edits);
+# outside git, everything but target/.
+if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard | xargs -0 tar -cf - 2>/dev/null) |
+    tar -xf - -C "$scratch"
+else
+  tar -C "$ROOT" --exclude=./target -cf - . | tar -xf - -C "$scratch"
+fi
 
 out=$scratch/quickstart.out
 status=0

@@ -57,7 +57,8 @@ cargo build --locked -p clerk-sync -p user-sync
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 
 step "starting Kafka and FerretDB (first run installs them: a few minutes)"
-eval "$(scripts/services.sh up)"
+exports=$(scripts/services.sh up)
+eval "$exports"
 export KAFKA_BROKERS MONGODB_URI
 export MONGODB_DATABASE=${MONGODB_DATABASE:-clerk_sync} LOG_FORMAT=${LOG_FORMAT:-json}
 

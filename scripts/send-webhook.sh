@@ -35,12 +35,14 @@ else
   sign=(cargo run -q --manifest-path "$ROOT/Cargo.toml" -p clerk-sync -- sign)
 fi
 
-args=(--secret "$secret")
+# The secret goes by environment, not argv (visible in ps).
+export CLERK_WEBHOOK_SECRET=$secret
+args=()
 [[ -n $id ]] && args+=(--id "$id")
 headers=()
 while IFS= read -r line; do
   headers+=(-H "$line")
-done < <("${sign[@]}" "${args[@]}" "$payload")
+done < <("${sign[@]}" ${args[@]+"${args[@]}"} "$payload")
 
 curl -sS --fail-with-body -X POST "$url" -H 'content-type: application/json' "${headers[@]}" \
   --data-binary "@$payload" -w '\n'

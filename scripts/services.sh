@@ -39,7 +39,10 @@ die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
 
 install_kafka() {
   [[ -f $KAFKA_HOME/.complete ]] && return 0
-  command -v java >/dev/null || die "java (17+) is needed to run Kafka"
+  command -v java >/dev/null || die "java (17 or newer) is needed to run Kafka"
+  local jv
+  jv=$(java -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p')
+  ((${jv%%.*} >= 17)) 2>/dev/null || die "Kafka $KAFKA_VERSION here needs java 17 or newer (found ${jv:-none})"
   command -v mvn >/dev/null || die "mvn is needed to fetch Kafka's jars from Maven Central"
   log "installing Apache Kafka $KAFKA_VERSION into $KAFKA_HOME (Maven Central)"
   rm -rf "$KAFKA_HOME"
@@ -52,7 +55,11 @@ install_kafka() {
 
 install_ferretdb() {
   [[ -x $FERRETDB_BIN ]] && return 0
-  command -v go >/dev/null || die "go is needed to install FerretDB"
+  command -v go >/dev/null || die "go (1.22 or newer) is needed to build FerretDB"
+  local gov
+  gov=$(go env GOVERSION 2>/dev/null | sed 's/^go//')
+  [[ $(printf '%s\n' 1.22 "$gov" | sort -V | head -n1) == 1.22 ]] \
+    || die "FerretDB $FERRETDB_VERSION needs go 1.22 or newer (found ${gov:-none})"
   log "installing FerretDB $FERRETDB_VERSION into $(dirname "$FERRETDB_BIN") (Go module proxy)"
   # Not `go install ...@version`: that asks the proxy for the module's version list (refused
   # here), and a binary built that way panics at start because the module zip lacks the
