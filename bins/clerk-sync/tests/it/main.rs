@@ -366,17 +366,28 @@ async fn a_body_near_the_limit_is_published() {
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let noise: String = (0..1_040_000)
         .map(|_| {
-            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             alphabet[(x >> 58) as usize] as char
         })
         .collect();
     body["data"]["public_metadata"]["blob"] = Value::String(noise);
     let bytes = serde_json::to_vec(&body).unwrap();
-    assert!(bytes.len() > 1_000_000 && bytes.len() <= 1_048_576, "{}", bytes.len());
+    assert!(
+        bytes.len() > 1_000_000 && bytes.len() <= 1_048_576,
+        "{}",
+        bytes.len()
+    );
 
     let (status, json) = app.deliver(SECRET_A, "msg_big", &bytes).await;
     assert_eq!(status, 200, "{json}");
-    let messages = read_topic(&app.env.brokers, &app.topics.users, 1, Duration::from_secs(10));
+    let messages = read_topic(
+        &app.env.brokers,
+        &app.topics.users,
+        1,
+        Duration::from_secs(10),
+    );
     assert_eq!(messages.len(), 1);
     assert!(messages[0].payload().unwrap().len() > 1_040_000);
     app.stop().await;
