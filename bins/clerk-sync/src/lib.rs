@@ -22,7 +22,6 @@ use axum::http::Request;
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 pub use config::Config;
@@ -108,12 +107,7 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     // A signal during start-up (topic creation can take a while) also ends cleanly.
-    let stop = CancellationToken::new();
-    let stopper = stop.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        stopper.cancel();
-    });
+    let stop = common::shutdown::cancel_on(shutdown);
     let state = tokio::select! {
         state = AppState::build(&config) => state?,
         () = stop.cancelled() => {

@@ -11,7 +11,7 @@ use common::kafka::KafkaSettings;
 use events::{EventMessage, HEADER_EVENT_ID};
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -209,7 +209,7 @@ impl Worker {
             id: message
                 .as_ref()
                 .map(|m| m.event_id.clone())
-                .or_else(|| header(m, HEADER_EVENT_ID))
+                .or_else(|| common::kafka::header(m, HEADER_EVENT_ID))
                 .unwrap_or_else(|| {
                     format!(
                         "dlq:{}:{}:{}",
@@ -334,12 +334,4 @@ fn decode(m: &OwnedMessage) -> Result<EventMessage, Poison> {
         return Err(("unsupported_event_type", reason, Some(Box::new(message))));
     }
     Ok(message)
-}
-
-fn header(m: &OwnedMessage, name: &str) -> Option<String> {
-    m.headers()?
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
 }

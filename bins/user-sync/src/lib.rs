@@ -27,6 +27,35 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 pub use error::{Error, Result};
 
+/// Runs `attempt` until it succeeds, waiting with exponential backoff after failures that
+/// can pass. `None` when `stop` is cancelled first; configuration and [`Error::Startup`]
+/// errors, which waiting can't fix, are returned.
+async fn until_ready<T, F, Fut>(
+    stop: &CancellationToken,
+    what: &str,
+    mut attempt: F,
+) -> Result<Option<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(Some(value)),
+            Err(e @ (Error::Config(_) | Error::Startup(_))) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "start-up: waiting for {what}");
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(15));
+            }
+        }
+    }
+}
+
 /// Runs until SIGTERM/SIGINT: then finishes the batch in hand, commits, leaves the group.
 pub async fn run(config: Config, listener: TcpListener) -> Result<()> {
     run_until(config, listener, common::shutdown::shutdown_signal()).await
@@ -37,37 +66,29 @@ pub async fn run_until<F>(config: Config, listener: TcpListener, shutdown: F) ->
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let stop = CancellationToken::new();
-    let stopper = stop.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        stopper.cancel();
-    });
-
+    let stop = common::shutdown::cancel_on(shutdown);
     let metrics = Arc::new(metrics::Metrics::new());
     // Parsing a mongodb+srv:// URI resolves DNS: wait for it like for the servers below.
-    let mut delay = Duration::from_millis(500);
-    let store = loop {
-        match store::Store::connect(&config.mongo).await {
-            Ok(store) => break store,
-            // A malformed URI won't get better by waiting.
-            // (Its message may quote the URI, password included: not repeated.)
-            Err(Error::Mongo(e))
-                if matches!(*e.kind, mongodb::error::ErrorKind::InvalidArgument { .. }) =>
-            {
-                stop.cancel();
-                let reason = "is not a valid MongoDB connection string";
-                return Err(common::ConfigError::new("MONGODB_URI", reason).into());
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "start-up: cannot set up the MongoDB client yet");
-                tokio::select! {
-                    () = stop.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(delay) => {}
+    let connect = || async {
+        store::Store::connect(&config.mongo)
+            .await
+            .map_err(|e| match e {
+                // A malformed URI won't get better by waiting. (Its message may quote the
+                // URI, password included: not repeated.)
+                Error::Mongo(e)
+                    if matches!(*e.kind, mongodb::error::ErrorKind::InvalidArgument { .. }) =>
+                {
+                    common::ConfigError::new(
+                        "MONGODB_URI",
+                        "is not a valid MongoDB connection string",
+                    )
+                    .into()
                 }
-                delay = (delay * 2).min(Duration::from_secs(15));
-            }
-        }
+                e => e,
+            })
+    };
+    let Some(store) = until_ready(&stop, "the MongoDB client", connect).await? else {
+        return Ok(());
     };
     let consumer = consume::consumer(&config.kafka, &config.group_id, metrics.clone())?;
     let consuming = Arc::new(AtomicBool::new(false));
@@ -89,33 +110,19 @@ where
     });
 
     // Start-up needs both servers; wait for them rather than crash-loop.
-    let mut delay = Duration::from_millis(500);
-    loop {
-        let attempt = async {
-            store.ensure_indexes().await?;
-            config
-                .kafka
-                .ensure_topics(
-                    &[&config.topic, &config.dlq_topic],
-                    common::kafka::max_message_bytes(common::kafka::DEFAULT_MAX_BODY_BYTES),
-                )
-                .await?;
-            Ok::<_, Error>(())
-        };
-        match attempt.await {
-            Ok(()) => break,
-            Err(e @ Error::Startup(_)) => {
-                stop.cancel();
-                return Err(e);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "start-up: waiting for MongoDB and Kafka");
-                tokio::select! {
-                    () = stop.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(15));
-            }
+    let prepare = || async {
+        store.ensure_indexes().await?;
+        let max_message = common::kafka::max_message_bytes(common::kafka::DEFAULT_MAX_BODY_BYTES);
+        let topics = [config.topic.as_str(), config.dlq_topic.as_str()];
+        config.kafka.ensure_topics(&topics, max_message).await?;
+        Ok(())
+    };
+    match until_ready(&stop, "MongoDB and Kafka", prepare).await {
+        Ok(Some(())) => {}
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            stop.cancel();
+            return Err(e);
         }
     }
 

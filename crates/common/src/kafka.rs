@@ -297,6 +297,17 @@ fn parse_ca_cert(value: String) -> Result<CaCert, ConfigError> {
     }
 }
 
+/// A message header's value as text.
+pub fn header<M: rdkafka::Message + ?Sized>(message: &M, name: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
 /// Asks the cluster for its metadata and reports whether at least one broker answered
 /// within `timeout`. This blocks (librdkafka's call is synchronous): call it from
 /// `spawn_blocking`.

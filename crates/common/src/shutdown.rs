@@ -28,3 +28,18 @@ pub async fn shutdown_signal() {
         () = terminate => tracing::info!(signal = "SIGTERM", "shutting down"),
     }
 }
+
+/// A token cancelled when `shutdown` resolves, for the parts of a service that stop
+/// together (the HTTP server, the consumer loop, start-up waits).
+pub fn cancel_on<F>(shutdown: F) -> tokio_util::sync::CancellationToken
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let token = tokio_util::sync::CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        cancel.cancel();
+    });
+    token
+}

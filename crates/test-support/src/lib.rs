@@ -273,6 +273,17 @@ impl Drop for TestEnv {
     }
 }
 
+/// Whether the MongoDB-wire server is FerretDB (its `buildInfo` says so), for tests that
+/// pin a documented difference from MongoDB.
+pub async fn is_ferretdb(client: &mongodb::Client) -> bool {
+    let info = client
+        .database("admin")
+        .run_command(mongodb::bson::doc! {"buildInfo": 1})
+        .await
+        .expect("buildInfo");
+    info.contains_key("ferretdbVersion")
+}
+
 /// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` with `what`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where

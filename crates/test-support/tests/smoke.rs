@@ -334,12 +334,7 @@ async fn set_on_insert_null_fields_ferretdb_difference() {
     let env = TestEnv::new().await;
     let client = env.mongo().await;
     let db = client.database(&env.database());
-    let info = db.run_command(doc! {"buildInfo": 1}).await.unwrap();
-    let ferretdb = info.contains_key("ferretdbVersion") || info.contains_key("ferretdb");
-    eprintln!(
-        "buildInfo keys: {:?}; FerretDB: {ferretdb}",
-        info.keys().collect::<Vec<_>>()
-    );
+    let ferretdb = test_support::is_ferretdb(&client).await;
     let c = db.collection::<Document>("t");
     c.update_one(
         doc! {"k": 1},

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clerk_sync::config::Topics;
 use clerk_sync::Config;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use rdkafka::{Offset, TopicPartitionList};
 use test_support::TestEnv;
 use tokio::sync::oneshot;
@@ -189,11 +189,4 @@ fn test_support_config(brokers: &str) -> rdkafka::ClientConfig {
 }
 
 /// A header's value as text.
-pub fn header(m: &OwnedMessage, name: &str) -> Option<String> {
-    let headers = m.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-}
+pub use common::kafka::header;

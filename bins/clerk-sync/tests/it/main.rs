@@ -348,7 +348,7 @@ async fn broker_down_answers_503_in_time_and_the_retry_is_published_once() {
     );
     let copies = messages
         .iter()
-        .filter(|m| header(m, "event-id").as_deref() == Some("msg_retry_1"))
+        .filter(|m| header(*m, "event-id").as_deref() == Some("msg_retry_1"))
         .count();
     assert_eq!(copies, 1, "published once");
     app.stop().await;

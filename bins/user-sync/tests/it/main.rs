@@ -10,7 +10,7 @@ use std::time::Duration;
 use bson::{doc, DateTime, Document};
 use futures::TryStreamExt;
 use helpers::*;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use test_support::TestEnv;
 
 const T0: i64 = 1_732_464_000_000;
@@ -378,7 +378,7 @@ async fn poison_messages_go_to_the_dlq_and_the_partition_moves_on() {
     }
     let undecodable = dlq
         .iter()
-        .find(|m| header(m, "dlq-error-code").as_deref() == Some("undecodable"))
+        .find(|m| header(*m, "dlq-error-code").as_deref() == Some("undecodable"))
         .unwrap();
     assert_eq!(
         undecodable.payload(),
@@ -422,13 +422,7 @@ async fn read_dlq(brokers: &str, topic: &str, n: usize) -> Vec<rdkafka::message:
     out
 }
 
-fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
-    m.headers()?
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-}
+use common::kafka::header;
 
 #[tokio::test]
 async fn unique_index_exists_and_health_answers() {
@@ -475,14 +469,7 @@ async fn two_writers_racing_on_new_users_converge() {
         .await
         .unwrap();
     store.ensure_indexes().await.unwrap();
-    let ferretdb = env
-        .mongo()
-        .await
-        .database("admin")
-        .run_command(doc! {"buildInfo": 1})
-        .await
-        .unwrap()
-        .contains_key("ferretdbVersion");
+    let ferretdb = test_support::is_ferretdb(&env.mongo().await).await;
     let incoming = |m| Incoming {
         message: m,
         source: Source {
@@ -632,12 +619,7 @@ async fn hostile_metadata_neither_blocks_the_partition_nor_is_lost() {
         "{metadata}"
     );
 
-    let ferretdb = app
-        .db
-        .run_command(doc! {"buildInfo": 1})
-        .await
-        .unwrap()
-        .contains_key("ferretdbVersion");
+    let ferretdb = test_support::is_ferretdb(app.db.client()).await;
     let nested = record(&app.db, "hostile_2").await;
     assert!(
         ["applied", "stale"].contains(&nested.get_str("outcome").unwrap()),
