@@ -130,6 +130,10 @@ async fn mongodb_down_for_10_s_loses_nothing_and_the_process_waits() {
         .await
         .unwrap();
     assert!(
+        metrics.contains(r#"user_sync_consumer_lag{topic=""#),
+        "no consumer lag after 10 s of statistics: {metrics}"
+    );
+    assert!(
         metrics.contains(r#"user_sync_transient_failures_total{reason="mongodb"}"#),
         "{metrics}"
     );
