@@ -37,8 +37,7 @@ impl Publisher {
         let timeout_ms = timeout.as_millis().clamp(1, i32::MAX as u128).to_string();
         // librdkafka checks the uncompressed size against this before sending, and a
         // message holds the body's `data` plus the normalized record: leave room for both.
-        let max_message =
-            (max_body_bytes.saturating_mul(2) + 65_536).clamp(1_000_000, 1_000_000_000);
+        let max_message = common::kafka::max_message_bytes(max_body_bytes);
         let producer: FutureProducer = kafka
             .client_config()
             .set("client.id", "clerk-sync")

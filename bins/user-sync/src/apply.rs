@@ -28,7 +28,7 @@ use events::{EventMessage, UserRecord};
 use futures::{StreamExt, TryStreamExt};
 use mongodb::options::InsertManyOptions;
 
-use crate::store::{is_duplicate_key, is_permanent, Store};
+use crate::store::{is_clerk_id_conflict, is_duplicate_key, is_permanent, Store};
 use crate::{Error, Result};
 
 /// How many users of one batch are written concurrently.
@@ -167,6 +167,9 @@ impl Applier {
             }
         }
         let mut first = HashSet::new();
+        // Redeliveries are only counted on the existing record; every first delivery gets
+        // a record, whatever its outcome.
+        let mut redelivered = vec![false; batch.len()];
         let mut by_user: Vec<(String, Vec<usize>)> = Vec::new();
         let mut user_slot: HashMap<String, usize> = HashMap::new();
         let mut duplicates: HashMap<&str, i32> = HashMap::new();
@@ -174,6 +177,7 @@ impl Applier {
             let id = e.message.event_id.as_str();
             if recorded.contains(id) || !first.insert(id) {
                 outcomes[i] = Outcome::Duplicate;
+                redelivered[i] = true;
                 *duplicates.entry(id).or_default() += 1;
                 continue;
             }
@@ -219,16 +223,9 @@ impl Applier {
             }
         }
 
-        if !replayed.is_empty() {
-            self.store
-                .events
-                .delete_many(
-                    doc! {"_id": {"$in": &replayed}, "outcome": Outcome::DeadLettered.as_str()},
-                )
-                .await?;
-        }
         let elapsed_ms = started.elapsed().as_millis() as i64;
-        self.record(batch, &outcomes, elapsed_ms).await?;
+        self.record(batch, &outcomes, &redelivered, &replayed, elapsed_ms)
+            .await?;
         self.count_duplicates(duplicates).await?;
         Ok(Applied { outcomes, rejected })
     }
@@ -384,7 +381,9 @@ impl Applier {
             Ok(r) => Ok(r.matched_count > 0 || r.upserted_id.is_some()),
             // The document exists but the condition failed, or another writer inserted it
             // between our filter and our insert: the same write without upsert tells which.
-            Err(e) if is_duplicate_key(&e) => {
+            // (A conflict on another unique index, an ORM's `email` say, is not this: it
+            // is permanent, see `is_permanent`.)
+            Err(e) if is_clerk_id_conflict(&e) => {
                 let r = self.store.users.update_one(filter, update).await?;
                 Ok(r.matched_count > 0)
             }
@@ -392,34 +391,47 @@ impl Applier {
         }
     }
 
-    /// Inserts the audit records of first deliveries.
+    /// Records first deliveries. A record that says `dead_lettered` (an event replayed
+    /// from the DLQ) is replaced in one step, so a failure can't leave the event unrecorded.
     async fn record(
         &self,
         batch: &[Incoming],
         outcomes: &[Outcome],
+        redelivered: &[bool],
+        replayed: &[String],
         elapsed_ms: i64,
     ) -> Result<()> {
         let now = DateTime::now();
-        let records: Vec<Document> = batch
-            .iter()
-            .zip(outcomes)
-            .filter(|(_, o)| !matches!(o, Outcome::Duplicate | Outcome::DeadLettered))
-            .map(|(e, o)| {
-                let m = &e.message;
-                doc! {
-                    "_id": &m.event_id,
-                    "type": &m.event_type,
-                    "subject": &m.subject_id,
-                    "eventTime": DateTime::from_millis(m.event_time),
-                    "payload": storable(&m.data),
-                    "outcome": o.as_str(),
-                    "processedAt": now,
-                    "processingMs": elapsed_ms,
-                    "source": source_doc(&e.source),
-                    "duplicates": 0,
+        let mut records = Vec::new();
+        for ((e, o), redelivered) in batch.iter().zip(outcomes).zip(redelivered) {
+            // Rejected events are recorded by the caller, with the DLQ send.
+            if *redelivered || *o == Outcome::DeadLettered {
+                continue;
+            }
+            let m = &e.message;
+            let record = doc! {
+                "_id": &m.event_id,
+                "type": &m.event_type,
+                "subject": &m.subject_id,
+                "eventTime": DateTime::from_millis(m.event_time),
+                "payload": storable(&m.data),
+                "outcome": o.as_str(),
+                "processedAt": now,
+                "processingMs": elapsed_ms,
+                "source": source_doc(&e.source),
+                "duplicates": 0,
+            };
+            if replayed.contains(&m.event_id) {
+                let filter = doc! {"_id": &m.event_id, "outcome": Outcome::DeadLettered.as_str()};
+                match self.store.events.replace_one(filter, record).await {
+                    Ok(_) => {}
+                    Err(e) if is_duplicate_key(&e) => {}
+                    Err(e) => return Err(e.into()),
                 }
-            })
-            .collect();
+            } else {
+                records.push(record);
+            }
+        }
         self.insert_records(records).await
     }
 
@@ -541,7 +553,9 @@ pub fn storable(value: &serde_json::Value) -> Bson {
                         Some(rest) => format!("\u{FF04}{rest}"),
                         None => k.clone(),
                     }
-                    .replace('.', "\u{FF0E}");
+                    .replace('.', "\u{FF0E}")
+                    // BSON keys are C strings.
+                    .replace('\0', "\u{2400}");
                     (key, clean(v))
                 })
                 .collect(),
@@ -549,7 +563,8 @@ pub fn storable(value: &serde_json::Value) -> Bson {
             other => other.clone(),
         }
     }
-    bson::to_bson(&clean(value)).unwrap_or(Bson::Null)
+    // A number BSON can't hold (an integer beyond i64): the whole object as JSON text.
+    bson::to_bson(&clean(value)).unwrap_or_else(|_| as_text(value))
 }
 
 /// A Clerk object as JSON text, for a server that refuses it as a document.
@@ -569,5 +584,56 @@ fn profile_fields(user: &UserRecord) -> Document {
         "lastSignInAt": date(user.last_sign_in_at),
         "clerkCreatedAt": date(user.created_at),
         "clerkUpdatedAt": date(user.updated_at),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn storable_rewrites_keys_servers_refuse() {
+        let stored =
+            storable(&json!({"$where": 1, "a.b": {"$gt": [1]}, "nul\u{0}key": true, "plain": "x"}));
+        let doc = stored.as_document().unwrap();
+        assert_eq!(doc.get_i64("\u{FF04}where").unwrap(), 1);
+        let inner = doc.get_document("a\u{FF0E}b").unwrap();
+        assert!(inner.contains_key("\u{FF04}gt"));
+        assert!(doc.get_bool("nul\u{2400}key").unwrap());
+        assert_eq!(doc.get_str("plain").unwrap(), "x");
+    }
+
+    #[test]
+    fn storable_falls_back_to_text_for_numbers_bson_cannot_hold() {
+        let value = json!({"big": u64::MAX});
+        assert_eq!(storable(&value), Bson::String(value.to_string()));
+    }
+
+    #[test]
+    fn versions_order_by_time_then_id() {
+        let at = |t: i64, id: &str| {
+            let mut m = EventMessage {
+                schema_version: 1,
+                event_id: id.into(),
+                event_type: "user.updated".into(),
+                event_time: t,
+                instance_id: None,
+                subject_id: "user_1".into(),
+                record: events::Record::User(UserRecord::default()),
+                data: json!({}),
+            };
+            m.event_time = t;
+            version(&m)
+        };
+        assert!(
+            at(999, "msg_b") < at(1000, "msg_a"),
+            "time first, numerically"
+        );
+        assert!(at(1000, "msg_a") < at(1000, "msg_b"), "then id");
+        assert!(
+            at(-5, "msg_a") < at(0, "msg_b"),
+            "negative times clamp to 0"
+        );
     }
 }

@@ -7,6 +7,7 @@ use common::kafka::KafkaSettings;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
 /// Header: a short, stable error name (`undecodable`, `unsupported_schema_version`, …).
@@ -19,6 +20,8 @@ pub const HEADER_SOURCE_TOPIC: &str = "dlq-source-topic";
 pub const HEADER_SOURCE_PARTITION: &str = "dlq-source-partition";
 /// Header: its offset.
 pub const HEADER_SOURCE_OFFSET: &str = "dlq-source-offset";
+/// Header, `true` when the value was too large for the DLQ and was left out.
+pub const HEADER_VALUE_DROPPED: &str = "dlq-value-dropped";
 
 /// Produces to `KAFKA_DLQ_TOPIC`.
 #[derive(Clone)]
@@ -58,6 +61,24 @@ impl Dlq {
         code: &str,
         error: &str,
     ) -> Result<(), KafkaError> {
+        match self.produce(message, code, error, message.payload()).await {
+            // Bigger than this producer or the DLQ topic takes: the value can't be kept, but
+            // the where and why can (the source offset still holds the value).
+            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
+                tracing::warn!(error = %e, "message too large for the DLQ; sending it without its value");
+                self.produce(message, code, error, None).await
+            }
+            other => other,
+        }
+    }
+
+    async fn produce(
+        &self,
+        message: &OwnedMessage,
+        code: &str,
+        error: &str,
+        payload: Option<&[u8]>,
+    ) -> Result<(), KafkaError> {
         let mut headers = OwnedHeaders::new();
         if let Some(original) = message.headers() {
             for h in original.iter() {
@@ -69,24 +90,28 @@ impl Dlq {
         }
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
+        let truncated = (payload.is_none() && message.payload().is_some()).then_some("true");
         for (key, value) in [
-            (HEADER_ERROR_CODE, code),
-            (HEADER_ERROR, error),
-            (HEADER_SOURCE_TOPIC, message.topic()),
-            (HEADER_SOURCE_PARTITION, partition.as_str()),
-            (HEADER_SOURCE_OFFSET, offset.as_str()),
+            (HEADER_ERROR_CODE, Some(code)),
+            (HEADER_ERROR, Some(error)),
+            (HEADER_SOURCE_TOPIC, Some(message.topic())),
+            (HEADER_SOURCE_PARTITION, Some(partition.as_str())),
+            (HEADER_SOURCE_OFFSET, Some(offset.as_str())),
+            (HEADER_VALUE_DROPPED, truncated),
         ] {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value),
-            });
+            if let Some(value) = value {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
         }
         let mut record: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&self.topic).headers(headers);
         if let Some(key) = message.key() {
             record = record.key(key);
         }
-        if let Some(payload) = message.payload() {
+        if let Some(payload) = payload {
             record = record.payload(payload);
         }
         self.producer

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use bson::{doc, Document};
+use bson::{doc, Bson, Document};
 use common::ExposeSecret;
 use futures::TryStreamExt;
 use mongodb::error::{ErrorKind, WriteFailure};
@@ -41,13 +41,14 @@ impl Store {
             .connect_timeout
             .get_or_insert(Duration::from_secs(5));
         // An offset is committed once its writes are acknowledged: make that acknowledgement
-        // mean durable (a majority, journaled), unless the URI chose otherwise.
-        options.write_concern.get_or_insert_with(|| {
-            WriteConcern::builder()
-                .w(Acknowledgment::Majority)
-                .journal(true)
-                .build()
-        });
+        // mean durable (a majority, journaled) unless the URI says otherwise, and bounded in
+        // time, so a missing majority becomes a retried failure instead of a hang.
+        let wc = options
+            .write_concern
+            .get_or_insert_with(WriteConcern::default);
+        wc.w.get_or_insert(Acknowledgment::Majority);
+        wc.journal.get_or_insert(true);
+        wc.w_timeout.get_or_insert(Duration::from_secs(10));
         let client = mongodb::Client::with_options(options)?;
         let db = client.database(&config.database);
         Ok(Store {
@@ -68,7 +69,17 @@ impl Store {
             Err(e) if command_code(&e) == Some(26) => Vec::new(),
             Err(e) => return Err(e.into()),
         };
-        if let Some(index) = existing.iter().find(|i| i.keys == doc! {"clerkId": 1}) {
+        // `{clerkId: 1}`, whatever number type the key was created with (1, 1.0, 1L).
+        let on_clerk_id = |i: &&IndexModel| {
+            i.keys.len() == 1
+                && i.keys.get("clerkId").and_then(|v| match v {
+                    Bson::Int32(n) => Some(f64::from(*n)),
+                    Bson::Int64(n) => Some(*n as f64),
+                    Bson::Double(n) => Some(*n),
+                    _ => None,
+                }) == Some(1.0)
+        };
+        if let Some(index) = existing.iter().find(on_clerk_id) {
             let unique = index
                 .options
                 .as_ref()
@@ -151,21 +162,39 @@ pub fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
     }
 }
 
+/// Whether a duplicate-key error comes from the unique `clerkId` index. MongoDB names the
+/// index in the message; FerretDB's message names none, so there any E11000 on the users
+/// collection counts as one.
+pub fn is_clerk_id_conflict(err: &mongodb::error::Error) -> bool {
+    let message = match err.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) if e.code == 11000 => &e.message,
+        ErrorKind::Command(e) if e.code == 11000 => &e.message,
+        _ => return false,
+    };
+    !message.contains("index:") || message.contains("clerkId")
+}
+
 /// Whether the server refused the document itself, so retrying can never succeed (as
 /// opposed to a server, network or write-concern failure, which can pass).
 pub fn is_permanent(err: &mongodb::error::Error) -> bool {
-    // BadValue, DollarPrefixedFieldName, EmptyFieldName, DottedFieldName,
-    // BSONObjectTooLarge, document too large after update, DocumentValidationFailure.
-    const DOCUMENT_ERRORS: [i32; 7] = [2, 52, 56, 57, 10334, 17419, 121];
+    // BadValue, FailedToParse, TypeMismatch, DollarPrefixedFieldName, EmptyFieldName,
+    // DottedFieldName, ImmutableField, DocumentValidationFailure, BSONObjectTooLarge,
+    // document too large after update.
+    const DOCUMENT_ERRORS: [i32; 10] = [2, 9, 14, 52, 56, 57, 66, 121, 10334, 17419];
+    let document_error = |code: i32, message: &str| {
+        DOCUMENT_ERRORS.contains(&code)
+            // Another unique index than clerkId's (an ORM's `email`): retrying won't help.
+            || (code == 11000 && message.contains("index:") && !message.contains("clerkId"))
+    };
     match err.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code != 11000,
+        ErrorKind::Write(WriteFailure::WriteError(e)) => document_error(e.code, &e.message),
+        ErrorKind::Command(e) => document_error(e.code, &e.message),
         ErrorKind::InsertMany(e) => {
             e.write_concern_error.is_none()
                 && e.write_errors
                     .as_ref()
-                    .is_some_and(|errors| errors.iter().any(|e| e.code != 11000))
+                    .is_some_and(|errors| errors.iter().any(|e| DOCUMENT_ERRORS.contains(&e.code)))
         }
-        ErrorKind::Command(e) => DOCUMENT_ERRORS.contains(&e.code),
         ErrorKind::BsonSerialization(_) => true,
         _ => false,
     }

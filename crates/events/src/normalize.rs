@@ -132,7 +132,18 @@ fn record_of(
         Ok(normalized) => Ok(normalized),
         // Only user events must have their shape: they change documents. Any other verified
         // event is kept (nothing verified is dropped), as an `other` record.
-        Err(_) if family != Family::Users => Ok(other_record(event_type, data)),
+        Err(_) if family != Family::Users => {
+            let (subject, record) = other_record(event_type, data);
+            // Keep the subject's key when the payload has it, so its events stay in one
+            // partition.
+            let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+            let key = match family {
+                Family::Sessions => text(data.get("user_id")),
+                _ => text(data.get("organization_id"))
+                    .or_else(|| text(data.get("organization").and_then(|o| o.get("id")))),
+            };
+            Ok((key.unwrap_or(subject), record))
+        }
         Err(e) => Err(e),
     }
 }
