@@ -703,3 +703,72 @@ async fn start_up_accepts_an_orm_index_and_refuses_a_non_unique_one() {
     assert!(err.contains("not unique"), "{err}");
     other_db.drop().await.unwrap();
 }
+
+/// A poison message bigger than the DLQ topic takes still reaches the DLQ, without its value
+/// (which stays at its source offset), and the partition moves on.
+#[tokio::test]
+async fn a_poison_message_too_large_for_the_dlq_is_dead_lettered_without_its_value() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let env = TestEnv::new().await;
+    let n = names(&env);
+    // The users topic takes 4 MB messages; the DLQ user-sync creates takes about 2 MB.
+    let admin: AdminClient<DefaultClientContext> = env.kafka().client_config().create().unwrap();
+    let created = admin
+        .create_topics(
+            [&NewTopic::new(&n.topic, 3, TopicReplication::Fixed(1))
+                .set("max.message.bytes", "4194304")],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert!(created[0].is_ok(), "{created:?}");
+    let config = user_sync::Config::from_vars(vars(&env, &n, &[])).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let health = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let app = tokio::spawn(user_sync::run_until(config, listener, async {
+        let _ = rx.await;
+    }));
+    wait_ready(&health).await;
+
+    let p: rdkafka::producer::FutureProducer = env
+        .kafka()
+        .client_config()
+        .set("message.max.bytes", "4194304")
+        .set("compression.type", "none")
+        .create()
+        .unwrap();
+    let user = "user_after_big_poison";
+    let garbage = vec![b'x'; 3_000_000];
+    produce_raw(&p, &n.topic, user, &garbage, Some("big_poison")).await;
+    produce(
+        &p,
+        &n.topic,
+        &user_event(Kind::Created, user, "after_big", T0, "Ada"),
+    )
+    .await;
+    let db = env.mongo().await.database(&n.database);
+    wait_records(&db, 2, Duration::from_secs(60)).await;
+    assert_eq!(
+        record(&db, "big_poison").await.get_str("outcome").unwrap(),
+        "dead_lettered"
+    );
+    assert_eq!(
+        user_doc(&db, user).await.get_str("firstName").unwrap(),
+        "Ada"
+    );
+
+    let dlq = read_dlq(&env.brokers, &n.dlq, 1).await;
+    assert_eq!(
+        header(&dlq[0], "dlq-value-dropped").as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        header(&dlq[0], "dlq-error-code").as_deref(),
+        Some("undecodable")
+    );
+    assert!(dlq[0].payload().is_none());
+    let _ = tx.send(());
+    app.await.unwrap().unwrap();
+}
