@@ -200,11 +200,7 @@ impl Worker {
             offset = m.offset(),
             "dead-lettered"
         );
-        let source = Source {
-            topic: m.topic().to_string(),
-            partition: m.partition(),
-            offset: m.offset(),
-        };
+        let source = source_of(m);
         let letter = DeadLetter {
             id: message
                 .as_ref()
@@ -235,11 +231,7 @@ impl Worker {
         for m in batch {
             match decode(m) {
                 Ok(message) => {
-                    let source = Source {
-                        topic: m.topic().to_string(),
-                        partition: m.partition(),
-                        offset: m.offset(),
-                    };
+                    let source = source_of(m);
                     incoming.push(Incoming { message, source });
                     raw.push(m);
                 }
@@ -316,6 +308,14 @@ impl Worker {
             // which changes nothing.
             tracing::warn!(error = %e, "could not store offsets");
         }
+    }
+}
+
+fn source_of(m: &OwnedMessage) -> Source {
+    Source {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
     }
 }
 

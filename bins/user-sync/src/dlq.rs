@@ -48,11 +48,6 @@ impl Dlq {
         Ok(Dlq { producer, topic })
     }
 
-    /// The DLQ topic.
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-
     /// Sends `message` unchanged (key, value, original headers) plus the reason headers, and
     /// waits for the broker's acknowledgement.
     pub async fn send(

@@ -132,11 +132,6 @@ impl Store {
         let ping = admin.run_command(doc! {"ping": 1});
         matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)))
     }
-
-    /// The driver client.
-    pub fn client(&self) -> &mongodb::Client {
-        &self.client
-    }
 }
 
 fn command_code(err: &mongodb::error::Error) -> Option<i32> {
