@@ -157,6 +157,9 @@ fn event(user: usize, round: usize) -> EventMessage {
             updated_at: Some(time),
             ..UserRecord::default()
         }),
-        data: serde_json::json!({"id": id, "first_name": name, "updated_at": time}),
+        data: serde_json::value::to_raw_value(
+            &serde_json::json!({"id": id, "first_name": name, "updated_at": time}),
+        )
+        .expect("JSON"),
     }
 }

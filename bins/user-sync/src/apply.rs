@@ -539,11 +539,33 @@ enum UserResult {
     Rejected(Vec<usize>, String),
 }
 
+/// Deepest `data` kept as a document: MongoDB refuses documents nested more than 100 levels,
+/// and the payload sits one or two levels down in ours.
+const MAX_STORED_DEPTH: usize = 90;
+
 /// A Clerk object as BSON that any server stores: keys starting with `$` or holding `.` are
 /// refused by MongoDB in some places and by FerretDB everywhere, and Clerk metadata is
 /// partly user-controlled. Such keys get the full-width look-alikes (`＄`, `．`), the
-/// replacement MongoDB's documentation suggests.
-pub fn storable(value: &serde_json::Value) -> Bson {
+/// replacement MongoDB's documentation suggests. An object nested deeper than a server
+/// accepts (user metadata can be) is kept as its JSON text.
+pub fn storable(raw: &serde_json::value::RawValue) -> Bson {
+    match serde_json::from_str::<serde_json::Value>(raw.get()) {
+        Ok(value) if depth(&value) <= MAX_STORED_DEPTH => storable_value(&value),
+        _ => Bson::String(raw.get().to_string()),
+    }
+}
+
+/// How deeply `value` nests (a scalar is 0). Values come from serde_json, which stops at
+/// 128 levels, so the recursion is bounded.
+fn depth(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn storable_value(value: &serde_json::Value) -> Bson {
     fn clean(value: &serde_json::Value) -> serde_json::Value {
         match value {
             serde_json::Value::Object(map) => map
@@ -564,12 +586,12 @@ pub fn storable(value: &serde_json::Value) -> Bson {
         }
     }
     // A number BSON can't hold (an integer beyond i64): the whole object as JSON text.
-    bson::to_bson(&clean(value)).unwrap_or_else(|_| as_text(value))
+    bson::to_bson(&clean(value)).unwrap_or_else(|_| Bson::String(value.to_string()))
 }
 
 /// A Clerk object as JSON text, for a server that refuses it as a document.
-fn as_text(value: &serde_json::Value) -> Bson {
-    Bson::String(value.to_string())
+fn as_text(value: &serde_json::value::RawValue) -> Bson {
+    Bson::String(value.get().to_string())
 }
 
 /// The user fields of the contract's document, from a normalized record.
@@ -594,8 +616,9 @@ mod tests {
 
     #[test]
     fn storable_rewrites_keys_servers_refuse() {
-        let stored =
-            storable(&json!({"$where": 1, "a.b": {"$gt": [1]}, "nul\u{0}key": true, "plain": "x"}));
+        let stored = storable(&raw(
+            json!({"$where": 1, "a.b": {"$gt": [1]}, "nul\u{0}key": true, "plain": "x"}),
+        ));
         let doc = stored.as_document().unwrap();
         assert_eq!(doc.get_i64("\u{FF04}where").unwrap(), 1);
         let inner = doc.get_document("a\u{FF0E}b").unwrap();
@@ -607,7 +630,24 @@ mod tests {
     #[test]
     fn storable_falls_back_to_text_for_numbers_bson_cannot_hold() {
         let value = json!({"big": u64::MAX});
-        assert_eq!(storable(&value), Bson::String(value.to_string()));
+        assert_eq!(
+            storable(&raw(value.clone())),
+            Bson::String(value.to_string())
+        );
+    }
+
+    #[test]
+    fn storable_keeps_objects_too_deep_for_a_server_as_text() {
+        let text = format!("{{\"m\": {}{}}}", "[".repeat(1000), "]".repeat(1000));
+        let deep = serde_json::value::RawValue::from_string(text.clone()).unwrap();
+        assert_eq!(storable(&deep), Bson::String(text));
+        let text = format!("{{\"m\": {}{}}}", "[".repeat(80), "]".repeat(80));
+        let nested = serde_json::value::RawValue::from_string(text).unwrap();
+        assert!(storable(&nested).as_document().is_some());
+    }
+
+    fn raw(value: serde_json::Value) -> Box<serde_json::value::RawValue> {
+        serde_json::value::to_raw_value(&value).unwrap()
     }
 
     #[test]
@@ -621,7 +661,7 @@ mod tests {
                 instance_id: None,
                 subject_id: "user_1".into(),
                 record: events::Record::User(UserRecord::default()),
-                data: json!({}),
+                data: raw(json!({})),
             };
             m.event_time = t;
             version(&m)

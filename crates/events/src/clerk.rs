@@ -1,23 +1,24 @@
 //! Clerk's webhook payloads, as documented at <https://clerk.com/docs/webhooks/overview>.
 //!
-//! Only the fields we read are typed; everything else stays in the raw `data` object, which
-//! travels unchanged in the message. Unknown fields are ignored, so Clerk adding fields never
-//! breaks parsing.
+//! Only the fields we read are typed; everything else is skipped while parsing and stays in
+//! the raw `data`, which travels unchanged in the message. Unknown fields are ignored, so
+//! Clerk adding fields never breaks parsing, and skipping has no nesting limit, so a user
+//! who nests `unsafe_metadata` a thousand levels deep doesn't stop their events.
 
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 
 /// The envelope of every Clerk webhook: `{"data":…, "object":"event", "type":…, …}`.
+/// `data` is kept as the exact bytes received.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Envelope {
+pub struct Envelope<'a> {
     /// The event type, such as `user.created`.
     #[serde(rename = "type")]
     pub event_type: String,
-    /// The object the event is about, as Clerk sent it.
-    pub data: Map<String, Value>,
-    /// Always `"event"` for Clerk webhooks.
-    #[serde(default)]
-    pub object: Option<String>,
+    /// The object the event is about, exactly as Clerk sent it.
+    #[serde(borrow)]
+    pub data: &'a RawValue,
     /// When Clerk emitted the event (milliseconds since the epoch).
     #[serde(default)]
     pub timestamp: Option<i64>,
@@ -26,11 +27,15 @@ pub struct Envelope {
     pub instance_id: Option<String>,
 }
 
-/// A Clerk user object (`user.created`, `user.updated`).
+/// A Clerk user object (`user.created`, `user.updated`), or the `{"id","object","deleted"}`
+/// of `user.deleted`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct User {
     /// `user_…`
     pub id: String,
+    /// True for a deletion payload.
+    #[serde(default, deserialize_with = "lenient::flag")]
+    pub deleted: bool,
     /// The id of the primary entry of `email_addresses`, if any.
     #[serde(default)]
     pub primary_email_address_id: Option<String>,
@@ -59,7 +64,7 @@ pub struct User {
     #[serde(default)]
     pub created_at: Option<i64>,
     /// Milliseconds since the epoch.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::int")]
     pub updated_at: Option<i64>,
     /// The application's own id for the user.
     #[serde(default)]
@@ -86,19 +91,6 @@ pub struct Verification {
     pub status: Option<String>,
 }
 
-/// The object of a `*.deleted` event: `{"id":…, "object":…, "deleted":true}`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct DeletedObject {
-    /// The id of what was deleted.
-    pub id: String,
-    /// `user`, `session`, …
-    #[serde(default)]
-    pub object: Option<String>,
-    /// Always true.
-    #[serde(default)]
-    pub deleted: bool,
-}
-
 /// A Clerk organization membership (`organizationMembership.*`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct OrganizationMembership {
@@ -112,6 +104,9 @@ pub struct OrganizationMembership {
     /// `org:admin`, `org:member`, …
     #[serde(default)]
     pub role: Option<String>,
+    /// Milliseconds since the epoch.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub updated_at: Option<i64>,
 }
 
 /// Any object of which we only need the id.
@@ -138,19 +133,156 @@ pub struct Session {
     /// `active`, `ended`, `revoked`, …
     #[serde(default)]
     pub status: Option<String>,
+    /// Milliseconds since the epoch.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub updated_at: Option<i64>,
 }
 
-/// An object that belongs to an organization by id (`organizationInvitation.*`,
-/// `organizationDomain.*`).
+/// An organization (`organization.*`), or an object that belongs to one
+/// (`organizationInvitation.*`, `organizationDomain.*`, whose deletion payloads may carry
+/// only their own id).
 #[derive(Debug, Clone, Deserialize)]
-pub struct OrganizationChild {
+pub struct OrganizationObject {
     /// The object's own id.
     pub id: String,
-    /// `org_…`
-    pub organization_id: String,
+    /// `org_…`, for objects that belong to an organization.
+    #[serde(default)]
+    pub organization_id: Option<String>,
+    /// True for a deletion payload.
+    #[serde(default, deserialize_with = "lenient::flag")]
+    pub deleted: bool,
+    /// Milliseconds since the epoch.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub updated_at: Option<i64>,
 }
 
-/// Reads `updated_at` from a Clerk object, when it is a number.
-pub fn updated_at(data: &Map<String, Value>) -> Option<i64> {
-    data.get("updated_at").and_then(Value::as_i64)
+/// What can be read from any JSON object, whatever its shape: the fields that key and time
+/// an event we have no type for (or whose shape surprised us). Never fails on an object.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Loose {
+    /// `data.id`, when it is a string.
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub id: Option<String>,
+    /// `data.user_id`, when it is a string.
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub user_id: Option<String>,
+    /// `data.organization_id`, when it is a string.
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub organization_id: Option<String>,
+    /// `data.organization.id`, when it is a string.
+    #[serde(default, deserialize_with = "lenient::object_id")]
+    pub organization: Option<String>,
+    /// `data.updated_at`, when it is an integer.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub updated_at: Option<i64>,
+}
+
+/// Deserializers that read a value when it has the expected type and skip it otherwise
+/// (any depth, without a recursion limit), instead of failing the whole event.
+mod lenient {
+    use super::*;
+
+    struct Lenient;
+
+    /// What [`Lenient`] found.
+    enum Found {
+        Int(i64),
+        Text(String),
+        /// The string `id` of an object.
+        Id(String),
+        Flag(bool),
+        Nothing,
+    }
+
+    impl<'de> Visitor<'de> for Lenient {
+        type Value = Found;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Found, E> {
+            Ok(Found::Flag(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Found, E> {
+            Ok(Found::Int(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Found, E> {
+            Ok(i64::try_from(v).map_or(Found::Nothing, Found::Int))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Found, E> {
+            Ok(Found::Nothing)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Found, E> {
+            Ok(Found::Text(v.to_string()))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Found, E> {
+            Ok(Found::Nothing)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Found, E> {
+            Ok(Found::Nothing)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Found, D::Error> {
+            d.deserialize_any(Lenient)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Found, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Found::Nothing)
+        }
+        /// An object: its `id` when that is a string (`organization: {"id": …}`).
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
+            let mut id = Found::Nothing;
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if key == "id" {
+                    if let Found::Text(text) = map.next_value_seed(Seed)? {
+                        id = Found::Id(text);
+                    }
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(id)
+        }
+    }
+
+    /// The `id` inside an object is read flat: no `{"id": {"id": …}}`.
+    struct Seed;
+
+    impl<'de> de::DeserializeSeed<'de> for Seed {
+        type Value = Found;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Found, D::Error> {
+            match d.deserialize_any(Lenient)? {
+                text @ Found::Text(_) => Ok(text),
+                _ => Ok(Found::Nothing),
+            }
+        }
+    }
+
+    /// An integer, else `None`.
+    pub fn int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        Ok(match d.deserialize_any(Lenient)? {
+            Found::Int(v) => Some(v),
+            _ => None,
+        })
+    }
+
+    /// A string, else `None`.
+    pub fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(match d.deserialize_any(Lenient)? {
+            Found::Text(v) => Some(v),
+            _ => None,
+        })
+    }
+
+    /// The string `id` of an object, else `None`.
+    pub fn object_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(match d.deserialize_any(Lenient)? {
+            Found::Id(v) => Some(v),
+            _ => None,
+        })
+    }
+
+    /// `true`, else `false`.
+    pub fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        Ok(matches!(d.deserialize_any(Lenient)?, Found::Flag(true)))
+    }
 }

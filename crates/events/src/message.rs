@@ -5,7 +5,7 @@
 //! `schema_version` before anything else, so a future version is refused, never misread.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// The version of [`EventMessage`] this crate writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -18,7 +18,7 @@ pub const HEADER_EVENT_TYPE: &str = "event-type";
 pub const HEADER_SCHEMA_VERSION: &str = "schema-version";
 
 /// One Clerk event, normalized. This is the Kafka message value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventMessage {
     /// Always [`SCHEMA_VERSION`] for messages written by this crate.
     pub schema_version: u32,
@@ -37,8 +37,22 @@ pub struct EventMessage {
     pub subject_id: String,
     /// The fields consumers use, in one shape whatever Clerk's payload version.
     pub record: Record,
-    /// The Clerk `data` object exactly as received.
-    pub data: Value,
+    /// The Clerk `data` object exactly as received: the same bytes, whatever its size or
+    /// nesting depth (a parsed tree would refuse some and reorder keys).
+    pub data: Box<RawValue>,
+}
+
+impl PartialEq for EventMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.schema_version == other.schema_version
+            && self.event_id == other.event_id
+            && self.event_type == other.event_type
+            && self.event_time == other.event_time
+            && self.instance_id == other.instance_id
+            && self.subject_id == other.subject_id
+            && self.record == other.record
+            && self.data.get() == other.data.get()
+    }
 }
 
 /// The normalized part of a message, by kind of object.
@@ -132,9 +146,9 @@ pub enum DecodeError {
     /// Not JSON, or not a JSON object.
     #[error("message is not a JSON object: {0}")]
     Undecodable(String),
-    /// `schema_version` is missing or one this build doesn't know.
+    /// `schema_version` is missing or one this build doesn't know (the value as JSON text).
     #[error("unsupported schema_version {0:?} (this build reads {SCHEMA_VERSION})")]
-    UnsupportedSchemaVersion(Option<Value>),
+    UnsupportedSchemaVersion(Option<String>),
     /// The right version, but fields are missing, mistyped or inconsistent.
     #[error("invalid record: {0}")]
     InvalidRecord(String),
@@ -161,17 +175,28 @@ impl EventMessage {
     /// Reads a message value, checking the schema version first, then the shape, then
     /// that the message is consistent (ids present, user events carry a user record).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let value: Value =
+        /// Only the version, so a future format is refused before its shape is judged.
+        #[derive(Deserialize)]
+        struct Version<'a> {
+            #[serde(borrow)]
+            schema_version: Option<&'a RawValue>,
+        }
+        // A struct also deserializes from an array: insist on an object first.
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            return Err(DecodeError::Undecodable("not a JSON object".into()));
+        }
+        let version: Version<'_> =
             serde_json::from_slice(bytes).map_err(|e| DecodeError::Undecodable(e.to_string()))?;
-        let Value::Object(ref object) = value else {
-            return Err(DecodeError::Undecodable("not an object".into()));
-        };
-        match object.get("schema_version") {
-            Some(v) if v.as_u64() == Some(u64::from(SCHEMA_VERSION)) => {}
-            other => return Err(DecodeError::UnsupportedSchemaVersion(other.cloned())),
+        match version.schema_version.map(RawValue::get) {
+            Some(v) if v.parse::<u32>() == Ok(SCHEMA_VERSION) => {}
+            other => {
+                // Capped: the value is whatever the producer wrote, and goes to headers.
+                let shown = other.map(|v| v.chars().take(64).collect());
+                return Err(DecodeError::UnsupportedSchemaVersion(shown));
+            }
         }
         let message: EventMessage =
-            serde_json::from_value(value).map_err(|e| DecodeError::InvalidRecord(e.to_string()))?;
+            serde_json::from_slice(bytes).map_err(|e| DecodeError::InvalidRecord(e.to_string()))?;
         message.validate()?;
         Ok(message)
     }

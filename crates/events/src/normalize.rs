@@ -3,11 +3,16 @@
 //! Event time: `data.updated_at` where the object has one, else the envelope's `timestamp`;
 //! a value below 10^12 is taken as seconds and converted to milliseconds. Deletion payloads
 //! (`{"id","object","deleted"}`) have no `updated_at`, so a deletion is timed by the envelope.
+//!
+//! The body is parsed once: the envelope's fields, and `data` as the exact bytes received
+//! (which the message carries unchanged); then the typed fields of `data` are read from
+//! those bytes. Nothing is built for the parts of `data` we don't read, and nothing limits
+//! how deeply they nest.
 
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
+use serde_json::error::Category;
 
-use crate::clerk::{self, Envelope};
+use crate::clerk::{self, Envelope, Loose};
 use crate::message::{EmailAddress, EventMessage, Record, UserRecord, SCHEMA_VERSION};
 
 /// Why a webhook body can't be normalized. The sender gets a 400 with the matching code.
@@ -80,19 +85,27 @@ pub fn to_millis(t: i64) -> i64 {
 
 /// Normalizes a verified webhook body. `event_id` is the delivery's `svix-id`.
 pub fn normalize(event_id: &str, body: &[u8]) -> Result<EventMessage, NormalizeError> {
-    let value: Value = serde_json::from_slice(body).map_err(NormalizeError::InvalidJson)?;
-    let envelope: Envelope = serde_json::from_value(value)
-        .map_err(|e| NormalizeError::InvalidPayload(format!("envelope: {e}")))?;
+    let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        Category::Data => NormalizeError::InvalidPayload(format!("envelope: {e}")),
+        Category::Syntax | Category::Eof | Category::Io => NormalizeError::InvalidJson(e),
+    })?;
     if envelope.event_type.is_empty() {
         return Err(invalid("`type` is empty"));
     }
+    let data = envelope.data.get();
+    if !data.starts_with('{') {
+        return Err(invalid("`data` is not an object"));
+    }
 
-    let event_time = clerk::updated_at(&envelope.data)
+    let Normalized {
+        subject_id,
+        record,
+        updated_at,
+    } = record_of(&envelope.event_type, data)?;
+    let event_time = updated_at
         .or(envelope.timestamp)
         .map(to_millis)
         .ok_or_else(|| invalid("neither data.updated_at nor timestamp is present"))?;
-
-    let (subject_id, record) = record_of(&envelope.event_type, &envelope.data)?;
 
     Ok(EventMessage {
         schema_version: SCHEMA_VERSION,
@@ -102,132 +115,142 @@ pub fn normalize(event_id: &str, body: &[u8]) -> Result<EventMessage, NormalizeE
         instance_id: envelope.instance_id,
         subject_id,
         record,
-        data: Value::Object(envelope.data),
+        data: envelope.data.to_owned(),
     })
+}
+
+/// What the typed fields of `data` give: the key, the record and `data.updated_at`.
+struct Normalized {
+    subject_id: String,
+    record: Record,
+    updated_at: Option<i64>,
 }
 
 fn invalid(why: impl Into<String>) -> NormalizeError {
     NormalizeError::InvalidPayload(why.into())
 }
 
-fn parse<T: DeserializeOwned>(
-    event_type: &str,
-    data: &Map<String, Value>,
-) -> Result<T, NormalizeError> {
-    // `Map` is cheap enough to clone at webhook rates, and keeps `data` intact for the message.
-    serde_json::from_value(Value::Object(data.clone()))
-        .map_err(|e| invalid(format!("data of {event_type}: {e}")))
+fn parse<T: DeserializeOwned>(event_type: &str, data: &str) -> Result<T, NormalizeError> {
+    serde_json::from_str(data).map_err(|e| invalid(format!("data of {event_type}: {e}")))
 }
 
-fn is_deletion(data: &Map<String, Value>) -> bool {
-    data.get("deleted").and_then(Value::as_bool) == Some(true)
-}
-
-fn record_of(
-    event_type: &str,
-    data: &Map<String, Value>,
-) -> Result<(String, Record), NormalizeError> {
+fn record_of(event_type: &str, data: &str) -> Result<Normalized, NormalizeError> {
     let family = Family::of(event_type);
     match family_record(family, event_type, data) {
         Ok(normalized) => Ok(normalized),
         // Only user events must have their shape: they change documents. Any other verified
         // event is kept (nothing verified is dropped), as an `other` record.
         Err(_) if family != Family::Users => {
-            let (subject, record) = other_record(event_type, data);
+            let loose = loose(data);
             // Keep the subject's key when the payload has it, so its events stay in one
             // partition.
-            let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
             let key = match family {
-                Family::Sessions => text(data.get("user_id")),
-                _ => text(data.get("organization_id"))
-                    .or_else(|| text(data.get("organization").and_then(|o| o.get("id")))),
+                Family::Sessions => loose.user_id.clone(),
+                _ => loose.organization_id.clone().or(loose.organization.clone()),
             };
-            Ok((key.unwrap_or(subject), record))
+            let mut normalized = other_record(event_type, loose);
+            if let Some(key) = key {
+                normalized.subject_id = key;
+            }
+            Ok(normalized)
         }
         Err(e) => Err(e),
     }
 }
 
-fn other_record(event_type: &str, data: &Map<String, Value>) -> (String, Record) {
-    let id = data.get("id").and_then(Value::as_str).map(str::to_string);
+/// [`Loose`] reads any object; one that repeats a key is read as if it had none.
+fn loose(data: &str) -> Loose {
+    serde_json::from_str(data).unwrap_or_default()
+}
+
+fn other_record(event_type: &str, loose: Loose) -> Normalized {
     // Key unknown events by their object id when there is one; otherwise by type, which
     // keeps events of one type in order.
-    let subject = id.clone().unwrap_or_else(|| event_type.to_string());
-    (subject, Record::Other { id })
+    let subject_id = loose.id.clone().unwrap_or_else(|| event_type.to_string());
+    Normalized {
+        subject_id,
+        record: Record::Other { id: loose.id },
+        updated_at: loose.updated_at,
+    }
 }
 
 fn family_record(
     family: Family,
     event_type: &str,
-    data: &Map<String, Value>,
-) -> Result<(String, Record), NormalizeError> {
+    data: &str,
+) -> Result<Normalized, NormalizeError> {
     match family {
         Family::Users => {
-            let user = if is_deletion(data) {
-                let deleted: clerk::DeletedObject = parse(event_type, data)?;
+            let user: clerk::User = parse(event_type, data)?;
+            if user.id.is_empty() {
+                return Err(invalid("data.id is empty"));
+            }
+            let updated_at = user.updated_at;
+            let user = if user.deleted {
                 UserRecord {
-                    id: deleted.id,
+                    id: user.id,
                     deleted: true,
                     ..UserRecord::default()
                 }
             } else {
-                user_record(parse(event_type, data)?)
+                user_record(user)
             };
-            if user.id.is_empty() {
-                return Err(invalid("data.id is empty"));
-            }
-            Ok((user.id.clone(), Record::User(user)))
+            Ok(Normalized {
+                subject_id: user.id.clone(),
+                record: Record::User(user),
+                updated_at,
+            })
         }
         Family::Sessions => {
             let session: clerk::Session = parse(event_type, data)?;
-            Ok((
-                session.user_id.clone(),
-                Record::Session {
+            Ok(Normalized {
+                subject_id: session.user_id.clone(),
+                record: Record::Session {
                     id: session.id,
                     user_id: session.user_id,
                     status: session.status,
                 },
-            ))
+                updated_at: session.updated_at,
+            })
         }
         Family::Organizations if event_type.starts_with("organizationMembership.") => {
             let membership: clerk::OrganizationMembership = parse(event_type, data)?;
-            Ok((
-                membership.organization.id.clone(),
-                Record::OrganizationMembership {
+            Ok(Normalized {
+                subject_id: membership.organization.id.clone(),
+                record: Record::OrganizationMembership {
                     id: membership.id,
                     organization_id: membership.organization.id,
                     user_id: membership.public_user_data.map(|u| u.user_id),
                     role: membership.role,
                 },
-            ))
+                updated_at: membership.updated_at,
+            })
         }
         Family::Organizations => {
-            let deleted = is_deletion(data);
-            let (id, organization_id) = if event_type.starts_with("organization.") {
-                let org: clerk::IdOnly = parse(event_type, data)?;
-                (org.id.clone(), org.id)
-            } else if deleted {
+            let object: clerk::OrganizationObject = parse(event_type, data)?;
+            let organization_id = if event_type.starts_with("organization.") {
+                object.id.clone()
+            } else if let Some(org) = object.organization_id {
+                org
+            } else if object.deleted {
                 // Deletion payloads of invitations and domains may carry only their own id.
-                let object: clerk::IdOnly = parse(event_type, data)?;
-                let org = data
-                    .get("organization_id")
-                    .and_then(Value::as_str)
-                    .map_or_else(|| object.id.clone(), str::to_string);
-                (object.id, org)
+                object.id.clone()
             } else {
-                let child: clerk::OrganizationChild = parse(event_type, data)?;
-                (child.id, child.organization_id)
+                return Err(invalid(format!(
+                    "data of {event_type}: missing field `organization_id`"
+                )));
             };
-            Ok((
-                organization_id.clone(),
-                Record::Organization {
-                    id,
+            Ok(Normalized {
+                subject_id: organization_id.clone(),
+                record: Record::Organization {
+                    id: object.id,
                     organization_id,
-                    deleted,
+                    deleted: object.deleted,
                 },
-            ))
+                updated_at: object.updated_at,
+            })
         }
-        Family::Other => Ok(other_record(event_type, data)),
+        Family::Other => Ok(other_record(event_type, loose(data))),
     }
 }
 

@@ -13,6 +13,10 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+fn data_of(m: &EventMessage) -> Value {
+    serde_json::from_str(m.data.get()).unwrap()
+}
+
 fn normalized(name: &str) -> EventMessage {
     normalize("msg_test", &fixture(name)).unwrap()
 }
@@ -53,7 +57,10 @@ fn user_created_carries_every_contract_field() {
 fn data_travels_unchanged() {
     let original: Value = serde_json::from_slice(&fixture("user.created")).unwrap();
     let m = normalized("user.created");
-    assert_eq!(m.data, original["data"]);
+    assert_eq!(data_of(&m), original["data"]);
+    // The very bytes, not a re-serialization.
+    let body = String::from_utf8(fixture("user.created")).unwrap();
+    assert!(body.contains(m.data.get()));
 }
 
 #[test]
@@ -136,7 +143,7 @@ fn unknown_type_is_kept_with_seconds_converted() {
     assert_eq!(m.subject_id, "wle_2pZCeR5tY7uI9oP1aS3dF5gH7jK");
     // No updated_at; the envelope timestamp is in seconds.
     assert_eq!(m.event_time, 1_732_467_000_000);
-    assert_eq!(m.data["status"], "pending");
+    assert_eq!(data_of(&m)["status"], "pending");
 }
 
 #[test]
@@ -214,7 +221,7 @@ fn other_families_with_unexpected_shapes_are_kept_not_refused() {
             "{event_type}: {:?}",
             m.record
         );
-        assert_eq!(m.data, data);
+        assert_eq!(data_of(&m), data);
     }
 }
 
@@ -274,4 +281,41 @@ fn to_millis_converts_seconds_only() {
     assert_eq!(events::to_millis(1_732_467_000_123), 1_732_467_000_123);
     assert_eq!(events::to_millis(999_999_999_999), 999_999_999_999_000);
     assert_eq!(events::to_millis(1_000_000_000_000), 1_000_000_000_000);
+}
+
+/// serde_json refuses trees deeper than 128 levels; `data` is never built as a tree, so a
+/// user's deeply nested `unsafe_metadata` passes through byte for byte.
+#[test]
+fn deep_nesting_in_data_passes_through_unchanged() {
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let body = String::from_utf8(fixture("user.updated"))
+        .unwrap()
+        .replacen(
+            "\"unsafe_metadata\": {}",
+            &format!("\"unsafe_metadata\": {{\"deep\": {deep}}}"),
+            1,
+        );
+    assert!(
+        body.contains(&deep),
+        "the fixture has an empty unsafe_metadata"
+    );
+    let m = normalize("msg_deep", body.as_bytes()).unwrap();
+    assert!(m.data.get().contains(&deep));
+    let decoded = EventMessage::decode(&m.to_json()).unwrap();
+    assert_eq!(decoded, m);
+    assert_eq!(decoded.user().unwrap().id, USER_ID);
+}
+
+#[test]
+fn odd_updated_at_and_ids_fall_back_instead_of_failing() {
+    let body = json!({"type": "email.created", "timestamp": 1_732_464_000_000_i64,
+        "data": {"id": {"nested": [1, 2]}, "updated_at": "yesterday"}});
+    let m = normalize("msg_odd", body.to_string().as_bytes()).unwrap();
+    assert_eq!(m.event_time, 1_732_464_000_000);
+    assert_eq!(m.record, Record::Other { id: None });
+    assert_eq!(m.subject_id, "email.created");
+    let err = normalize("msg_arr", br#"{"type": "user.updated", "data": [1]}"#).unwrap_err();
+    assert!(matches!(err, NormalizeError::InvalidPayload(_)), "{err}");
+    let err = EventMessage::decode(b"[1, 2]").unwrap_err();
+    assert_eq!(err.code(), "undecodable");
 }

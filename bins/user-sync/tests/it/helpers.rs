@@ -220,7 +220,7 @@ pub fn user_event(
         instance_id: Some("ins_test".into()),
         subject_id: user.into(),
         record: Record::User(record),
-        data,
+        data: serde_json::value::to_raw_value(&data).unwrap(),
     }
 }
 
@@ -289,4 +289,11 @@ pub async fn record(db: &mongodb::Database, event_id: &str) -> Document {
         .await
         .unwrap()
         .unwrap_or_else(|| panic!("no webhook_events record for {event_id}"))
+}
+
+/// Sets one field of a message's Clerk `data`.
+pub fn set_data_field(message: &mut EventMessage, key: &str, value: serde_json::Value) {
+    let mut data: serde_json::Value = serde_json::from_str(message.data.get()).unwrap();
+    data[key] = value;
+    message.data = serde_json::value::to_raw_value(&data).unwrap();
 }

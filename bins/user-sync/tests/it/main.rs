@@ -579,11 +579,19 @@ async fn hostile_metadata_neither_blocks_the_partition_nor_is_lost() {
     let p = producer(&app.env);
     let user = "user_hostile";
     let mut dollar = user_event(Kind::Created, user, "hostile_1", T0, "Ada");
-    dollar.data["unsafe_metadata"] = serde_json::json!({"$where": "1", "a.b": {"$gt": 1}});
+    set_data_field(
+        &mut dollar,
+        "unsafe_metadata",
+        serde_json::json!({"$where": "1", "a.b": {"$gt": 1}}),
+    );
     produce(&p, &app.names.topic, &dollar).await;
     // Nested arrays: MongoDB stores them, FerretDB v1 refuses them.
     let mut nested = user_event(Kind::Updated, user, "hostile_2", T0 + 1, "Augusta");
-    nested.data["unsafe_metadata"] = serde_json::json!({"grid": [[1, 2], [3, 4]]});
+    set_data_field(
+        &mut nested,
+        "unsafe_metadata",
+        serde_json::json!({"grid": [[1, 2], [3, 4]]}),
+    );
     produce(&p, &app.names.topic, &nested).await;
     produce(
         &p,
