@@ -26,6 +26,14 @@ struct Env {
     max_body_bytes: usize,
     #[serde(default = "default_publish_timeout_ms")]
     publish_timeout_ms: u64,
+    #[serde(default = "default_header_timeout_ms")]
+    header_timeout_ms: u64,
+    #[serde(default = "default_request_timeout_ms")]
+    request_timeout_ms: u64,
+    #[serde(default = "default_max_in_flight")]
+    max_in_flight: usize,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
     log_format: Option<String>,
 }
 
@@ -49,6 +57,20 @@ fn default_max_body_bytes() -> usize {
 }
 fn default_publish_timeout_ms() -> u64 {
     5000
+}
+fn default_header_timeout_ms() -> u64 {
+    10_000
+}
+fn default_request_timeout_ms() -> u64 {
+    30_000
+}
+/// 32 bodies of the default 1 MiB, each held about twice while it is published, stay well
+/// inside the 256 MiB the Kubernetes manifests give clerk-sync.
+fn default_max_in_flight() -> usize {
+    32
+}
+fn default_max_connections() -> usize {
+    2048
 }
 
 /// The topic of each event family.
@@ -81,6 +103,21 @@ impl Topics {
     }
 }
 
+/// How long and how many: what keeps `/webhook` bounded in time and memory whatever
+/// strangers send it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `HEADER_TIMEOUT_MS`: longest wait for a request's head, idle keep-alive included.
+    pub header_timeout: Duration,
+    /// `REQUEST_TIMEOUT_MS`: longest a `/webhook` request may take once its head is in,
+    /// body read and publishing included.
+    pub request_timeout: Duration,
+    /// `MAX_IN_FLIGHT`: `/webhook` requests handled at once.
+    pub max_in_flight: usize,
+    /// `MAX_CONNECTIONS`: open connections; beyond it new ones wait in the listen backlog.
+    pub max_connections: usize,
+}
+
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -98,6 +135,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Longest wait for the broker's acknowledgement.
     pub publish_timeout: Duration,
+    /// Connection and request bounds.
+    pub limits: Limits,
     /// `LOG_FORMAT`
     pub log_format: LogFormat,
 }
@@ -137,9 +176,18 @@ impl Config {
         if env.publish_timeout_ms == 0 {
             return Err(ConfigError::new("PUBLISH_TIMEOUT_MS", "must be at least 1"));
         }
+        // Trimmed: a secret mounted from a file usually ends with a newline.
         let query_secret = env
             .webhook_query_secret
-            .filter(|s| !s.expose_secret().trim().is_empty());
+            .map(|s| s.expose_secret().trim().to_string())
+            .filter(|s| !s.is_empty())
+            .map(SecretString::from);
+        let limits = Limits {
+            header_timeout: millis("HEADER_TIMEOUT_MS", env.header_timeout_ms)?,
+            request_timeout: millis("REQUEST_TIMEOUT_MS", env.request_timeout_ms)?,
+            max_in_flight: at_least_one("MAX_IN_FLIGHT", env.max_in_flight)?,
+            max_connections: at_least_one("MAX_CONNECTIONS", env.max_connections)?,
+        };
 
         Ok(Config {
             webhook_secrets,
@@ -149,9 +197,21 @@ impl Config {
             query_secret,
             max_body_bytes: env.max_body_bytes,
             publish_timeout: Duration::from_millis(env.publish_timeout_ms),
+            limits,
             log_format: LogFormat::parse(env.log_format.as_deref())?,
         })
     }
+}
+
+fn at_least_one(variable: &str, value: usize) -> Result<usize, ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::new(variable, "must be at least 1"));
+    }
+    Ok(value)
+}
+
+fn millis(variable: &str, value: u64) -> Result<Duration, ConfigError> {
+    at_least_one(variable, value as usize).map(|ms| Duration::from_millis(ms as u64))
 }
 
 /// Secrets are separated by commas or whitespace.
@@ -211,6 +271,26 @@ mod tests {
         assert_eq!(c.publish_timeout, Duration::from_secs(5));
         assert_eq!(c.log_format, LogFormat::Json);
         assert!(c.kafka.create_topics);
+        assert_eq!(
+            c.limits,
+            Limits {
+                header_timeout: Duration::from_secs(10),
+                request_timeout: Duration::from_secs(30),
+                max_in_flight: 32,
+                max_connections: 2048,
+            }
+        );
+    }
+
+    #[test]
+    fn query_secret_is_trimmed_like_a_mounted_file() {
+        let c = config(&[
+            ("CLERK_WEBHOOK_SECRET", SECRET_A),
+            ("KAFKA_BROKERS", "k:9092"),
+            ("WEBHOOK_QUERY_SECRET", "s3cret\n"),
+        ])
+        .unwrap();
+        assert_eq!(c.query_secret.unwrap().expose_secret(), "s3cret");
     }
 
     #[test]
@@ -242,6 +322,10 @@ mod tests {
             ("PUBLISH_TIMEOUT_MS", "-5"),
             ("KAFKA_TOPIC_USERS", "no spaces"),
             ("LOG_FORMAT", "xml"),
+            ("HEADER_TIMEOUT_MS", "0"),
+            ("REQUEST_TIMEOUT_MS", "soon"),
+            ("MAX_IN_FLIGHT", "0"),
+            ("MAX_CONNECTIONS", "-1"),
         ] {
             let err = config(&[
                 ("CLERK_WEBHOOK_SECRET", SECRET_A),

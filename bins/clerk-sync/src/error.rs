@@ -1,11 +1,19 @@
-//! clerk-sync's errors: [`Error`] for start-up and the process, [`ApiError`] for HTTP answers.
+//! clerk-sync's errors: [`Error`] for start-up and the process, [`ApiError`] for HTTP
+//! answers. Each layer has its own error ([`VerifyError`], [`NormalizeError`],
+//! [`PublishError`]); this is where they become the contract's statuses and codes.
 
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use common::ConfigError;
+use events::NormalizeError;
 use rdkafka::error::KafkaError;
 use serde::Serialize;
+
+use crate::publish::PublishError;
+use crate::verify::VerifyError;
 
 /// What can stop clerk-sync.
 #[derive(Debug, thiserror::Error)]
@@ -19,43 +27,45 @@ pub enum Error {
     /// Listening or serving failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// The producer failed for good (the server stopped; a restart builds a new one).
+    #[error("kafka producer: fatal error {code:?}: {reason}")]
+    FatalProducer {
+        /// librdkafka's code.
+        code: rdkafka::types::RDKafkaErrorCode,
+        /// librdkafka's explanation.
+        reason: String,
+    },
 }
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A request that can't be accepted. The answer is the contract's
-/// `{"error": "<sentence>", "code": "<CODE>"}`; the detail is logged, and neither ever
-/// holds a secret or a header value.
+/// `{"error": "<sentence>", "code": "<CODE>"}`; the source goes to the log only, and
+/// neither ever holds a secret or a header value.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// One or more of `svix-id`, `svix-timestamp`, `svix-signature` is absent.
-    #[error("missing required header(s): {0}")]
-    MissingHeaders(String),
-    /// The body passed verification but is not JSON.
-    #[error("the body is not valid JSON: {0}")]
-    InvalidJson(String),
-    /// The body is JSON but not a Clerk event we can read.
-    #[error("{0}")]
-    InvalidPayload(String),
-    /// No configured secret produced the signature.
-    #[error("the webhook signature does not match any configured signing secret")]
-    InvalidSignature,
-    /// `svix-timestamp` is more than 5 minutes away from now.
-    #[error("the webhook timestamp is outside the 5 minute tolerance")]
-    TimestampOutOfTolerance,
-    /// `?secret=` is missing or wrong.
-    #[error("the `secret` query parameter is missing or wrong")]
-    InvalidQuerySecret,
+pub(crate) enum ApiError {
+    /// The query secret, the Svix headers or the signature.
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    /// The body passed verification but is not a Clerk event we can read.
+    #[error(transparent)]
+    Normalize(#[from] NormalizeError),
+    /// Kafka did not take the event.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
     /// The body is larger than `MAX_BODY_BYTES`.
     #[error("the body is larger than {0} bytes")]
     PayloadTooLarge(usize),
-    /// The broker did not acknowledge the write in time; the sender should retry.
-    #[error("the event could not be written to Kafka; retry later")]
-    BrokerUnavailable(String),
-    /// Anything else.
-    #[error("internal error")]
-    Internal(String),
+    /// `MAX_IN_FLIGHT` requests are being handled; the sender should retry shortly.
+    #[error("too many requests in flight; retry shortly")]
+    Overloaded,
+    /// The request took longer than `REQUEST_TIMEOUT_MS` to arrive.
+    #[error("the request body did not arrive within {0:?}")]
+    RequestTimeout(Duration),
+    /// The connection failed while the body was arriving.
+    #[error("the request body could not be read")]
+    BodyRead(#[source] axum::Error),
 }
 
 #[derive(Serialize)]
@@ -64,59 +74,97 @@ struct ErrorBody<'a> {
     code: &'a str,
 }
 
+/// `Retry-After` of an `OVERLOADED` answer, in seconds.
+const RETRY_AFTER_SECONDS: &str = "1";
+
 impl ApiError {
     /// The HTTP status of the contract.
     pub fn status(&self) -> StatusCode {
-        match self {
-            ApiError::MissingHeaders(_)
-            | ApiError::InvalidJson(_)
-            | ApiError::InvalidPayload(_) => StatusCode::BAD_REQUEST,
-            ApiError::InvalidSignature
-            | ApiError::TimestampOutOfTolerance
-            | ApiError::InvalidQuerySecret => StatusCode::UNAUTHORIZED,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::BrokerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        match self.code() {
+            "MISSING_HEADERS" | "INVALID_JSON" | "INVALID_PAYLOAD" => StatusCode::BAD_REQUEST,
+            "INVALID_SIGNATURE" | "TIMESTAMP_OUT_OF_TOLERANCE" | "INVALID_QUERY_SECRET" => {
+                StatusCode::UNAUTHORIZED
+            }
+            "PAYLOAD_TOO_LARGE" => StatusCode::PAYLOAD_TOO_LARGE,
+            "REQUEST_TIMEOUT" => StatusCode::REQUEST_TIMEOUT,
+            "BROKER_UNAVAILABLE" | "OVERLOADED" => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// The machine-readable code of the contract.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::MissingHeaders(_) => "MISSING_HEADERS",
-            ApiError::InvalidJson(_) => "INVALID_JSON",
-            ApiError::InvalidPayload(_) => "INVALID_PAYLOAD",
-            ApiError::InvalidSignature => "INVALID_SIGNATURE",
-            ApiError::TimestampOutOfTolerance => "TIMESTAMP_OUT_OF_TOLERANCE",
-            ApiError::InvalidQuerySecret => "INVALID_QUERY_SECRET",
+            ApiError::Verify(e) => match e {
+                VerifyError::MissingHeaders(_) | VerifyError::InvalidHeader { .. } => {
+                    "MISSING_HEADERS"
+                }
+                VerifyError::InvalidSignature => "INVALID_SIGNATURE",
+                VerifyError::TimestampOutOfTolerance => "TIMESTAMP_OUT_OF_TOLERANCE",
+                VerifyError::InvalidQuerySecret => "INVALID_QUERY_SECRET",
+            },
+            ApiError::Normalize(NormalizeError::InvalidJson(_)) => "INVALID_JSON",
+            ApiError::Normalize(NormalizeError::InvalidPayload(_)) => "INVALID_PAYLOAD",
+            ApiError::Publish(e) if e.is_retriable() => "BROKER_UNAVAILABLE",
+            ApiError::Publish(_) => "INTERNAL",
             ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
-            ApiError::BrokerUnavailable(_) => "BROKER_UNAVAILABLE",
-            ApiError::Internal(_) => "INTERNAL",
+            ApiError::Overloaded => "OVERLOADED",
+            ApiError::RequestTimeout(_) => "REQUEST_TIMEOUT",
+            ApiError::BodyRead(_) => "INVALID_PAYLOAD",
         }
     }
 
-    /// The detail that goes to the log only.
-    fn detail(&self) -> Option<&str> {
+    /// The sentence for the sender: what went wrong on their side, or that it's ours.
+    fn sentence(&self) -> String {
         match self {
-            ApiError::BrokerUnavailable(d) | ApiError::Internal(d) => Some(d),
-            _ => None,
+            ApiError::Publish(e) if e.is_retriable() => {
+                "the event could not be written to Kafka; retry later".into()
+            }
+            ApiError::Publish(_) => "internal error".into(),
+            other => other.to_string(),
         }
+    }
+
+    /// Logs the refusal once: server errors with their cause at `error`, the sender's
+    /// mistakes at `warn`.
+    pub fn log(&self) {
+        let code = self.code();
+        if self.status().is_server_error() {
+            tracing::error!(code, error = %ErrorChain(self), "request refused");
+        } else {
+            tracing::warn!(code, error = %ErrorChain(self), "request refused");
+        }
+    }
+}
+
+/// An error and its sources, `: `-separated, for one log field.
+struct ErrorChain<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(e) = source {
+            write!(f, ": {e}")?;
+            source = e.source();
+        }
+        Ok(())
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let code = self.code();
-        if status.is_server_error() {
-            tracing::error!(code, detail = self.detail(), "{self}");
-        } else {
-            tracing::warn!(code, "{self}");
+        let body = Json(ErrorBody {
+            error: self.sentence(),
+            code: self.code(),
+        });
+        let mut response = (self.status(), body).into_response();
+        if matches!(self, ApiError::Overloaded) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
         }
-        let body = ErrorBody {
-            error: self.to_string(),
-            code,
-        };
-        (status, Json(body)).into_response()
+        response
     }
 }

@@ -5,28 +5,29 @@
 //! 200 only after the broker has acknowledged the write; otherwise it answers an error
 //! status, so Svix retries and nothing is lost.
 
-pub mod config;
-pub mod error;
-pub mod metrics;
-pub mod publish;
-pub mod routes;
+mod config;
+mod error;
+mod in_flight;
+mod metrics;
+mod publish;
+mod routes;
+mod server;
 pub mod sign;
-pub mod verify;
+mod verify;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
-use axum::http::Request;
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
-use tower_http::trace::TraceLayer;
+use tokio_util::sync::CancellationToken;
 
-pub use config::Config;
-pub use error::{ApiError, Error, Result};
+pub use config::{Config, Limits, Topics};
+pub use error::{Error, Result};
 
+use in_flight::InFlight;
 use metrics::Metrics;
 use publish::Publisher;
 use verify::Verifier;
@@ -34,19 +35,18 @@ use verify::Verifier;
 /// What every request handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    /// Signature and query-secret checks.
-    pub verifier: Arc<Verifier>,
-    /// The Kafka producer.
-    pub publisher: Publisher,
-    /// Prometheus metrics.
-    pub metrics: Arc<Metrics>,
-    /// `MAX_BODY_BYTES`, for the 413 message.
-    pub max_body_bytes: usize,
+    verifier: Arc<Verifier>,
+    publisher: Publisher,
+    metrics: Arc<Metrics>,
+    in_flight: Arc<InFlight>,
+    limits: Limits,
+    max_body_bytes: usize,
 }
 
 impl AppState {
     /// Creates the producer and, when `KAFKA_CREATE_TOPICS` is on, the missing topics.
-    pub async fn build(config: &Config) -> Result<Self> {
+    /// `on_fatal` is cancelled if the producer ever fails for good.
+    pub async fn build(config: &Config, on_fatal: CancellationToken) -> Result<Self> {
         let metrics = Arc::new(Metrics::new());
         let verifier = Verifier::new(&config.webhook_secrets, config.query_secret.clone())?;
         let publisher = Publisher::new(
@@ -55,6 +55,7 @@ impl AppState {
             config.publish_timeout,
             config.max_body_bytes,
             metrics.clone(),
+            on_fatal,
         )?;
         let max_message = common::kafka::max_message_bytes(config.max_body_bytes);
         config
@@ -65,34 +66,21 @@ impl AppState {
             verifier: Arc::new(verifier),
             publisher,
             metrics,
+            in_flight: InFlight::new(config.limits.max_in_flight),
+            limits: config.limits,
             max_body_bytes: config.max_body_bytes,
         })
     }
 }
 
-/// The routes of the contract, apart from serving them.
+/// The routes of the contract, apart from serving them. The body limit, timeouts and
+/// in-flight cap of `/webhook` are applied by its handler, after the query secret.
 pub fn router(state: AppState) -> Router {
-    let webhook = post(routes::webhook).layer(DefaultBodyLimit::max(state.max_body_bytes));
     Router::new()
-        .route("/webhook", webhook)
+        .route("/webhook", post(routes::webhook))
         .route("/health", get(routes::health))
         .route("/ready", get(routes::ready))
         .route("/metrics", get(routes::metrics))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                // The path only: the query may carry WEBHOOK_QUERY_SECRET.
-                tracing::info_span!(
-                    "request",
-                    method = %request.method(),
-                    path = request.uri().path(),
-                    svix_id = request
-                        .headers()
-                        .get("svix-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default(),
-                )
-            }),
-        )
         .with_state(state)
 }
 
@@ -108,8 +96,9 @@ where
 {
     // A signal during start-up (topic creation can take a while) also ends cleanly.
     let stop = common::shutdown::cancel_on(shutdown);
+    // A fatal producer error stops the server too; the process then exits with an error.
     let state = tokio::select! {
-        state = AppState::build(&config) => state?,
+        state = AppState::build(&config, stop.child_token()) => state?,
         () = stop.cancelled() => {
             tracing::info!("stopped during start-up");
             return Ok(());
@@ -122,9 +111,17 @@ where
         secrets = config.webhook_secrets.len(),
         "clerk-sync listening"
     );
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await?;
+    // A child of `stop`, also cancelled by a fatal producer error: either stops serving.
+    let stopping = publisher.on_fatal();
+    server::serve(listener, router(state), config.limits, stopping).await?;
+    if let Some((code, reason)) = publisher.fatal_error() {
+        tracing::error!(
+            ?code,
+            reason,
+            "clerk-sync stopped: the Kafka producer failed for good"
+        );
+        return Err(Error::FatalProducer { code, reason });
+    }
     // Every request was answered after its acknowledgement, so this only matters for
     // sends that timed out; it bounds shutdown at the publish timeout.
     publisher.flush(config.publish_timeout.max(Duration::from_secs(1)));

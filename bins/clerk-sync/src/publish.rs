@@ -12,16 +12,69 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
 use crate::config::Topics;
-use crate::error::ApiError;
 use crate::metrics::Metrics;
+
+/// Why an event is not in Kafka.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PublishError {
+    /// No acknowledgement in time; a retry may pass.
+    #[error("no acknowledgement from {topic} within {waited:?}")]
+    TimedOut {
+        /// Destination.
+        topic: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The broker or the network failed in a way that passes with time.
+    #[error("publishing to {topic} failed for now: {source}")]
+    Unavailable {
+        /// Destination.
+        topic: String,
+        /// librdkafka's error.
+        #[source]
+        source: KafkaError,
+    },
+    /// The cluster refuses this write (authorization, policy, size): retrying the same
+    /// request can't pass until an operator changes something.
+    #[error("{topic} refused the event: {source}")]
+    Refused {
+        /// Destination.
+        topic: String,
+        /// librdkafka's error.
+        #[source]
+        source: KafkaError,
+    },
+    /// The producer is unusable for good (librdkafka's fatal idempotence errors); the
+    /// process stops so its orchestrator restarts it with a new one.
+    #[error("the Kafka producer failed for good ({code:?}): {reason}")]
+    Fatal {
+        /// librdkafka's fatal error code.
+        code: RDKafkaErrorCode,
+        /// librdkafka's explanation.
+        reason: String,
+    },
+}
+
+impl PublishError {
+    /// Whether the same request may pass later without anyone changing anything.
+    pub fn is_retriable(&self) -> bool {
+        matches!(
+            self,
+            PublishError::TimedOut { .. } | PublishError::Unavailable { .. }
+        )
+    }
+}
 
 /// The idempotent producer and where each family goes.
 #[derive(Clone)]
-pub struct Publisher {
+pub(crate) struct Publisher {
     producer: FutureProducer,
     topics: Arc<Topics>,
     timeout: Duration,
     metrics: Arc<Metrics>,
+    /// Cancelled on a fatal producer error: the server then stops, and the process exits
+    /// with an error.
+    on_fatal: tokio_util::sync::CancellationToken,
 }
 
 impl Publisher {
@@ -33,6 +86,7 @@ impl Publisher {
         timeout: Duration,
         max_body_bytes: usize,
         metrics: Arc<Metrics>,
+        on_fatal: tokio_util::sync::CancellationToken,
     ) -> Result<Self, KafkaError> {
         let timeout_ms = timeout.as_millis().clamp(1, i32::MAX as u128).to_string();
         // librdkafka checks the uncompressed size against this before sending, and a
@@ -57,19 +111,22 @@ impl Publisher {
             topics: Arc::new(topics),
             timeout,
             metrics,
+            on_fatal,
         })
     }
 
     /// Publishes `message` to its family's topic, keyed by subject, with the id/type/schema
-    /// headers, and returns the topic once the broker acknowledged it.
-    pub async fn publish(&self, message: &EventMessage) -> Result<String, ApiError> {
-        let topic = self
-            .topics
-            .for_family(Family::of(&message.event_type))
-            .to_string();
+    /// headers, and returns the topic once the broker acknowledged it. Waits at most the
+    /// publish timeout, and never past `deadline`.
+    pub async fn publish(
+        &self,
+        message: &EventMessage,
+        deadline: Instant,
+    ) -> Result<&str, PublishError> {
+        let topic = self.topics.for_family(Family::of(&message.event_type));
         let payload = message.to_json();
         let schema = message.schema_version.to_string();
-        let headers = OwnedHeaders::new()
+        let headers = OwnedHeaders::new_with_capacity(3)
             .insert(Header {
                 key: HEADER_EVENT_ID,
                 value: Some(message.event_id.as_bytes()),
@@ -82,20 +139,19 @@ impl Publisher {
                 key: HEADER_SCHEMA_VERSION,
                 value: Some(schema.as_bytes()),
             });
-        let record = FutureRecord::to(&topic)
+        let record = FutureRecord::to(topic)
             .key(message.subject_id.as_bytes())
             .payload(&payload)
             .headers(headers);
 
         let started = Instant::now();
+        let wait = self
+            .timeout
+            .min(deadline.saturating_duration_since(started));
         // message.timeout.ms bounds librdkafka's own wait; this bounds ours, whatever
         // happens inside it (a full local queue, a stuck metadata request).
-        let result = tokio::time::timeout(
-            self.timeout,
-            self.producer.send(record, Timeout::After(self.timeout)),
-        )
-        .await;
-        let elapsed = started.elapsed().as_secs_f64();
+        let result =
+            tokio::time::timeout(wait, self.producer.send(record, Timeout::After(wait))).await;
         let outcome = match result {
             Ok(Ok(delivery)) => {
                 tracing::debug!(
@@ -104,16 +160,40 @@ impl Publisher {
                     offset = delivery.offset,
                     "published"
                 );
-                Ok(topic.clone())
+                Ok(topic)
             }
-            Ok(Err((e, _))) => Err(classify(&topic, e)),
-            Err(_) => Err(ApiError::BrokerUnavailable(format!(
-                "no acknowledgement from {topic} within {:?}",
-                self.timeout
-            ))),
+            Ok(Err((e, _))) => Err(self.classify(topic, e)),
+            Err(_) => Err(PublishError::TimedOut {
+                topic: topic.to_string(),
+                waited: wait,
+            }),
         };
-        self.metrics.publish(&topic, outcome.is_ok(), elapsed);
+        self.metrics
+            .publish(topic, outcome.is_ok(), started.elapsed().as_secs_f64());
         outcome
+    }
+
+    /// Names the failure; a fatal one also stops the server.
+    fn classify(&self, topic: &str, e: KafkaError) -> PublishError {
+        if let Some((code, reason)) = self.fatal_error() {
+            self.on_fatal.cancel();
+            return PublishError::Fatal { code, reason };
+        }
+        let topic = topic.to_string();
+        match e.rdkafka_error_code().map(class_of) {
+            Some(Class::Refused) => PublishError::Refused { topic, source: e },
+            _ => PublishError::Unavailable { topic, source: e },
+        }
+    }
+
+    /// The token cancelled on a fatal error (or when the process stops).
+    pub fn on_fatal(&self) -> tokio_util::sync::CancellationToken {
+        self.on_fatal.clone()
+    }
+
+    /// librdkafka's fatal error, once the producer has one: it never recovers from it.
+    pub fn fatal_error(&self) -> Option<(RDKafkaErrorCode, String)> {
+        self.producer.client().fatal_error()
     }
 
     /// Whether a broker answers a metadata request within `timeout`.
@@ -132,16 +212,88 @@ impl Publisher {
     }
 }
 
-fn classify(topic: &str, e: KafkaError) -> ApiError {
-    match e.rdkafka_error_code() {
-        // Retrying the same request can never succeed: say so plainly (Svix will still
-        // retry a 500, and the log tells the operator what to change).
-        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize) => {
-            ApiError::Internal(format!("{topic} refused the message as too large: {e}"))
+/// What a produce error says about retrying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// The cluster refuses the write as configured: only an operator can change that.
+    Refused,
+    /// Anything else: brokers, leaders, the network, queues (librdkafka's own errors are
+    /// mostly of this kind), which pass with time.
+    Transient,
+}
+
+/// Errors the broker returns for a write that will be refused again until an operator acts.
+/// Unknown topics are not among them: a topic being created or replicated answers so for
+/// a moment, and Svix's retries then carry the event through.
+fn class_of(code: RDKafkaErrorCode) -> Class {
+    use RDKafkaErrorCode as C;
+    match code {
+        C::TopicAuthorizationFailed
+        | C::ClusterAuthorizationFailed
+        | C::TransactionalIdAuthorizationFailed
+        | C::SaslAuthenticationFailed
+        | C::Authentication
+        | C::PolicyViolation
+        | C::MessageSizeTooLarge
+        | C::InvalidMessageSize
+        | C::InvalidRecord
+        | C::InvalidTopic
+        | C::InvalidRequiredAcks
+        | C::UnsupportedVersion
+        | C::UnsupportedCompressionType
+        | C::Fatal => Class::Refused,
+        _ => Class::Transient,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_told_from_passing_failures() {
+        use RDKafkaErrorCode as C;
+        for code in [
+            C::TopicAuthorizationFailed,
+            C::ClusterAuthorizationFailed,
+            C::PolicyViolation,
+            C::MessageSizeTooLarge,
+            C::Fatal,
+        ] {
+            assert_eq!(class_of(code), Class::Refused, "{code:?}");
         }
-        Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
-            ApiError::BrokerUnavailable(format!("topic {topic} does not exist: {e}"))
+        for code in [
+            C::MessageTimedOut,
+            C::QueueFull,
+            C::AllBrokersDown,
+            C::BrokerTransportFailure,
+            C::NotEnoughReplicas,
+            C::NotLeaderForPartition,
+            C::LeaderNotAvailable,
+            C::RequestTimedOut,
+            C::UnknownTopicOrPartition,
+        ] {
+            assert_eq!(class_of(code), Class::Transient, "{code:?}");
         }
-        _ => ApiError::BrokerUnavailable(format!("publishing to {topic} failed: {e}")),
+    }
+
+    #[test]
+    fn only_passing_failures_are_retriable() {
+        let topic = "t".to_string();
+        let timed_out = PublishError::TimedOut {
+            topic: topic.clone(),
+            waited: Duration::from_secs(1),
+        };
+        assert!(timed_out.is_retriable());
+        let refused = PublishError::Refused {
+            topic,
+            source: KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed),
+        };
+        assert!(!refused.is_retriable());
+        let fatal = PublishError::Fatal {
+            code: RDKafkaErrorCode::OutOfOrderSequenceNumber,
+            reason: "gap".into(),
+        };
+        assert!(!fatal.is_retriable());
     }
 }

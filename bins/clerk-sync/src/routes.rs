@@ -1,113 +1,162 @@
 //! The HTTP endpoints of the contract.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::ApiError;
+use crate::in_flight::Place;
+use crate::verify::SvixHeaders;
 use crate::AppState;
 
-/// `?secret=` of `/webhook`.
-#[derive(Debug, Deserialize)]
-pub struct WebhookQuery {
-    secret: Option<String>,
+/// What an accepted webhook answers with and is counted as.
+struct Accepted {
+    event_id: String,
+    event_type: String,
 }
 
-/// `POST /webhook`: verify, normalize, publish, then answer.
+/// `POST /webhook`: check the query secret and the Svix headers, take a place in flight,
+/// read the body, verify, normalize, publish, then answer. Nothing before the query secret
+/// and the headers costs a body read.
 #[tracing::instrument(skip_all, fields(svix_id, event_type, topic))]
-pub async fn webhook(
-    State(state): State<AppState>,
-    query: Result<Query<WebhookQuery>, QueryRejection>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<impl IntoResponse, ApiError> {
-    let span = tracing::Span::current();
-    if let Some(id) = headers.get("svix-id").and_then(|v| v.to_str().ok()) {
-        span.record("svix_id", id);
+pub(crate) async fn webhook(State(state): State<AppState>, request: Request) -> Response {
+    let deadline = Instant::now() + state.limits.request_timeout;
+    let result = accept(&state, request, deadline).await;
+    match result {
+        Ok(accepted) => {
+            state.metrics.request(&accepted.event_type, "accepted");
+            Json(json!({"status": "accepted", "id": accepted.event_id})).into_response()
+        }
+        Err(e) => {
+            let outcome = e.code().to_ascii_lowercase();
+            state.metrics.request("unknown", &outcome);
+            if e.status() == StatusCode::UNAUTHORIZED {
+                state.metrics.verification_failure(&outcome);
+            }
+            e.log();
+            e.into_response()
+        }
     }
-    let result = accept(&state, query.ok(), &headers, body).await;
-    let (event_type, outcome) = match &result {
-        Ok((_, event_type)) => (event_type.as_str(), "accepted".to_string()),
-        Err(e) => ("unknown", e.code().to_ascii_lowercase()),
-    };
-    state.metrics.request(event_type, &outcome);
-    let (id, _) = result?;
-    Ok(Json(json!({"status": "accepted", "id": id})))
 }
 
-/// Returns the event id and type once the event is in Kafka.
 async fn accept(
     state: &AppState,
-    query: Option<Query<WebhookQuery>>,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(String, String), ApiError> {
-    let secret = query.as_ref().and_then(|q| q.secret.as_deref());
-    state.verifier.check_query_secret(secret).inspect_err(|e| {
-        state
-            .metrics
-            .verification_failure(&e.code().to_ascii_lowercase())
-    })?;
-
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(state.max_body_bytes)
-        } else {
-            ApiError::Internal(format!("reading the body: {rejection}"))
-        }
-    })?;
-
-    let event_id = state.verifier.verify(headers, &body).inspect_err(|e| {
-        if e.status() == StatusCode::UNAUTHORIZED {
-            state
-                .metrics
-                .verification_failure(&e.code().to_ascii_lowercase());
-        }
-    })?;
-
-    let message = events::normalize(&event_id, &body).map_err(|e| match e {
-        events::NormalizeError::InvalidJson(e) => ApiError::InvalidJson(e.to_string()),
-        e @ events::NormalizeError::InvalidPayload(_) => ApiError::InvalidPayload(e.to_string()),
-    })?;
+    request: Request,
+    deadline: Instant,
+) -> Result<Accepted, ApiError> {
+    let (parts, body) = request.into_parts();
+    state
+        .verifier
+        .check_query_secret(query_secret(&parts.uri).as_deref())?;
+    let svix = SvixHeaders::read(&parts.headers)?;
     let span = tracing::Span::current();
-    span.record("event_type", message.event_type.as_str());
+    // Checked to be short printable ASCII: safe to log before it is verified.
+    span.record("svix_id", svix.id);
+    refuse_declared_oversize(&parts.headers, state.max_body_bytes)?;
 
-    let topic = state.publisher.publish(&message).await?;
-    span.record("topic", topic.as_str());
+    let mut place = state.in_flight.admit().map_err(|_| ApiError::Overloaded)?;
+    let body = read_body(body, state.max_body_bytes, deadline, &mut place).await?;
+    place.body_read();
+
+    state.verifier.verify(&svix, &body)?;
+    let message = events::normalize(svix.id, &body)?;
+    span.record("event_type", message.event_type.as_str());
+    let topic = state.publisher.publish(&message, deadline).await?;
+    span.record("topic", topic);
     tracing::info!(subject = %message.subject_id, "accepted");
-    Ok((event_id, message.event_type))
+    Ok(Accepted {
+        event_id: message.event_id,
+        event_type: message.event_type,
+    })
+}
+
+/// `?secret=` of `/webhook`, if any (the first when repeated).
+fn query_secret(uri: &Uri) -> Option<String> {
+    #[derive(Deserialize)]
+    struct WebhookQuery {
+        secret: Option<String>,
+    }
+    axum::extract::Query::<WebhookQuery>::try_from_uri(uri)
+        .ok()
+        .and_then(|q| q.0.secret)
+}
+
+/// A `Content-Length` over the limit is refused before a byte of the body is read.
+fn refuse_declared_oversize(headers: &HeaderMap, max: usize) -> Result<(), ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > max as u64 => Err(ApiError::PayloadTooLarge(max)),
+        _ => Ok(()),
+    }
+}
+
+/// Reads at most `max` bytes, before `deadline`, unless a newcomer displaces this request.
+async fn read_body(
+    body: Body,
+    max: usize,
+    deadline: Instant,
+    place: &mut Place,
+) -> Result<Bytes, ApiError> {
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let read = tokio::time::timeout(timeout, Limited::new(body, max).collect());
+    tokio::select! {
+        () = place.displaced() => Err(ApiError::Overloaded),
+        collected = read => match collected {
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(ApiError::PayloadTooLarge(max))
+            }
+            Ok(Err(e)) => Err(ApiError::BodyRead(axum::Error::new(e))),
+            Err(_) => Err(ApiError::RequestTimeout(timeout)),
+        },
+    }
 }
 
 /// `GET /health`: the process is up.
-pub async fn health() -> impl IntoResponse {
+pub(crate) async fn health() -> impl IntoResponse {
     Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
 }
 
-/// `GET /ready`: a broker answers a metadata request.
-pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    if state
-        .publisher
-        .broker_reachable(Duration::from_secs(2))
-        .await
-    {
-        (StatusCode::OK, Json(json!({"status": "ready"})))
-    } else {
-        (
+/// `GET /ready`: the producer has no fatal error, and a broker answers a metadata request.
+pub(crate) async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let fatal = state.publisher.fatal_error();
+    let reachable = fatal.is_none()
+        && state
+            .publisher
+            .broker_reachable(Duration::from_secs(2))
+            .await;
+    match readiness(fatal.is_some(), reachable) {
+        None => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "reason": "no Kafka broker answered"})),
-        )
+            Json(json!({"status": "unavailable", "reason": reason})),
+        ),
+    }
+}
+
+/// Why clerk-sync can't take webhooks now, if it can't.
+fn readiness(fatal: bool, broker_reachable: bool) -> Option<&'static str> {
+    if fatal {
+        Some("the Kafka producer failed for good; clerk-sync is stopping")
+    } else if !broker_reachable {
+        Some("no Kafka broker answered")
+    } else {
+        None
     }
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
@@ -115,4 +164,27 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fatal_producer_is_never_ready() {
+        assert!(readiness(true, true).is_some());
+        assert!(readiness(false, false).is_some());
+        assert_eq!(readiness(false, true), None);
+    }
+
+    #[test]
+    fn the_query_secret_is_read_from_the_query_only() {
+        let uri = |s: &str| s.parse::<Uri>().unwrap();
+        assert_eq!(
+            query_secret(&uri("/webhook?secret=a%2Bb&x=1")).as_deref(),
+            Some("a+b")
+        );
+        assert_eq!(query_secret(&uri("/webhook")), None);
+        assert_eq!(query_secret(&uri("/webhook?other=1")), None);
+    }
 }

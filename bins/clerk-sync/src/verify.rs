@@ -1,18 +1,105 @@
 //! Is this request really from Clerk? The query secret (when configured), then the Svix
-//! signature over the raw body, with every configured secret (rotation).
+//! headers (read once, bounded, printable), then the signature over the raw body with every
+//! configured secret (rotation).
 
 use axum::http::HeaderMap;
 use common::{ConfigError, ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
 use svix::webhooks::{Webhook, WebhookError};
 
-use crate::error::ApiError;
-
+/// Each Svix header under its two names (Svix's and the Standard Webhooks one).
 const ID_HEADERS: [&str; 2] = ["svix-id", "webhook-id"];
 const TIMESTAMP_HEADERS: [&str; 2] = ["svix-timestamp", "webhook-timestamp"];
 const SIGNATURE_HEADERS: [&str; 2] = ["svix-signature", "webhook-signature"];
 
+/// Longest `svix-id` and `svix-timestamp` accepted: Svix ids are ~30 characters, and these
+/// values reach log lines before anything has verified them.
+pub(crate) const MAX_ID_BYTES: usize = 256;
+/// Longest `svix-signature`: several space-separated `v1,<base64>` entries while Svix rotates.
+const MAX_SIGNATURE_BYTES: usize = 4096;
+
+/// Why a request is not accepted as Clerk's.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum VerifyError {
+    /// One or more of `svix-id`, `svix-timestamp`, `svix-signature` is absent.
+    #[error("missing required header(s): {0}")]
+    MissingHeaders(String),
+    /// A Svix header is too long or holds characters it never does.
+    #[error("the {name} header is {why}")]
+    InvalidHeader {
+        /// The header's name.
+        name: &'static str,
+        /// What is wrong, without the value.
+        why: String,
+    },
+    /// No configured secret produced the signature.
+    #[error("the webhook signature does not match any configured signing secret")]
+    InvalidSignature,
+    /// `svix-timestamp` is more than 5 minutes away from now.
+    #[error("the webhook timestamp is outside the 5 minute tolerance")]
+    TimestampOutOfTolerance,
+    /// `?secret=` is missing or wrong.
+    #[error("the `secret` query parameter is missing or wrong")]
+    InvalidQuerySecret,
+}
+
+/// The three Svix headers of a request, each read once and checked to be short printable
+/// ASCII, so they are safe to log.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SvixHeaders<'a> {
+    /// `svix-id`: the event id.
+    pub id: &'a str,
+    /// Every header, for the svix crate, which reads the three (checked here) itself.
+    all: &'a HeaderMap,
+}
+
+impl<'a> SvixHeaders<'a> {
+    /// Reads the headers, naming every missing one, refusing over-long or non-printable
+    /// values (by name and length, never by value).
+    pub fn read(headers: &'a HeaderMap) -> Result<Self, VerifyError> {
+        let mut missing = Vec::new();
+        let mut bad = None;
+        let mut find = |names: [&'static str; 2], max: usize, spaces: bool| {
+            let Some(raw) = names.iter().find_map(|n| headers.get(*n)) else {
+                missing.push(names[0]);
+                return "";
+            };
+            let bytes = raw.as_bytes().trim_ascii();
+            let why = if bytes.is_empty() {
+                missing.push(names[0]);
+                return "";
+            } else if bytes.len() > max {
+                format!("{} bytes long (at most {max})", bytes.len())
+            } else if let Some(c) = bytes
+                .iter()
+                .find(|c| !(c.is_ascii_graphic() || (spaces && **c == b' ')))
+            {
+                format!("not printable ASCII (byte 0x{c:02x})")
+            } else {
+                // Checked above: printable ASCII is UTF-8.
+                return std::str::from_utf8(bytes).unwrap_or_default();
+            };
+            bad.get_or_insert(VerifyError::InvalidHeader {
+                name: names[0],
+                why,
+            });
+            ""
+        };
+        let id = find(ID_HEADERS, MAX_ID_BYTES, false);
+        find(TIMESTAMP_HEADERS, MAX_ID_BYTES, false);
+        find(SIGNATURE_HEADERS, MAX_SIGNATURE_BYTES, true);
+        if !missing.is_empty() {
+            return Err(VerifyError::MissingHeaders(missing.join(", ")));
+        }
+        if let Some(bad) = bad {
+            return Err(bad);
+        }
+        Ok(SvixHeaders { id, all: headers })
+    }
+}
+
 /// Checks requests against the configured secrets.
-pub struct Verifier {
+pub(crate) struct Verifier {
     webhooks: Vec<Webhook>,
     query_secret: Option<SecretString>,
 }
@@ -53,73 +140,44 @@ impl Verifier {
         })
     }
 
-    /// When a query secret is configured, `given` must equal it (compared in constant time).
-    pub fn check_query_secret(&self, given: Option<&str>) -> Result<(), ApiError> {
+    /// When a query secret is configured, `given` must equal it, compared in constant time
+    /// (`subtle`: the time taken doesn't tell how much of a guess was right; the length may
+    /// still show).
+    pub fn check_query_secret(&self, given: Option<&str>) -> Result<(), VerifyError> {
         let Some(expected) = &self.query_secret else {
             return Ok(());
         };
+        let expected = expected.expose_secret().as_bytes();
         match given {
-            Some(given)
-                if constant_time_eq(given.as_bytes(), expected.expose_secret().as_bytes()) =>
-            {
-                Ok(())
-            }
-            _ => Err(ApiError::InvalidQuerySecret),
+            Some(given) if bool::from(given.as_bytes().ct_eq(expected)) => Ok(()),
+            _ => Err(VerifyError::InvalidQuerySecret),
         }
     }
 
-    /// Verifies the Svix signature of `body` and returns the event id (`svix-id`).
-    pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
-        let mut missing = Vec::new();
-        let mut find = |names: [&'static str; 2]| {
-            let value = names
-                .iter()
-                .find_map(|n| headers.get(*n))
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|v| !v.is_empty());
-            if value.is_none() {
-                missing.push(names[0]);
-            }
-            value
-        };
-        let id = find(ID_HEADERS);
-        find(TIMESTAMP_HEADERS);
-        find(SIGNATURE_HEADERS);
-        let Some(id) = id.filter(|_| missing.is_empty()) else {
-            return Err(ApiError::MissingHeaders(missing.join(", ")));
-        };
-
-        let mut outcome = Err(ApiError::InvalidSignature);
+    /// Verifies the Svix signature of `body` under `svix` (read by [`SvixHeaders::read`]).
+    pub fn verify(&self, svix: &SvixHeaders<'_>, body: &[u8]) -> Result<(), VerifyError> {
+        let mut outcome = Err(VerifyError::InvalidSignature);
         for webhook in &self.webhooks {
-            match webhook.verify(body, headers) {
-                Ok(()) => return Ok(id.to_string()),
+            match webhook.verify(body, svix.all) {
+                Ok(()) => return Ok(()),
                 // The timestamp is checked before the signature, the same way for every
                 // secret: no point trying the others.
                 Err(
                     WebhookError::TimestampTooOldError
                     | WebhookError::FutureTimestampError
                     | WebhookError::InvalidTimestamp,
-                ) => return Err(ApiError::TimestampOutOfTolerance),
+                ) => return Err(VerifyError::TimestampOutOfTolerance),
                 Err(WebhookError::MissingHeader(h) | WebhookError::InvalidHeader(h)) => {
-                    outcome = Err(ApiError::MissingHeaders(format!(
-                        "svix-{h} (missing or not ASCII)"
-                    )));
+                    outcome = Err(VerifyError::InvalidHeader {
+                        name: "svix-*",
+                        why: format!("unreadable ({h})"),
+                    });
                 }
                 Err(_) => {}
             }
         }
         outcome
     }
-}
-
-/// Compares without returning early on the first difference, so the time taken doesn't
-/// tell an attacker how much of a guess was right. (The length may still show.)
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -156,11 +214,43 @@ mod tests {
         Verifier::new(&secrets, query.map(|q| SecretString::from(q.to_string()))).unwrap()
     }
 
+    fn check(v: &Verifier, h: &HeaderMap, body: &[u8]) -> Result<String, VerifyError> {
+        let svix = SvixHeaders::read(h)?;
+        v.verify(&svix, body)?;
+        Ok(svix.id.to_string())
+    }
+
+    fn code(e: VerifyError) -> &'static str {
+        crate::error::ApiError::from(e).code()
+    }
+
     #[test]
     fn accepts_a_good_signature_and_returns_the_id() {
         let v = verifier(&[SECRET], None);
         let h = signed(SECRET, "msg_1", now(), b"{}");
-        assert_eq!(v.verify(&h, b"{}").unwrap(), "msg_1");
+        assert_eq!(check(&v, &h, b"{}").unwrap(), "msg_1");
+    }
+
+    #[test]
+    fn over_long_or_unprintable_headers_are_refused_by_name_only() {
+        let v = verifier(&[SECRET], None);
+        let long = "m".repeat(600);
+        let mut h = signed(SECRET, &long, now(), b"{}");
+        let err = check(&v, &h, b"{}").unwrap_err();
+        assert!(err.to_string().contains("svix-id") && err.to_string().contains("600"));
+        assert!(!err.to_string().contains(&long));
+        assert_eq!(code(err), "MISSING_HEADERS");
+        h.insert("svix-id", HeaderValue::from_bytes(b"msg\tx").unwrap());
+        let err = check(&v, &h, b"{}").unwrap_err();
+        assert!(err.to_string().contains("printable"), "{err}");
+        h.insert(
+            "svix-id",
+            HeaderValue::from_bytes("msg_\u{e9}".as_bytes()).unwrap(),
+        );
+        assert!(check(&v, &h, b"{}").is_err());
+        let ok = "m".repeat(MAX_ID_BYTES);
+        let h = signed(SECRET, &ok, now(), b"{}");
+        assert_eq!(check(&v, &h, b"{}").unwrap(), ok);
     }
 
     #[test]
@@ -168,7 +258,7 @@ mod tests {
         let v = verifier(&[SECRET], None);
         let h = signed(SECRET, "msg_1", now(), b"{}");
         assert_eq!(
-            v.verify(&h, b"{ }").unwrap_err().code(),
+            code(check(&v, &h, b"{ }").unwrap_err()),
             "INVALID_SIGNATURE"
         );
     }
@@ -179,8 +269,8 @@ mod tests {
         let mut h = signed(SECRET, "msg_1", now(), b"{}");
         h.remove("svix-signature");
         h.remove("svix-timestamp");
-        let err = v.verify(&h, b"{}").unwrap_err();
-        assert_eq!(err.code(), "MISSING_HEADERS");
+        let err = check(&v, &h, b"{}").unwrap_err();
+        assert!(matches!(err, VerifyError::MissingHeaders(_)));
         assert!(
             err.to_string().contains("svix-timestamp, svix-signature"),
             "{err}"
@@ -193,7 +283,7 @@ mod tests {
         for ts in [now() - 6 * 60, now() + 6 * 60] {
             let h = signed(SECRET, "msg_1", ts, b"{}");
             assert_eq!(
-                v.verify(&h, b"{}").unwrap_err().code(),
+                code(check(&v, &h, b"{}").unwrap_err()),
                 "TIMESTAMP_OUT_OF_TOLERANCE"
             );
         }
@@ -203,16 +293,13 @@ mod tests {
     fn query_secret_in_constant_time() {
         let v = verifier(&[SECRET], Some("s3cret"));
         assert!(v.check_query_secret(Some("s3cret")).is_ok());
-        assert_eq!(
-            v.check_query_secret(Some("s3creT")).unwrap_err().code(),
-            "INVALID_QUERY_SECRET"
-        );
-        assert_eq!(
-            v.check_query_secret(None).unwrap_err().code(),
-            "INVALID_QUERY_SECRET"
-        );
+        for wrong in [Some("s3creT"), Some("s3cret2"), Some(""), None] {
+            assert!(matches!(
+                v.check_query_secret(wrong),
+                Err(VerifyError::InvalidQuerySecret)
+            ));
+        }
         assert!(verifier(&[SECRET], None).check_query_secret(None).is_ok());
-        assert!(!constant_time_eq(b"a", b"ab"));
     }
 
     #[test]

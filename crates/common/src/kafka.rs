@@ -220,8 +220,9 @@ impl KafkaSettings {
 
     /// Creates the topics that don't exist yet, when `KAFKA_CREATE_TOPICS` allows it, with
     /// `max.message.bytes` = `max_message_bytes` (the broker's 1 MB default is too small
-    /// for a webhook body near 1 MiB plus its normalized record). A topic that already
-    /// exists is left as it is; any other failure is returned.
+    /// for a webhook body near 1 MiB plus its normalized record). The topics are described
+    /// first and only the missing ones are created, so a principal without CREATE rights
+    /// starts where the topics exist. Any other failure is returned.
     pub async fn ensure_topics(
         &self,
         topics: &[&str],
@@ -230,11 +231,27 @@ impl KafkaSettings {
         if !self.create_topics {
             return Ok(());
         }
+        let wanted: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        let mut config = self.client_config();
+        // A metadata request must never create what it asks about.
+        config.set("allow.auto.create.topics", "false");
+        // librdkafka's metadata call blocks: off the async threads.
+        let described = tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::Consumer;
+            let consumer: rdkafka::consumer::BaseConsumer = config.create()?;
+            describe(consumer.client(), &wanted)
+        })
+        .await
+        .map_err(|_| KafkaError::AdminOpCreation("describing topics panicked".into()))??;
+        let missing = missing_topics(topics, &described);
+        if missing.is_empty() {
+            return Ok(());
+        }
         let admin: AdminClient<_> = self.client_config().create()?;
         // -1: the broker's default.replication.factor (KIP-464).
         let replication = self.replication_factor.unwrap_or(-1);
         let max_message_bytes = max_message_bytes.to_string();
-        let new: Vec<NewTopic<'_>> = topics
+        let new: Vec<NewTopic<'_>> = missing
             .iter()
             .map(|t| {
                 NewTopic::new(
@@ -251,6 +268,7 @@ impl KafkaSettings {
                 Ok(topic) => {
                     tracing::info!(topic, partitions = self.topic_partitions, "created topic")
                 }
+                // Another replica created it between our look and our request.
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((topic, code)) => {
                     tracing::error!(topic, error = %code, "cannot create topic");
@@ -260,6 +278,36 @@ impl KafkaSettings {
         }
         Ok(())
     }
+}
+
+/// What the cluster says of each wanted topic: whether it exists.
+fn describe<C: ClientContext>(
+    client: &Client<C>,
+    topics: &[String],
+) -> Result<Vec<(String, bool)>, KafkaError> {
+    topics
+        .iter()
+        .map(|topic| {
+            let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+            let exists = metadata
+                .topics()
+                .iter()
+                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+            Ok((topic.clone(), exists))
+        })
+        .collect()
+}
+
+/// The wanted topics the description doesn't show as existing, each once, in order.
+fn missing_topics<'a>(wanted: &[&'a str], described: &[(String, bool)]) -> Vec<&'a str> {
+    let mut missing: Vec<&str> = Vec::new();
+    for topic in wanted {
+        let exists = described.iter().any(|(t, e)| t == topic && *e);
+        if !exists && !missing.contains(topic) {
+            missing.push(topic);
+        }
+    }
+    missing
 }
 
 fn parse_mechanism(value: Option<&str>) -> Result<SaslMechanism, ConfigError> {
@@ -479,6 +527,16 @@ mod tests {
             let err = settings(vars).unwrap_err();
             assert_eq!(&err.variable, variable, "{vars:?}: {err}");
         }
+    }
+
+    #[test]
+    fn only_topics_not_described_as_existing_are_created() {
+        let described = vec![("a".to_string(), true), ("b".to_string(), false)];
+        assert_eq!(
+            missing_topics(&["a", "b", "c", "b"], &described),
+            ["b", "c"]
+        );
+        assert!(missing_topics(&["a"], &described).is_empty());
     }
 
     #[test]
