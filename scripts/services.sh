@@ -5,6 +5,7 @@
 #   scripts/services.sh down  [kafka|mongo]   stop, keeping data
 #   scripts/services.sh reset                 stop both and delete their data
 #   scripts/services.sh status                say what runs (exit 1 if something is down)
+#   scripts/services.sh kafka-acls ARGS...    Kafka's kafka-acls tool against the local broker
 #
 # Only `export KAFKA_BROKERS=...` / `export MONGODB_URI=...` lines go to stdout, so
 # `eval "$(scripts/services.sh up)"` works; progress goes to stderr.
@@ -179,6 +180,11 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
 log.flush.interval.messages=1
+# ACLs are enforced, and everything is allowed until someone adds one: tests use
+# `services.sh kafka-acls` to take rights away (a topic clerk-sync may not write, a
+# principal without CREATE).
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=true
 EOF
     cat >"$dir/log4j.properties" <<EOF
 log4j.rootLogger=INFO, file
@@ -245,6 +251,13 @@ status() {
 # --- main ------------------------------------------------------------------------------------
 
 cmd=${1:-}
+if [[ $cmd == kafka-acls ]]; then
+  shift
+  install_kafka
+  exec java -Xms64m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    -Dlog4j.configuration=file:/dev/null -cp "$KAFKA_HOME/libs/*" \
+    kafka.admin.AclCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" "$@"
+fi
 which=${2:-all}
 case $which in all | kafka | mongo) ;; *) die "unknown component '$which' (kafka or mongo)" ;; esac
 
@@ -272,7 +285,7 @@ case $cmd in
     ;;
   status) status ;;
   *)
-    sed -n '2,9p' "$0" >&2
+    sed -n '2,10p' "$0" >&2
     exit 2
     ;;
 esac

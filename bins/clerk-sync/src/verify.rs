@@ -311,4 +311,94 @@ mod tests {
             "{printed}"
         );
     }
+
+    /// Property tests; `PROPTEST_CASES` overrides the counts (scripts/fuzz.sh).
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn cases(default: u32) -> ProptestConfig {
+            let cases = std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default);
+            ProptestConfig {
+                cases,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        const CODES: [&str; 4] = [
+            "MISSING_HEADERS",
+            "INVALID_SIGNATURE",
+            "TIMESTAMP_OUT_OF_TOLERANCE",
+            "INVALID_QUERY_SECRET",
+        ];
+
+        fn header(value: &[u8]) -> Option<HeaderValue> {
+            HeaderValue::from_bytes(value).ok()
+        }
+
+        proptest! {
+            #![proptest_config(cases(15_000))]
+            #[test]
+            fn arbitrary_headers_and_bodies_map_to_a_contract_code(
+                id in prop::collection::vec(any::<u8>(), 0..300),
+                ts in prop::collection::vec(any::<u8>(), 0..24),
+                sig in prop::collection::vec(any::<u8>(), 0..200),
+                body in prop::collection::vec(any::<u8>(), 0..256),
+                query in proptest::option::of(".{0,16}"),
+            ) {
+                let v = verifier(&[SECRET], Some("s3cret"));
+                let mut h = HeaderMap::new();
+                for (name, value) in [("svix-id", &id), ("svix-timestamp", &ts), ("svix-signature", &sig)] {
+                    if let Some(value) = header(value) {
+                        h.insert(name, value);
+                    }
+                }
+                let outcome = v
+                    .check_query_secret(query.as_deref())
+                    .and_then(|()| check(&v, &h, &body));
+                if let Err(e) = outcome {
+                    prop_assert!(CODES.contains(&code(e)));
+                } else {
+                    prop_assert_eq!(query.as_deref(), Some("s3cret"));
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(cases(15_000))]
+            #[test]
+            fn a_valid_signature_over_any_body_verifies_and_any_flipped_bit_fails(
+                id in "msg_[A-Za-z0-9]{1,40}",
+                // Any text (JSON bodies among it; Svix signs UTF-8 only).
+                body in ".{0,200}".prop_map(String::into_bytes),
+                flip in any::<prop::sample::Index>(),
+                bit in 0u8..8,
+            ) {
+                let v = verifier(&[SECRET], None);
+                let h = signed(SECRET, &id, now(), &body);
+                prop_assert_eq!(check(&v, &h, &body).unwrap(), id.clone());
+
+                // A flipped bit in the body…
+                if !body.is_empty() {
+                    let mut changed = body.clone();
+                    changed[flip.index(body.len())] ^= 1 << bit;
+                    prop_assert_eq!(code(check(&v, &h, &changed).unwrap_err()), "INVALID_SIGNATURE");
+                }
+                // …or in the signature's bytes fails.
+                let signature = h.get("svix-signature").unwrap().as_bytes().to_vec();
+                use base64::Engine;
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let decoded = b64.decode(&signature[3..]).unwrap();
+                let mut flipped = decoded.clone();
+                flipped[flip.index(decoded.len())] ^= 1 << bit;
+                let mut h2 = h.clone();
+                h2.insert("svix-signature", HeaderValue::from_str(&format!("v1,{}", b64.encode(&flipped))).unwrap());
+                prop_assert_eq!(code(check(&v, &h2, &body).unwrap_err()), "INVALID_SIGNATURE");
+            }
+        }
+    }
 }

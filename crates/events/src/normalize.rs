@@ -98,10 +98,15 @@ pub fn normalize(event_id: &str, body: &[u8]) -> Result<EventMessage, NormalizeE
     }
 
     let Normalized {
-        subject_id,
+        mut subject_id,
         record,
         updated_at,
     } = record_of(&envelope.event_type, data)?;
+    if subject_id.is_empty() {
+        // An empty id in a non-user payload (user ids are checked): key by type instead,
+        // as for events without one.
+        subject_id.clone_from(&envelope.event_type);
+    }
     let event_time = updated_at
         .or(envelope.timestamp)
         .map(to_millis)

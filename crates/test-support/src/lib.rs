@@ -302,3 +302,48 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Kafka ACLs a test added (with `scripts/services.sh kafka-acls`), removed when dropped, so
+/// a failing test leaves the broker as it found it.
+pub struct Acls {
+    added: Vec<Vec<String>>,
+}
+
+impl Acls {
+    /// Adds one ACL: `args` are kafka-acls arguments without `--add`, such as
+    /// `["--deny-principal", "User:ANONYMOUS", "--operation", "Write", "--topic", "t"]`.
+    pub async fn add(args: &[&str]) -> Acls {
+        let mut acls = Acls { added: Vec::new() };
+        acls.and(args).await;
+        acls
+    }
+
+    /// Adds another ACL.
+    pub async fn and(&mut self, args: &[&str]) -> &mut Acls {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut call = vec!["kafka-acls".to_string(), "--add".into()];
+        call.extend(args.iter().cloned());
+        tokio::task::spawn_blocking(move || {
+            services(&call.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await
+        .expect("kafka-acls --add");
+        self.added.push(args);
+        self
+    }
+}
+
+impl Drop for Acls {
+    fn drop(&mut self) {
+        for args in self.added.drain(..).rev() {
+            let mut call = vec!["kafka-acls", "--remove", "--force"];
+            call.extend(args.iter().map(String::as_str));
+            // Runs on a thread of its own: Drop may run inside a runtime.
+            let call: Vec<String> = call.iter().map(|s| s.to_string()).collect();
+            let _ = std::thread::spawn(move || {
+                services(&call.iter().map(String::as_str).collect::<Vec<_>>())
+            })
+            .join();
+        }
+    }
+}

@@ -8,14 +8,6 @@ use test_support::TestEnv;
 
 const BIN: &str = env!("CARGO_BIN_EXE_clerk-sync");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn missing_required_variables_stop_start_up_and_are_named() {
     for (set, missing) in [
