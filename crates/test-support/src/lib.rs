@@ -284,6 +284,14 @@ pub async fn is_ferretdb(client: &mongodb::Client) -> bool {
     info.contains_key("ferretdbVersion")
 }
 
+/// A TCP port nothing listens on right now, for a process a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` with `what`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where

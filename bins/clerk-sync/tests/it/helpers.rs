@@ -25,14 +25,6 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -194,6 +186,58 @@ fn test_support_config(brokers: &str) -> rdkafka::ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");
     c
+}
+
+/// The real binary on a free port with the test's variables plus `extra`, once it answers
+/// `/health`. With `capture`, its output is piped (read it, or a full pipe blocks its
+/// logging); otherwise discarded. Returns the child and its base URL.
+pub async fn spawn_binary(
+    env: &TestEnv,
+    extra: &[(&str, &str)],
+    capture: bool,
+) -> (tokio::process::Child, String) {
+    let output = || {
+        if capture {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        }
+    };
+    let port = test_support::free_port().to_string();
+    let mut extra = extra.to_vec();
+    extra.push(("PORT", &port));
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_clerk-sync"))
+        .env_clear()
+        .envs(vars(env, &extra))
+        .stdout(output())
+        .stderr(output())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    test_support::eventually(
+        Duration::from_secs(30),
+        "the binary to answer /health",
+        || async {
+            http.get(format!("{base}/health"))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        },
+    )
+    .await;
+    (child, base)
+}
+
+/// The test's users topic, as [`vars`] names it.
+pub fn users_topic(env: &TestEnv) -> String {
+    vars(env, &[])
+        .into_iter()
+        .find(|(k, _)| k == "KAFKA_TOPIC_USERS")
+        .map(|(_, v)| v)
+        .unwrap()
 }
 
 /// A header's value as text.

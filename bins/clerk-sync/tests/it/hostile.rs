@@ -1,6 +1,7 @@
 //! The front door under hostile traffic: unfinished bodies, stalled heads, deep JSON.
 
-use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::message::Message;
@@ -9,8 +10,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_clerk-sync");
 
 /// `unsafe_metadata` is writable from the browser; serde_json's trees stop at 128 levels.
 #[tokio::test]
@@ -55,7 +54,7 @@ fn rss_mib(pid: u32) -> u64 {
 }
 
 /// Opens a connection, sends `head` and then `body_bytes` bytes (as far as the server
-/// takes them within 3 s), never finishes, and returns how long after `since` the server
+/// takes them within 3 s), counts itself in `sent`, never finishes, and returns how long after `since` the server
 /// closed the connection (None: still open after `give_up`).
 async fn unfinished(
     port: u16,
@@ -63,8 +62,13 @@ async fn unfinished(
     body_bytes: usize,
     since: Instant,
     give_up: Duration,
+    sent: Arc<AtomicUsize>,
 ) -> Option<Duration> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let stream = TcpStream::connect(("127.0.0.1", port)).await;
+    let Ok(mut stream) = stream else {
+        sent.fetch_add(1, Ordering::SeqCst);
+        return None;
+    };
     let chunk = vec![b' '; 64 * 1024];
     let send = async {
         stream.write_all(head.as_bytes()).await?;
@@ -77,6 +81,7 @@ async fn unfinished(
         Ok::<_, std::io::Error>(())
     };
     let _ = tokio::time::timeout(Duration::from_secs(3), send).await;
+    sent.fetch_add(1, Ordering::SeqCst);
     let mut buf = [0u8; 4096];
     let closed = async {
         loop {
@@ -106,40 +111,28 @@ fn body_head(port: u16, path: &str, id: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_bodies_and_stalled_heads_neither_exhaust_memory_nor_lock_clerk_out() {
     const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
-    const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+    const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
     let env = TestEnv::new().await;
-    let port = free_port();
-    let mut child = tokio::process::Command::new(BIN)
-        .env_clear()
-        .envs(vars(
-            &env,
-            &[
-                ("PORT", &port.to_string()),
-                ("WEBHOOK_QUERY_SECRET", "q-s3cret"),
-                ("HEADER_TIMEOUT_MS", &HEADER_TIMEOUT.as_millis().to_string()),
-                (
-                    "REQUEST_TIMEOUT_MS",
-                    &REQUEST_TIMEOUT.as_millis().to_string(),
-                ),
-                ("RUST_LOG", "warn"),
-            ],
-        ))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    test_support::eventually(Duration::from_secs(30), "clerk-sync to answer", || async {
-        http.get(format!("{base}/health"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    })
+    let (mut child, base) = spawn_binary(
+        &env,
+        &[
+            ("WEBHOOK_QUERY_SECRET", "q-s3cret"),
+            ("HEADER_TIMEOUT_MS", &HEADER_TIMEOUT.as_millis().to_string()),
+            (
+                "REQUEST_TIMEOUT_MS",
+                &REQUEST_TIMEOUT.as_millis().to_string(),
+            ),
+            ("RUST_LOG", "warn"),
+        ],
+        false,
+    )
     .await;
+    let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+    let pid = child.id().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
     let idle_rss = rss_mib(pid);
     let body = fixture("user.created");
 
@@ -149,29 +142,44 @@ async fn unfinished_bodies_and_stalled_heads_neither_exhaust_memory_nor_lock_cle
     {
         let since = Instant::now();
         let give_up = REQUEST_TIMEOUT + Duration::from_secs(10);
+        let sent = Arc::new(AtomicUsize::new(0));
         let mut bodies = Vec::new();
         for i in 0..300 {
             let head = body_head(port, path, &format!("msg_flood_{round}_{i}"));
+            let sent = sent.clone();
             bodies.push(tokio::spawn(unfinished(
-                port, head, 1_000_000, since, give_up,
+                port, head, 1_000_000, since, give_up, sent,
             )));
         }
         let mut heads = Vec::new();
         for i in 0..50 {
             let half = format!("POST /webhook HTTP/1.1\r\nhost: x\r\nsvix-id: msg_half_{i}\r\n");
-            heads.push(tokio::spawn(unfinished(port, half, 0, since, give_up)));
+            let sent = sent.clone();
+            heads.push(tokio::spawn(unfinished(
+                port, half, 0, since, give_up, sent,
+            )));
         }
-        // Meanwhile: memory, and a real delivery (past the 1 s after which a stalled upload
-        // gives its place to a newcomer).
-        let mut peak_rss = 0;
-        let sampling = async {
-            loop {
-                peak_rss = peak_rss.max(rss_mib(pid));
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        // Meanwhile: memory, sampled until every stalled connection is closed…
+        let sampling = Arc::new(AtomicBool::new(true));
+        let sampler = tokio::spawn({
+            let sampling = sampling.clone();
+            async move {
+                let mut peak = 0;
+                while sampling.load(Ordering::SeqCst) {
+                    peak = peak.max(rss_mib(pid));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                peak
             }
-        };
+        });
+        // …and a real delivery, once the flood is in and its uploads are past the 1 s after
+        // which a stalled upload gives its place to a newcomer.
         let deliver = async {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            test_support::eventually(Duration::from_secs(20), "the flood to be sent", || async {
+                (sent.load(Ordering::SeqCst) == 350).then_some(())
+            })
+            .await;
+            tokio::time::sleep(Duration::from_millis(1200)).await;
             let id = format!("msg_real_{round}");
             let response = http
                 .post(format!("{base}/webhook?secret=q-s3cret"))
@@ -191,12 +199,9 @@ async fn unfinished_bodies_and_stalled_heads_neither_exhaust_memory_nor_lock_cle
                 .send()
                 .await
                 .unwrap();
-            response.status().as_u16()
+            (response.status().as_u16(), since.elapsed())
         };
-        let status = tokio::select! {
-            status = deliver => status,
-            () = sampling => unreachable!(),
-        };
+        let (status, answered_at) = deliver.await;
         let mut body_closed = Vec::new();
         for b in bodies {
             body_closed.push(b.await.unwrap());
@@ -205,7 +210,8 @@ async fn unfinished_bodies_and_stalled_heads_neither_exhaust_memory_nor_lock_cle
         for h in heads {
             head_closed.push(h.await.unwrap());
         }
-        peak_rss = peak_rss.max(rss_mib(pid));
+        sampling.store(false, Ordering::SeqCst);
+        let peak_rss = sampler.await.unwrap();
         let slowest = |closed: &[Option<Duration>]| {
             closed
                 .iter()
@@ -215,9 +221,15 @@ async fn unfinished_bodies_and_stalled_heads_neither_exhaust_memory_nor_lock_cle
         };
         let (bodies_by, heads_by) = (slowest(&body_closed), slowest(&head_closed));
         eprintln!(
-            "{path}: RSS idle {idle_rss} MiB, peak {peak_rss} MiB; unfinished bodies closed within {bodies_by:?}, stalled heads within {heads_by:?}; real webhook {status}"
+            "{path}: RSS idle {idle_rss} MiB, peak {peak_rss} MiB; unfinished bodies closed within {bodies_by:?}, stalled heads within {heads_by:?}; real webhook {status} at {answered_at:?}"
         );
         assert_eq!(status, 200, "{path}: the real webhook");
+        if round == 1 {
+            assert!(
+                answered_at < bodies_by,
+                "answered while the stalled uploads held their places"
+            );
+        }
         assert!(peak_rss < 100, "{path}: RSS peaked at {peak_rss} MiB");
         let slack = Duration::from_secs(2);
         assert!(
@@ -230,7 +242,7 @@ async fn unfinished_bodies_and_stalled_heads_neither_exhaust_memory_nor_lock_cle
         );
     }
 
-    let messages = read_topic(&env.brokers, &vars_topic(&env), 2, Duration::from_secs(10));
+    let messages = read_topic(&env.brokers, &users_topic(&env), 2, Duration::from_secs(10));
     let ids: Vec<String> = messages
         .iter()
         .filter_map(|m| header(m, "event-id"))
@@ -241,12 +253,4 @@ async fn unfinished_bodies_and_stalled_heads_neither_exhaust_memory_nor_lock_cle
         "only the two real webhooks reached Kafka: {ids:?}"
     );
     child.kill().await.unwrap();
-}
-
-fn vars_topic(env: &TestEnv) -> String {
-    vars(env, &[])
-        .into_iter()
-        .find(|(k, _)| k == "KAFKA_TOPIC_USERS")
-        .map(|(_, v)| v)
-        .unwrap()
 }

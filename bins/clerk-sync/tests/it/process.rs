@@ -1,6 +1,6 @@
 //! The real binary: start-up checks, graceful shutdown, logs.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::helpers::*;
@@ -24,7 +24,7 @@ fn missing_required_variables_stop_start_up_and_are_named() {
             "CLERK_WEBHOOK_SECRET",
         ),
     ] {
-        let port = free_port();
+        let port = test_support::free_port();
         let output = Command::new(BIN)
             .env_clear()
             .envs(set.iter().copied())
@@ -52,41 +52,11 @@ fn missing_required_variables_stop_start_up_and_are_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
     let env = TestEnv::new().await;
-    let port = free_port();
-    let mut child = tokio::process::Command::new(BIN)
-        .env_clear()
-        .envs(vars(
-            &env,
-            &[
-                ("PORT", &port.to_string()),
-                ("LOG_FORMAT", "json"),
-                ("RUST_LOG", "info"),
-            ],
-        ))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let users_topic = vars(&env, &[])
-        .into_iter()
-        .find(|(k, _)| k == "KAFKA_TOPIC_USERS")
-        .map(|(_, v)| v)
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut child, base) =
+        spawn_binary(&env, &[("LOG_FORMAT", "json"), ("RUST_LOG", "info")], true).await;
+    let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+    let users_topic = users_topic(&env);
     let http = reqwest::Client::new();
-    test_support::eventually(
-        Duration::from_secs(30),
-        "the binary to answer /health",
-        || async {
-            http.get(format!("{base}/health"))
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-        },
-    )
-    .await;
 
     // A request whose body is still arriving when SIGTERM lands.
     let body = fixture("user.created");

@@ -51,124 +51,44 @@ async fn signed_user_created_is_published_with_key_headers_and_record() {
     app.stop().await;
 }
 
+/// The refusal rows themselves are in rows.rs (in process); here, against the broker:
+/// nothing refused reaches a topic, and refusals are counted by reason.
 #[tokio::test]
-async fn every_error_row_of_the_contract() {
+async fn refusals_reach_no_topic_and_are_counted() {
     let app = spawn_app(
         TestEnv::new().await,
-        &[
-            ("MAX_BODY_BYTES", "4096"),
-            ("WEBHOOK_QUERY_SECRET", "q-s3cret"),
-        ],
+        &[("WEBHOOK_QUERY_SECRET", "q-s3cret")],
     )
     .await;
     let body = fixture("user.updated");
     let path = "/webhook?secret=q-s3cret";
     let good = signed(SECRET_A, "msg_e1", now(), &body);
-
-    // (name, headers, body, path, status, code)
-    type Case<'a> = (
-        &'a str,
-        Vec<(String, String)>,
-        Vec<u8>,
-        &'a str,
-        u16,
-        &'a str,
-    );
-    let cases: Vec<Case> = vec![
+    let refused = [
         (
-            "missing headers",
-            vec![],
-            body.clone(),
-            path,
-            400,
-            "MISSING_HEADERS",
-        ),
-        (
-            "one header missing",
-            good.iter()
-                .filter(|(k, _)| k != "svix-signature")
-                .cloned()
-                .collect(),
-            body.clone(),
-            path,
-            400,
-            "MISSING_HEADERS",
-        ),
-        (
-            "bad signature",
             signed(SECRET_B, "msg_e1", now(), &body),
             body.clone(),
             path,
             401,
-            "INVALID_SIGNATURE",
         ),
         (
-            "changed body",
             good.clone(),
             [body.clone(), b" ".to_vec()].concat(),
             path,
             401,
-            "INVALID_SIGNATURE",
         ),
         (
-            "timestamp 6 minutes old",
             signed(SECRET_A, "msg_e1", now() - 360, &body),
             body.clone(),
             path,
             401,
-            "TIMESTAMP_OUT_OF_TOLERANCE",
         ),
-        (
-            "bad JSON after a valid signature",
-            signed(SECRET_A, "msg_e2", now(), b"{\"type\": \"user.created\""),
-            b"{\"type\": \"user.created\"".to_vec(),
-            path,
-            400,
-            "INVALID_JSON",
-        ),
-        (
-            "JSON that is not a Clerk event",
-            signed(SECRET_A, "msg_e3", now(), b"{\"hello\": 1}"),
-            b"{\"hello\": 1}".to_vec(),
-            path,
-            400,
-            "INVALID_PAYLOAD",
-        ),
-        (
-            "body over the limit",
-            signed(SECRET_A, "msg_e4", now(), &vec![b' '; 5000]),
-            vec![b' '; 5000],
-            path,
-            413,
-            "PAYLOAD_TOO_LARGE",
-        ),
-        (
-            "wrong query secret",
-            good.clone(),
-            body.clone(),
-            "/webhook?secret=nope",
-            401,
-            "INVALID_QUERY_SECRET",
-        ),
-        (
-            "no query secret",
-            good.clone(),
-            body.clone(),
-            "/webhook",
-            401,
-            "INVALID_QUERY_SECRET",
-        ),
+        (good.clone(), body.clone(), "/webhook?secret=nope", 401),
+        (good.clone(), body.clone(), "/webhook", 401),
+        (vec![], body.clone(), path, 400),
     ];
-    for (name, headers, body, path, status, code) in cases {
+    for (headers, body, path, status) in refused {
         let (got, json) = app.post(path, &headers, body).await;
-        assert_eq!(got, status, "{name}: {json}");
-        assert_eq!(json["code"], code, "{name}: {json}");
-        let sentence = json["error"].as_str().unwrap_or_default();
-        assert!(!sentence.is_empty(), "{name}: a sentence for a person");
-        assert!(
-            !sentence.contains("q-s3cret") && !sentence.contains("MfKQ9r8G"),
-            "{name}: {sentence}"
-        );
+        assert_eq!(got, status, "{path}: {json}");
     }
     assert!(
         read_topic(

@@ -105,13 +105,7 @@ pub struct Process {
     pub health: String,
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use test_support::free_port;
 
 pub async fn spawn_process(env: &TestEnv, n: &Names, port: u16) -> Process {
     let port = port.to_string();
