@@ -20,14 +20,20 @@ async fn created_updated_deleted_gives_one_deleted_document_with_the_latest_fiel
     let app = spawn_app(TestEnv::new().await).await;
     let p = producer(&app.env);
     let user = "user_lifecycle";
-    for m in [
+    // One at a time, so each is applied on its own: when all three share a batch, the
+    // created event may be recorded `stale` (the update decides all it carries); outcomes
+    // that depend on batching are issue 11's.
+    for (n, m) in [
         user_event(Kind::Created, user, "msg_c", T0, "Ada"),
         user_event(Kind::Updated, user, "msg_u", T0 + 1000, "Augusta"),
         user_event(Kind::Deleted, user, "msg_d", T0 + 2000, ""),
-    ] {
-        produce(&p, &app.names.topic, &m).await;
+    ]
+    .iter()
+    .enumerate()
+    {
+        produce(&p, &app.names.topic, m).await;
+        wait_records(&app.db, n as u64 + 1, Duration::from_secs(30)).await;
     }
-    wait_records(&app.db, 3, Duration::from_secs(30)).await;
 
     let users = app.db.collection::<Document>("users");
     assert_eq!(
