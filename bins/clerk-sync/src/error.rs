@@ -80,37 +80,39 @@ const RETRY_AFTER_SECONDS: &str = "1";
 impl ApiError {
     /// The HTTP status of the contract.
     pub fn status(&self) -> StatusCode {
-        match self.code() {
-            "MISSING_HEADERS" | "INVALID_JSON" | "INVALID_PAYLOAD" => StatusCode::BAD_REQUEST,
-            "INVALID_SIGNATURE" | "TIMESTAMP_OUT_OF_TOLERANCE" | "INVALID_QUERY_SECRET" => {
-                StatusCode::UNAUTHORIZED
-            }
-            "PAYLOAD_TOO_LARGE" => StatusCode::PAYLOAD_TOO_LARGE,
-            "REQUEST_TIMEOUT" => StatusCode::REQUEST_TIMEOUT,
-            "BROKER_UNAVAILABLE" | "OVERLOADED" => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.status_and_code().0
     }
 
     /// The machine-readable code of the contract.
     pub fn code(&self) -> &'static str {
+        self.status_and_code().1
+    }
+
+    /// Status and code together, so one can't drift from the other.
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use StatusCode as S;
         match self {
             ApiError::Verify(e) => match e {
                 VerifyError::MissingHeaders(_) | VerifyError::InvalidHeader { .. } => {
-                    "MISSING_HEADERS"
+                    (S::BAD_REQUEST, "MISSING_HEADERS")
                 }
-                VerifyError::InvalidSignature => "INVALID_SIGNATURE",
-                VerifyError::TimestampOutOfTolerance => "TIMESTAMP_OUT_OF_TOLERANCE",
-                VerifyError::InvalidQuerySecret => "INVALID_QUERY_SECRET",
+                VerifyError::InvalidSignature => (S::UNAUTHORIZED, "INVALID_SIGNATURE"),
+                VerifyError::TimestampOutOfTolerance => {
+                    (S::UNAUTHORIZED, "TIMESTAMP_OUT_OF_TOLERANCE")
+                }
+                VerifyError::InvalidQuerySecret => (S::UNAUTHORIZED, "INVALID_QUERY_SECRET"),
             },
-            ApiError::Normalize(NormalizeError::InvalidJson(_)) => "INVALID_JSON",
-            ApiError::Normalize(NormalizeError::InvalidPayload(_)) => "INVALID_PAYLOAD",
-            ApiError::Publish(e) if e.is_retriable() => "BROKER_UNAVAILABLE",
-            ApiError::Publish(_) => "INTERNAL",
-            ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
-            ApiError::Overloaded => "OVERLOADED",
-            ApiError::RequestTimeout(_) => "REQUEST_TIMEOUT",
-            ApiError::BodyRead(_) => "INVALID_PAYLOAD",
+            ApiError::Normalize(NormalizeError::InvalidJson(_)) => (S::BAD_REQUEST, "INVALID_JSON"),
+            ApiError::Normalize(NormalizeError::InvalidPayload(_)) | ApiError::BodyRead(_) => {
+                (S::BAD_REQUEST, "INVALID_PAYLOAD")
+            }
+            ApiError::Publish(e) if e.is_retriable() => {
+                (S::SERVICE_UNAVAILABLE, "BROKER_UNAVAILABLE")
+            }
+            ApiError::Publish(_) => (S::INTERNAL_SERVER_ERROR, "INTERNAL"),
+            ApiError::PayloadTooLarge(_) => (S::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            ApiError::Overloaded => (S::SERVICE_UNAVAILABLE, "OVERLOADED"),
+            ApiError::RequestTimeout(_) => (S::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),
         }
     }
 

@@ -176,7 +176,6 @@ impl Publisher {
     /// Names the failure; a fatal one also stops the server.
     fn classify(&self, topic: &str, e: KafkaError) -> PublishError {
         if let Some((code, reason)) = self.fatal_error() {
-            self.on_fatal.cancel();
             return PublishError::Fatal { code, reason };
         }
         let topic = topic.to_string();
@@ -191,9 +190,15 @@ impl Publisher {
         self.on_fatal.clone()
     }
 
-    /// librdkafka's fatal error, once the producer has one: it never recovers from it.
+    /// librdkafka's fatal error, once the producer has one. It never recovers from it, so
+    /// finding one also stops the server, whoever looks (a failed publish, `/ready`): the
+    /// process then exits and is restarted rather than staying unready.
     pub fn fatal_error(&self) -> Option<(RDKafkaErrorCode, String)> {
-        self.producer.client().fatal_error()
+        let fatal = self.producer.client().fatal_error();
+        if fatal.is_some() {
+            self.on_fatal.cancel();
+        }
+        fatal
     }
 
     /// Whether a broker answers a metadata request within `timeout`.

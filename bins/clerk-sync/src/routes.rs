@@ -129,12 +129,8 @@ pub(crate) async fn health() -> impl IntoResponse {
 
 /// `GET /ready`: the producer has no fatal error, and a broker answers a metadata request.
 pub(crate) async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    // librdkafka may report it between publishes; finding it here stops the server too.
     let fatal = state.publisher.fatal_error();
-    if fatal.is_some() {
-        // librdkafka may report it between publishes: stop here too, so the process exits
-        // and is restarted rather than staying unready.
-        state.publisher.on_fatal().cancel();
-    }
     let reachable = fatal.is_none()
         && state
             .publisher
