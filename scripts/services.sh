@@ -181,7 +181,7 @@ transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
 log.flush.interval.messages=1
 # ACLs are enforced, and everything is allowed until someone adds one: tests use
-# `services.sh kafka-acls` to take rights away (a topic clerk-sync may not write, a
+# services.sh kafka-acls to take rights away (a topic clerk-sync may not write, a
 # principal without CREATE).
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 allow.everyone.if.no.acl.found=true

@@ -99,19 +99,40 @@ impl App {
     }
 }
 
-/// The real binary, with its output captured.
+/// The real binary, its output in a log file.
 pub struct Process {
     pub child: tokio::process::Child,
     pub health: String,
+    pub log: std::path::PathBuf,
+}
+
+impl Drop for Process {
+    /// A failing test shows what the process said last: an outage test that times out
+    /// is otherwise a mystery.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            eprintln!(
+                "--- last lines of {} ---\n{}",
+                self.log.display(),
+                tail.join("\n")
+            );
+        }
+    }
 }
 
 pub use test_support::free_port;
 
 pub async fn spawn_process(env: &TestEnv, n: &Names, port: u16) -> Process {
     let port = port.to_string();
-    let log =
-        std::fs::File::create(std::env::temp_dir().join(format!("user-sync-{}.log", n.group)))
-            .unwrap();
+    let path = std::env::temp_dir().join(format!("user-sync-{}.log", n.group));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
     let child = tokio::process::Command::new(BIN)
         .env_clear()
         .envs(vars(
@@ -125,8 +146,13 @@ pub async fn spawn_process(env: &TestEnv, n: &Names, port: u16) -> Process {
         .spawn()
         .unwrap();
     let health = format!("http://127.0.0.1:{port}");
-    wait_ready(&health).await;
-    Process { child, health }
+    let process = Process {
+        child,
+        health,
+        log: path,
+    };
+    wait_ready(&process.health).await;
+    process
 }
 
 pub async fn ready_status(health: &str) -> Option<u16> {
