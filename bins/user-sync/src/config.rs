@@ -4,13 +4,24 @@ use common::kafka::KafkaSettings;
 use common::{ConfigError, ExposeSecret, LogFormat, SecretString};
 use serde::Deserialize;
 
+use crate::entity::Entity;
+use crate::store::EVENTS_COLLECTION;
+
 #[derive(Debug, Deserialize)]
 struct Env {
     #[serde(default = "default_group_id")]
     kafka_group_id: String,
     #[serde(default = "default_topic_users")]
     kafka_topic_users: String,
+    #[serde(default = "default_topic_organizations")]
+    kafka_topic_organizations: String,
+    #[serde(default = "default_topic_sessions")]
+    kafka_topic_sessions: String,
     kafka_dlq_topic: Option<String>,
+    kafka_dlq_topic_organizations: Option<String>,
+    kafka_dlq_topic_sessions: Option<String>,
+    sync_entities: Option<String>,
+    sync_batch_size: Option<String>,
     #[serde(default = "default_health_port")]
     health_port: u16,
     log_format: Option<String>,
@@ -23,6 +34,9 @@ struct MongoEnv {
     mongodb_database: Option<String>,
     #[serde(default = "default_users_collection")]
     mongodb_users_collection: String,
+    mongodb_organizations_collection: Option<String>,
+    mongodb_memberships_collection: Option<String>,
+    mongodb_sessions_collection: Option<String>,
 }
 
 fn default_group_id() -> String {
@@ -30,6 +44,12 @@ fn default_group_id() -> String {
 }
 fn default_topic_users() -> String {
     "clerk-user-events".into()
+}
+fn default_topic_organizations() -> String {
+    "clerk-organization-events".into()
+}
+fn default_topic_sessions() -> String {
+    "clerk-session-events".into()
 }
 fn default_users_collection() -> String {
     "users".into()
@@ -50,6 +70,12 @@ pub struct MongoConfig {
     pub database: String,
     /// `MONGODB_USERS_COLLECTION`
     pub users_collection: String,
+    /// `MONGODB_ORGANIZATIONS_COLLECTION`
+    pub organizations_collection: String,
+    /// `MONGODB_MEMBERSHIPS_COLLECTION`
+    pub memberships_collection: String,
+    /// `MONGODB_SESSIONS_COLLECTION`
+    pub sessions_collection: String,
 }
 
 impl MongoConfig {
@@ -82,21 +108,93 @@ impl MongoConfig {
                 format!("`{database}` is not a valid database name"),
             ));
         }
-        if env.mongodb_users_collection.is_empty()
-            || env.mongodb_users_collection.starts_with("system.")
-        {
-            return Err(ConfigError::new(
-                "MONGODB_USERS_COLLECTION",
-                "is not a valid collection name",
-            ));
-        }
-        Ok(MongoConfig {
+        let collection = |variable: &'static str, value: Option<String>, entity: Entity| {
+            let name = value.unwrap_or_else(|| entity.default_collection().to_string());
+            if name.is_empty() || name.starts_with("system.") || name.contains('$') {
+                return Err(ConfigError::new(variable, "is not a valid collection name"));
+            }
+            Ok(name)
+        };
+        let config = MongoConfig {
             uri,
             database,
-            users_collection: env.mongodb_users_collection,
-        })
+            users_collection: collection(
+                "MONGODB_USERS_COLLECTION",
+                Some(env.mongodb_users_collection),
+                Entity::User,
+            )?,
+            organizations_collection: collection(
+                "MONGODB_ORGANIZATIONS_COLLECTION",
+                env.mongodb_organizations_collection,
+                Entity::Organization,
+            )?,
+            memberships_collection: collection(
+                "MONGODB_MEMBERSHIPS_COLLECTION",
+                env.mongodb_memberships_collection,
+                Entity::Membership,
+            )?,
+            sessions_collection: collection(
+                "MONGODB_SESSIONS_COLLECTION",
+                env.mongodb_sessions_collection,
+                Entity::Session,
+            )?,
+        };
+        let mut names: Vec<&str> = Entity::ALL.iter().map(|&e| config.collection(e)).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) || names.contains(&EVENTS_COLLECTION) {
+            return Err(ConfigError::new(
+                "MONGODB_USERS_COLLECTION",
+                "and the other MONGODB_*_COLLECTION variables must name different collections, \
+                 none of them webhook_events",
+            ));
+        }
+        Ok(config)
+    }
+
+    /// The collection of one kind of document.
+    pub fn collection(&self, entity: Entity) -> &str {
+        match entity {
+            Entity::User => &self.users_collection,
+            Entity::Organization => &self.organizations_collection,
+            Entity::Membership => &self.memberships_collection,
+            Entity::Session => &self.sessions_collection,
+        }
     }
 }
+
+/// One topic user-sync consumes, and where its poison goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// The topic.
+    pub topic: String,
+    /// Its dead-letter topic.
+    pub dlq: String,
+}
+
+/// What `SYNC_ENTITIES` names: a topic each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// `users`: `KAFKA_TOPIC_USERS`.
+    Users,
+    /// `organizations`: `KAFKA_TOPIC_ORGANIZATIONS` (organizations and memberships).
+    Organizations,
+    /// `sessions`: `KAFKA_TOPIC_SESSIONS`.
+    Sessions,
+}
+
+impl Feed {
+    /// The kinds of document its events write.
+    pub fn entities(self) -> &'static [Entity] {
+        match self {
+            Feed::Users => &[Entity::User],
+            Feed::Organizations => &[Entity::Organization, Entity::Membership],
+            Feed::Sessions => &[Entity::Session],
+        }
+    }
+}
+
+/// Default batch size: what one poll hands over at most.
+pub const DEFAULT_BATCH_SIZE: usize = 500;
 
 /// Validated settings.
 #[derive(Debug, Clone)]
@@ -105,10 +203,12 @@ pub struct Config {
     pub kafka: KafkaSettings,
     /// `KAFKA_GROUP_ID`
     pub group_id: String,
-    /// `KAFKA_TOPIC_USERS`, the topic consumed.
-    pub topic: String,
-    /// `KAFKA_DLQ_TOPIC`
-    pub dlq_topic: String,
+    /// The topics consumed (`SYNC_ENTITIES`), each with its DLQ.
+    pub topics: Vec<TopicConfig>,
+    /// The kinds of document kept.
+    pub entities: Vec<Entity>,
+    /// `SYNC_BATCH_SIZE`: most messages applied together.
+    pub batch_size: usize,
     /// MongoDB.
     pub mongo: MongoConfig,
     /// `HEALTH_PORT`
@@ -133,23 +233,89 @@ impl Config {
         let kafka = KafkaSettings::from_raw(common::config::from_iter(vars.clone())?)?;
 
         let mongo = MongoConfig::from_vars(vars.clone())?;
-        let dlq_topic = env
-            .kafka_dlq_topic
-            .unwrap_or_else(|| format!("{}.dlq", env.kafka_topic_users));
         if env.kafka_group_id.trim().is_empty() {
             return Err(ConfigError::new("KAFKA_GROUP_ID", "must not be empty"));
         }
+        let feeds = feeds(env.sync_entities.as_deref())?;
+        let mut topics = Vec::new();
+        let mut entities = Vec::new();
+        for feed in &feeds {
+            let (topic, dlq) = match feed {
+                Feed::Users => (&env.kafka_topic_users, &env.kafka_dlq_topic),
+                Feed::Organizations => (
+                    &env.kafka_topic_organizations,
+                    &env.kafka_dlq_topic_organizations,
+                ),
+                Feed::Sessions => (&env.kafka_topic_sessions, &env.kafka_dlq_topic_sessions),
+            };
+            topics.push(TopicConfig {
+                topic: topic.clone(),
+                dlq: dlq.clone().unwrap_or_else(|| format!("{topic}.dlq")),
+            });
+            entities.extend_from_slice(feed.entities());
+        }
+        let mut names: Vec<&str> = topics
+            .iter()
+            .flat_map(|t| [t.topic.as_str(), t.dlq.as_str()])
+            .collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return Err(ConfigError::new(
+                "SYNC_ENTITIES",
+                "needs a different topic (and DLQ topic) for each of users, organizations \
+                 and sessions (see KAFKA_TOPIC_* and KAFKA_DLQ_TOPIC*)",
+            ));
+        }
+        let batch_size = match env.sync_batch_size.as_deref().map(str::trim) {
+            None | Some("") => DEFAULT_BATCH_SIZE,
+            Some(text) => match text.parse::<usize>() {
+                Ok(n) if (1..=10_000).contains(&n) => n,
+                _ => {
+                    return Err(ConfigError::new(
+                        "SYNC_BATCH_SIZE",
+                        "must be a whole number from 1 to 10000",
+                    ))
+                }
+            },
+        };
 
         Ok(Config {
             kafka,
             group_id: env.kafka_group_id,
-            topic: env.kafka_topic_users,
-            dlq_topic,
+            topics,
+            entities,
+            batch_size,
             mongo,
             health_port: env.health_port,
             log_format: LogFormat::parse(env.log_format.as_deref())?,
         })
     }
+}
+
+/// Reads `SYNC_ENTITIES` (default: all three).
+fn feeds(value: Option<&str>) -> Result<Vec<Feed>, ConfigError> {
+    let value = value.map(str::trim).filter(|v| !v.is_empty());
+    let Some(value) = value else {
+        return Ok(vec![Feed::Users, Feed::Organizations, Feed::Sessions]);
+    };
+    let mut feeds = Vec::new();
+    for name in value.split(',').map(str::trim) {
+        let feed = match name {
+            "users" => Feed::Users,
+            "organizations" => Feed::Organizations,
+            "sessions" => Feed::Sessions,
+            other => {
+                return Err(ConfigError::new(
+                    "SYNC_ENTITIES",
+                    format!("`{other}` is not one of users, organizations, sessions"),
+                ))
+            }
+        };
+        if !feeds.contains(&feed) {
+            feeds.push(feed);
+        }
+    }
+    Ok(feeds)
 }
 
 /// The path part of `mongodb://user:pw@host/db?opts`, when there is one.
@@ -177,8 +343,21 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.group_id, "user-sync");
-        assert_eq!(c.topic, "clerk-user-events");
-        assert_eq!(c.dlq_topic, "clerk-user-events.dlq");
+        let topic = |t: &str, d: &str| TopicConfig {
+            topic: t.into(),
+            dlq: d.into(),
+        };
+        assert_eq!(
+            c.topics,
+            vec![
+                topic("clerk-user-events", "clerk-user-events.dlq"),
+                topic("clerk-organization-events", "clerk-organization-events.dlq"),
+                topic("clerk-session-events", "clerk-session-events.dlq"),
+            ]
+        );
+        assert_eq!(c.entities, Entity::ALL.to_vec());
+        assert_eq!(c.batch_size, DEFAULT_BATCH_SIZE);
+        assert_eq!(c.mongo.memberships_collection, "organizationMemberships");
         assert_eq!(c.mongo.database, "clerk_sync");
         assert_eq!(c.mongo.users_collection, "users");
         assert_eq!(c.health_port, 8789);
@@ -230,6 +409,51 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(err.variable, "HEALTH_PORT");
+    }
+
+    #[test]
+    fn sync_entities_picks_the_topics() {
+        let c = config(&[
+            ("KAFKA_BROKERS", "k"),
+            ("MONGODB_URI", "mongodb://m"),
+            ("SYNC_ENTITIES", " sessions ,users"),
+            ("KAFKA_DLQ_TOPIC_SESSIONS", "s-dlq"),
+        ])
+        .unwrap();
+        let names: Vec<&str> = c.topics.iter().map(|t| t.dlq.as_str()).collect();
+        assert_eq!(names, ["s-dlq", "clerk-user-events.dlq"]);
+        assert_eq!(c.entities, [Entity::Session, Entity::User]);
+        let err = config(&[
+            ("KAFKA_BROKERS", "k"),
+            ("MONGODB_URI", "mongodb://m"),
+            ("SYNC_ENTITIES", "users,invitations"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.variable, "SYNC_ENTITIES");
+        assert!(err.to_string().contains("invitations"));
+        let err = config(&[
+            ("KAFKA_BROKERS", "k"),
+            ("MONGODB_URI", "mongodb://m"),
+            ("KAFKA_TOPIC_SESSIONS", "clerk-user-events"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.variable, "SYNC_ENTITIES");
+        for bad in ["0", "x", "20000"] {
+            let err = config(&[
+                ("KAFKA_BROKERS", "k"),
+                ("MONGODB_URI", "mongodb://m"),
+                ("SYNC_BATCH_SIZE", bad),
+            ])
+            .unwrap_err();
+            assert_eq!(err.variable, "SYNC_BATCH_SIZE");
+        }
+        let err = config(&[
+            ("KAFKA_BROKERS", "k"),
+            ("MONGODB_URI", "mongodb://m"),
+            ("MONGODB_SESSIONS_COLLECTION", "users"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("different collections"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::kafka::KafkaSettings;
-use events::{EventMessage, HEADER_EVENT_ID};
+use events::{EventMessage, HEADER_EVENT_ID, HEADER_EVENT_TYPE};
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
@@ -17,13 +17,13 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::apply::{version, Applied, Applier, DeadLetter, Incoming, Outcome, Source};
+use crate::apply::{Applied, Applier, Incoming};
+use crate::audit::{self, Record, Source};
 use crate::dlq::Dlq;
 use crate::metrics::Metrics;
-use crate::Result;
+use crate::plan::Outcome;
+use crate::{payload, Result};
 
-/// Most messages taken into one batch.
-pub const MAX_BATCH: usize = 500;
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -52,10 +52,15 @@ impl ConsumerContext for Context {
         rebalance: &rdkafka::consumer::Rebalance<'_>,
     ) {
         tracing::info!(?rebalance, "rebalance");
+        if let rdkafka::consumer::Rebalance::Revoke(partitions) = rebalance {
+            for p in partitions.elements() {
+                self.metrics.forget_lag(p.topic(), p.partition());
+            }
+        }
     }
 }
 
-/// The group consumer of the users topic.
+/// The group consumer of the topics.
 pub type KafkaConsumer = StreamConsumer<Context>;
 
 /// Creates the consumer (not subscribed yet: see [`Worker::run`]).
@@ -94,14 +99,43 @@ pub struct Worker {
     pub dlq: Dlq,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Most messages in one batch.
+    pub batch_size: usize,
+}
+
+/// Names each consumption of a message (see [`crate::audit`]).
+struct Deliveries {
+    run: String,
+    next: u64,
+}
+
+impl Deliveries {
+    fn new() -> Self {
+        Deliveries {
+            run: format!("{:016x}", rand::random::<u64>()),
+            next: 0,
+        }
+    }
+
+    fn next(&mut self) -> String {
+        self.next += 1;
+        format!("{}-{}", self.run, self.next)
+    }
+}
+
+/// A polled message and the name of this consumption of it.
+struct Polled {
+    message: OwnedMessage,
+    delivery: String,
 }
 
 impl Worker {
-    /// Subscribes to `topic` (which must exist: a subscription to a missing topic waits for
-    /// the next metadata refresh) and runs until `stop` is cancelled: then finishes the batch
-    /// in hand, commits and leaves the group.
-    pub async fn run(self, topic: &str, stop: CancellationToken) -> Result<()> {
-        self.consumer.subscribe(&[topic])?;
+    /// Subscribes to `topics` (which must exist: a subscription to a missing topic waits
+    /// for the next metadata refresh) and runs until `stop` is cancelled: then finishes the
+    /// batch in hand, commits and leaves the group.
+    pub async fn run(self, topics: &[&str], stop: CancellationToken) -> Result<()> {
+        self.consumer.subscribe(topics)?;
+        let mut deliveries = Deliveries::new();
         loop {
             let first = tokio::select! {
                 // Stop wins over a ready message: no new batch once asked to stop.
@@ -110,7 +144,7 @@ impl Worker {
                 m = self.consumer.recv() => m,
             };
             let mut batch = match first {
-                Ok(m) => vec![m.detach()],
+                Ok(m) => vec![Polled { message: m.detach(), delivery: deliveries.next() }],
                 Err(e) => {
                     tracing::warn!(error = %e, "consumer error");
                     self.metrics.transient_failure("kafka_consume");
@@ -119,9 +153,9 @@ impl Worker {
                 }
             };
             // Whatever else is already fetched joins the batch, without waiting.
-            while batch.len() < MAX_BATCH {
+            while batch.len() < self.batch_size {
                 match self.consumer.recv().now_or_never() {
-                    Some(Ok(m)) => batch.push(m.detach()),
+                    Some(Ok(m)) => batch.push(Polled { message: m.detach(), delivery: deliveries.next() }),
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "consumer error");
                         break;
@@ -151,17 +185,18 @@ impl Worker {
 
     /// Retries `process` until it succeeds (true) or `stop` is cancelled (false: offsets of
     /// this batch stay unstored, so it is consumed again).
-    async fn process_until_done(&self, batch: &[OwnedMessage], stop: &CancellationToken) -> bool {
+    async fn process_until_done(&self, batch: &[Polled], stop: &CancellationToken) -> bool {
         let mut delay = BACKOFF_START;
         let mut attempt = 1u32;
-        // Offsets already in the DLQ, so that a retried batch doesn't send them again.
-        let mut dead_lettered = HashSet::new();
+        // What earlier attempts at this batch did: DLQ sends (not sent twice) and changes
+        // made (not taken for duplicates by a retry).
+        let mut memory = Attempts::default();
         loop {
-            match self.process(batch, &mut dead_lettered).await {
+            match self.process(batch, &mut memory).await {
                 Ok(()) => return true,
                 Err(e) => {
                     let reason = match e {
-                        crate::Error::Mongo(_) => "mongodb",
+                        crate::Error::Mongo(_) | crate::Error::Write(_) => "mongodb",
                         crate::Error::Kafka(_) => "kafka",
                         _ => "other",
                     };
@@ -180,120 +215,92 @@ impl Worker {
         }
     }
 
-    /// Sends one message to the DLQ (unless an earlier attempt did) and describes it for its
-    /// audit record.
-    async fn dead_letter(
-        &self,
-        m: &OwnedMessage,
-        poison: Poison,
-        sent: &mut HashSet<(i32, i64)>,
-    ) -> Result<(&'static str, DeadLetter)> {
-        let (code, reason, message) = poison;
-        if !sent.contains(&(m.partition(), m.offset())) {
-            self.dlq.send(m, code, &reason).await?;
-            sent.insert((m.partition(), m.offset()));
-        }
-        tracing::warn!(
-            code,
-            reason,
-            partition = m.partition(),
-            offset = m.offset(),
-            "dead-lettered"
-        );
-        let source = source_of(m);
-        let letter = DeadLetter {
-            id: message
-                .as_ref()
-                .map(|m| m.event_id.clone())
-                .or_else(|| common::kafka::header(m, HEADER_EVENT_ID))
-                .unwrap_or_else(|| {
-                    format!(
-                        "dlq:{}:{}:{}",
-                        source.topic, source.partition, source.offset
-                    )
-                }),
-            event_type: message.as_ref().map(|m| m.event_type.clone()),
-            version: message.as_deref().map(version),
-            subject: message.map(|m| m.subject_id),
-            reason,
-            source,
-        };
-        Ok((code, letter))
-    }
-
-    /// One attempt at a batch.
+    /// One attempt at a batch: decode, apply, dead-letter, record, in that order, so that
+    /// a record never claims what isn't durable.
     #[tracing::instrument(skip_all, fields(size = batch.len()))]
-    async fn process(&self, batch: &[OwnedMessage], sent: &mut HashSet<(i32, i64)>) -> Result<()> {
+    async fn process(&self, batch: &[Polled], memory: &mut Attempts) -> Result<()> {
         let started = Instant::now();
         let mut incoming = Vec::with_capacity(batch.len());
-        let mut raw = Vec::with_capacity(batch.len());
-        let mut letters = Vec::new();
-        for m in batch {
+        let mut positions = Vec::with_capacity(batch.len());
+        let mut records = Vec::with_capacity(batch.len());
+        let mut letters: Vec<(&OwnedMessage, &'static str, String)> = Vec::new();
+        for p in batch {
+            let m = &p.message;
             match decode(m) {
                 Ok(message) => {
-                    let source = source_of(m);
-                    incoming.push(Incoming { message, source });
-                    raw.push(m);
+                    incoming.push(Incoming {
+                        message,
+                        source: source_of(m),
+                        delivery: p.delivery.clone(),
+                    });
+                    positions.push(m);
                 }
-                Err(poison) => letters.push(self.dead_letter(m, poison, sent).await?),
+                Err((code, reason)) => {
+                    records.push(undecodable_record(m, &p.delivery, &reason));
+                    letters.push((m, code, reason));
+                }
             }
         }
         let applied = if incoming.is_empty() {
             Applied::default()
         } else {
-            self.applier.apply_batch(&incoming).await?
+            self.applier.apply(&incoming, &mut memory.applied).await?
         };
-        for (i, reason) in &applied.rejected {
-            let poison = (
-                "rejected_by_database",
-                reason.clone(),
-                Some(Box::new(incoming[*i].message.clone())),
-            );
-            letters.push(self.dead_letter(raw[*i], poison, sent).await?);
+        let mut rejected: HashMap<usize, String> = HashMap::new();
+        for (i, code, reason) in &applied.rejected {
+            letters.push((positions[*i], code, reason.clone()));
+            rejected.insert(*i, reason.clone());
         }
-        if !letters.is_empty() {
-            let records: Vec<DeadLetter> = letters.iter().map(|(_, l)| l.clone()).collect();
-            self.applier.record_dead_letters(&records).await?;
+        for (m, code, reason) in &letters {
+            if memory.sent.insert((m.topic().to_string(), m.partition(), m.offset())) {
+                self.dlq.send(m, code, reason).await?;
+                tracing::warn!(code, reason, topic = m.topic(), partition = m.partition(), offset = m.offset(), "dead-lettered");
+            }
         }
+        for (i, e) in incoming.iter().enumerate() {
+            let m = &e.message;
+            records.push(Record {
+                id: m.event_id.clone(),
+                event_type: Some(m.event_type.clone()),
+                subject: Some(m.subject_id.clone()),
+                event_time: Some(m.event_time),
+                payload: payload::storable(&m.data),
+                raw: Some(m.data.get().to_string()),
+                outcome: applied.outcomes[i],
+                error: rejected.get(&i).cloned(),
+                source: e.source.clone(),
+                delivery: e.delivery.clone(),
+                repeat: applied.repeats[i],
+            });
+        }
+        audit::record(self.applier.store(), &records, started.elapsed().as_millis() as i64).await?;
 
         // Counted once the whole batch is done, so a retried batch isn't counted twice.
-        let outcomes = &applied.outcomes;
-        for (code, letter) in &letters {
+        for (_, code, _) in &letters {
             self.metrics.dead_lettered(code);
-            self.metrics.event(
-                letter.event_type.as_deref().unwrap_or("unknown"),
-                Outcome::DeadLettered.as_str(),
-            );
         }
-        for (e, outcome) in incoming.iter().zip(outcomes) {
-            if *outcome == Outcome::DeadLettered {
-                continue; // counted with the letters
-            }
-            self.metrics.event(&e.message.event_type, outcome.as_str());
-            tracing::debug!(
-                event_id = e.message.event_id,
-                event_type = e.message.event_type,
-                subject = e.message.subject_id,
-                outcome = outcome.as_str(),
-                "event"
-            );
+        for r in &records {
+            self.metrics.event(r.event_type.as_deref().unwrap_or("unknown"), r.outcome.as_str());
+            tracing::debug!(event_id = r.id, event_type = r.event_type, subject = r.subject, outcome = r.outcome.as_str(), "event");
         }
         self.metrics.applied_batch(started.elapsed().as_secs_f64());
-        let count = |o: Outcome| outcomes.iter().filter(|x| **x == o).count();
+        let count = |o: Outcome| records.iter().filter(|r| r.outcome == o).count();
         tracing::info!(
             applied = count(Outcome::Applied),
             stale = count(Outcome::Stale),
             duplicate = count(Outcome::Duplicate),
-            dead_lettered = letters.len(),
+            ignored = count(Outcome::Ignored),
+            dead_lettered = count(Outcome::DeadLettered),
             "batch done"
         );
         Ok(())
     }
 
     /// Stores, per partition, the offset after the batch's last message.
-    fn store_offsets(&self, batch: &[OwnedMessage]) {
+    fn store_offsets(&self, batch: &[Polled]) {
         let mut next: HashMap<(&str, i32), i64> = HashMap::new();
-        for m in batch {
+        for p in batch {
+            let m = &p.message;
             let e = next.entry((m.topic(), m.partition())).or_insert(0);
             *e = (*e).max(m.offset() + 1);
         }
@@ -311,6 +318,15 @@ impl Worker {
     }
 }
 
+/// What earlier attempts at one batch did.
+#[derive(Default)]
+struct Attempts {
+    /// Messages already in the DLQ (topic, partition, offset).
+    sent: HashSet<(String, i32, i64)>,
+    /// Events whose change was made.
+    applied: HashSet<String>,
+}
+
 fn source_of(m: &OwnedMessage) -> Source {
     Source {
         topic: m.topic().to_string(),
@@ -319,19 +335,30 @@ fn source_of(m: &OwnedMessage) -> Source {
     }
 }
 
-/// A message that can never be applied: a short code, the reason, and the message itself
-/// when it could be read.
-type Poison = (&'static str, String, Option<Box<EventMessage>>);
+/// The record of a message that couldn't be read: what its headers and key say.
+fn undecodable_record(m: &OwnedMessage, delivery: &str, reason: &str) -> Record {
+    let source = source_of(m);
+    Record {
+        id: common::kafka::header(m, HEADER_EVENT_ID).unwrap_or_else(|| {
+            format!("dlq:{}:{}:{}", source.topic, source.partition, source.offset)
+        }),
+        event_type: common::kafka::header(m, HEADER_EVENT_TYPE),
+        subject: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        event_time: None,
+        payload: bson::Bson::Null,
+        raw: None,
+        outcome: Outcome::DeadLettered,
+        error: Some(reason.to_string()),
+        source,
+        delivery: delivery.to_string(),
+        repeat: false,
+    }
+}
 
-/// Reads a message, or says why it can never be applied.
-fn decode(m: &OwnedMessage) -> Result<EventMessage, Poison> {
+/// Reads a message, or says why it never can be (a short code and the reason).
+fn decode(m: &OwnedMessage) -> Result<EventMessage, (&'static str, String)> {
     let payload = m
         .payload()
-        .ok_or(("undecodable", "empty message".to_string(), None))?;
-    let message = EventMessage::decode(payload).map_err(|e| (e.code(), e.to_string(), None))?;
-    if !message.event_type.starts_with("user.") {
-        let reason = format!("{} is not a user event", message.event_type);
-        return Err(("unsupported_event_type", reason, Some(Box::new(message))));
-    }
-    Ok(message)
+        .ok_or(("undecodable", "empty message".to_string()))?;
+    EventMessage::decode(payload).map_err(|e| (e.code(), e.to_string()))
 }

@@ -1,6 +1,7 @@
 //! The dead-letter topic: messages that can never be applied, with headers saying why and
 //! where they came from.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use common::kafka::KafkaSettings;
@@ -23,29 +24,31 @@ pub const HEADER_SOURCE_OFFSET: &str = "dlq-source-offset";
 /// Header, `true` when the value was too large for the DLQ and was left out.
 pub const HEADER_VALUE_DROPPED: &str = "dlq-value-dropped";
 
-/// Produces to `KAFKA_DLQ_TOPIC`.
+/// Produces to the DLQ of each consumed topic.
 #[derive(Clone)]
 pub struct Dlq {
     producer: FutureProducer,
-    topic: String,
+    /// Consumed topic → its DLQ.
+    topics: HashMap<String, String>,
 }
 
 impl Dlq {
-    /// An idempotent, `acks=all` producer for the DLQ topic.
-    pub fn new(kafka: &KafkaSettings, topic: String) -> Result<Self, KafkaError> {
+    /// An idempotent, `acks=all` producer for the DLQ topics (`topics`: consumed topic →
+    /// its DLQ).
+    pub fn new(kafka: &KafkaSettings, topics: HashMap<String, String>) -> Result<Self, KafkaError> {
         let producer = kafka
             .client_config()
             .set("client.id", "user-sync-dlq")
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", "30000")
-            // The DLQ copies messages of the users topic, whatever their size.
+            // The DLQ copies messages of the consumed topics, whatever their size.
             .set(
                 "message.max.bytes",
                 common::kafka::max_message_bytes(common::kafka::DEFAULT_MAX_BODY_BYTES).to_string(),
             )
             .create()?;
-        Ok(Dlq { producer, topic })
+        Ok(Dlq { producer, topics })
     }
 
     /// Sends `message` unchanged (key, value, original headers) plus the reason headers, and
@@ -101,8 +104,12 @@ impl Dlq {
                 });
             }
         }
-        let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&self.topic).headers(headers);
+        let dlq = self
+            .topics
+            .get(message.topic())
+            .cloned()
+            .unwrap_or_else(|| format!("{}.dlq", message.topic()));
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&dlq).headers(headers);
         if let Some(key) = message.key() {
             record = record.key(key);
         }

@@ -14,6 +14,9 @@ pub enum Error {
     /// A MongoDB operation.
     #[error("mongodb: {0}")]
     Mongo(#[from] mongodb::error::Error),
+    /// A write the server didn't make (or didn't make durable) for a reason that can pass.
+    #[error("mongodb write: {0}")]
+    Write(String),
     /// A start-up problem that waiting won't fix (an index conflict, say).
     #[error("start-up: {0}")]
     Startup(String),

@@ -1,20 +1,28 @@
-//! user-sync: normalized Clerk user events from Kafka into MongoDB, exactly once in effect
-//! and whatever the delivery order.
+//! user-sync: normalized Clerk events (users, organizations, memberships, sessions) from
+//! Kafka into MongoDB, exactly once in effect and whatever the delivery order.
 //!
 //! - [`consume`]: the group consumer, batches, backoff, offsets stored after the writes.
-//! - [`apply`]: the conditional writes and the order rules.
-//! - [`dlq`]: the dead-letter topic.
+//! - [`entity`]: what each event means for the documents, one module per kind.
+//! - [`plan`]: the order rules, as a plan of conditional writes computed without I/O.
+//! - [`apply`] and [`write`]: running the plan against MongoDB.
+//! - [`audit`]: the `webhook_events` records.
+//! - [`dlq`]: the dead-letter topics.
 //! - [`store`]: MongoDB collections and indexes.
 //! - [`http`]: `/health`, `/ready`, `/metrics`.
 
 pub mod apply;
+pub mod audit;
 pub mod config;
 pub mod consume;
 pub mod dlq;
+pub mod entity;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod payload;
+pub mod plan;
 pub mod store;
+pub mod write;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -111,9 +119,13 @@ where
 
     // Start-up needs both servers; wait for them rather than crash-loop.
     let prepare = || async {
-        store.ensure_indexes().await?;
+        store.ensure_indexes(&config.entities).await?;
         let max_message = common::kafka::max_message_bytes(common::kafka::DEFAULT_MAX_BODY_BYTES);
-        let topics = [config.topic.as_str(), config.dlq_topic.as_str()];
+        let topics: Vec<&str> = config
+            .topics
+            .iter()
+            .flat_map(|t| [t.topic.as_str(), t.dlq.as_str()])
+            .collect();
         config.kafka.ensure_topics(&topics, max_message).await?;
         Ok(())
     };
@@ -126,21 +138,28 @@ where
         }
     }
 
+    let topics: Vec<&str> = config.topics.iter().map(|t| t.topic.as_str()).collect();
     tracing::info!(
-        topic = config.topic,
+        topics = ?topics,
         group = config.group_id,
         database = config.mongo.database,
-        collection = config.mongo.users_collection,
+        batch_size = config.batch_size,
         "user-sync consuming"
     );
+    let dlqs = config
+        .topics
+        .iter()
+        .map(|t| (t.topic.clone(), t.dlq.clone()))
+        .collect();
     let worker = consume::Worker {
         consumer,
-        applier: apply::Applier::new(store),
-        dlq: dlq::Dlq::new(&config.kafka, config.dlq_topic.clone())?,
+        applier: apply::Applier::new(store, config.entities.clone()),
+        dlq: dlq::Dlq::new(&config.kafka, dlqs)?,
         metrics,
+        batch_size: config.batch_size,
     };
     consuming.store(true, Ordering::Release);
-    let result = worker.run(&config.topic, stop.clone()).await;
+    let result = worker.run(&topics, stop.clone()).await;
     stop.cancel();
     server.await.map_err(std::io::Error::other)??;
     tracing::info!("user-sync stopped");

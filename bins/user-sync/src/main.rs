@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
             let config = user_sync::config::MongoConfig::from_vars(std::env::vars())?;
             let store = user_sync::store::Store::connect(&config).await?;
             let user = store
-                .users
+                .collection(user_sync::entity::Entity::User)
                 .find_one(bson::doc! {"clerkId": clerk_id})
                 .await?
                 .with_context(|| format!("no document with clerkId {clerk_id}"))?;

@@ -136,6 +136,15 @@ impl Metrics {
             .set(lag);
     }
 
+    /// Forgets the lag of a partition this consumer no longer owns (its new owner reports
+    /// it), so that replicas don't count it twice.
+    pub fn forget_lag(&self, topic: &str, partition: i32) {
+        self.lag.remove(&PartitionLabels {
+            topic: topic.to_string(),
+            partition: partition.to_string(),
+        });
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -1,5 +1,6 @@
 //! The MongoDB side: collections, the indexes user-sync relies on, and health.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bson::{doc, Bson, Document};
@@ -10,19 +11,22 @@ use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, WriteConcern
 use mongodb::{Collection, IndexModel};
 
 use crate::config::MongoConfig;
+use crate::entity::Entity;
 use crate::{Error, Result};
 
 /// The audit collection of the contract.
 pub const EVENTS_COLLECTION: &str = "webhook_events";
 
-/// Handles to the two collections user-sync writes.
+/// Handles to the collections user-sync writes.
 #[derive(Clone, Debug)]
 pub struct Store {
     client: mongodb::Client,
-    /// One document per Clerk user.
-    pub users: Collection<Document>,
+    db: mongodb::Database,
+    collections: HashMap<Entity, (String, Collection<Document>)>,
     /// One document per consumed event.
     pub events: Collection<Document>,
+    /// The write concern every write carries (commands run by name don't inherit it).
+    write_concern: Document,
 }
 
 impl Store {
@@ -49,81 +53,71 @@ impl Store {
         wc.w.get_or_insert(Acknowledgment::Majority);
         wc.journal.get_or_insert(true);
         wc.w_timeout.get_or_insert(Duration::from_secs(10));
+        let write_concern = write_concern_document(wc);
         let client = mongodb::Client::with_options(options)?;
         let db = client.database(&config.database);
+        let collections = Entity::ALL
+            .iter()
+            .map(|&e| {
+                let name = config.collection(e).to_string();
+                (e, (name.clone(), db.collection(&name)))
+            })
+            .collect();
         Ok(Store {
-            users: db.collection(&config.users_collection),
             events: db.collection(EVENTS_COLLECTION),
+            collections,
+            write_concern,
+            db,
             client,
         })
     }
 
-    /// Makes sure a unique index on `clerkId` exists (one document per user, even when two
-    /// consumers race on a new user), creating `clerkId_unique` when there is none. An
-    /// existing unique index on `{clerkId: 1}` (an ORM's, say) is used as it is.
-    /// Problems that waiting can't fix are [`Error::Startup`].
-    pub async fn ensure_indexes(&self) -> Result<()> {
-        let existing: Vec<IndexModel> = match self.users.list_indexes().await {
-            Ok(cursor) => cursor.try_collect().await?,
-            // NamespaceNotFound: the collection doesn't exist yet.
-            Err(e) if command_code(&e) == Some(26) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
-        // `{clerkId: 1}`, whatever number type the key was created with (1, 1.0, 1L).
-        let on_clerk_id = |i: &&IndexModel| {
-            i.keys.len() == 1
-                && i.keys.get("clerkId").and_then(|v| match v {
-                    Bson::Int32(n) => Some(f64::from(*n)),
-                    Bson::Int64(n) => Some(*n as f64),
-                    Bson::Double(n) => Some(*n),
-                    _ => None,
-                }) == Some(1.0)
-        };
-        if let Some(index) = existing.iter().find(on_clerk_id) {
-            let unique = index
-                .options
-                .as_ref()
-                .and_then(|o| o.unique)
-                .unwrap_or(false);
-            let name = index
-                .options
-                .as_ref()
-                .and_then(|o| o.name.clone())
-                .unwrap_or_default();
-            if unique {
-                return Ok(());
+    /// The collection of one kind of document.
+    pub fn collection(&self, entity: Entity) -> &Collection<Document> {
+        &self.collections[&entity].1
+    }
+
+    /// Its name.
+    pub fn collection_name(&self, entity: Entity) -> &str {
+        &self.collections[&entity].0
+    }
+
+    /// The database.
+    pub fn database(&self) -> &mongodb::Database {
+        &self.db
+    }
+
+    /// The `writeConcern` field of the commands user-sync runs.
+    pub fn write_concern(&self) -> Document {
+        self.write_concern.clone()
+    }
+
+    /// Makes sure the indexes of `entities` exist: a unique one on `clerkId` per collection
+    /// (one document per Clerk object, even when two consumers race on a new one), created
+    /// as `clerkId_unique` when there is none, plus each kind's lookup indexes. An existing
+    /// unique index on `{clerkId: 1}` (an ORM's, say) is used as it is. Problems that
+    /// waiting can't fix are [`Error::Startup`].
+    pub async fn ensure_indexes(&self, entities: &[Entity]) -> Result<()> {
+        for &entity in entities {
+            let (name, collection) = &self.collections[&entity];
+            ensure_unique_clerk_id(name, collection).await?;
+            for (index, keys) in entity.indexes() {
+                let model = IndexModel::builder()
+                    .keys(keys)
+                    .options(IndexOptions::builder().name(index.to_string()).build())
+                    .build();
+                match collection.create_index(model).await {
+                    Ok(_) => {}
+                    Err(e) if matches!(command_code(&e), Some(85 | 86)) => {
+                        return Err(Error::Startup(format!(
+                            "cannot create the index {index} on {name}: {e}"
+                        )))
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
-            return Err(Error::Startup(format!(
-                "the index {name} on clerkId is not unique; drop it or make it unique \
-                 (user-sync needs one document per clerkId)"
-            )));
         }
-        let created = self
-            .users
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! {"clerkId": 1})
-                    .options(
-                        IndexOptions::builder()
-                            .unique(true)
-                            .name("clerkId_unique".to_string())
-                            .build(),
-                    )
-                    .build(),
-            )
-            .await;
-        match created {
-            Ok(_) => Ok(()),
-            Err(e) if is_duplicate_key(&e) => Err(Error::Startup(format!(
-                "cannot create the unique index on clerkId: the collection holds documents with \
-                 the same (or no) clerkId; fix them first ({e})"
-            ))),
-            // IndexOptionsConflict, IndexKeySpecsConflict: another index has this name.
-            Err(e) if matches!(command_code(&e), Some(85 | 86)) => Err(Error::Startup(format!(
-                "cannot create the index clerkId_unique: {e}"
-            ))),
-            Err(e) => Err(e.into()),
-        }
+        Ok(())
     }
 
     /// Whether the server answers a `ping` within `timeout`.
@@ -141,56 +135,157 @@ fn command_code(err: &mongodb::error::Error) -> Option<i32> {
     }
 }
 
-/// Whether `err` is MongoDB's duplicate-key error (E11000), and only that: a write-concern
-/// failure alongside it means the other writes may not be durable.
-pub fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
+/// The server's code for a failed command or a failed single write.
+pub fn error_code(err: &mongodb::error::Error) -> Option<i32> {
+    match err.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => Some(e.code),
+        _ => command_code(err),
+    }
+}
+
+/// Whether `err` is MongoDB's duplicate-key error (E11000).
+fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
     match err.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == 11000,
         ErrorKind::Command(e) => e.code == 11000,
-        ErrorKind::InsertMany(e) => {
-            e.write_concern_error.is_none()
-                && e.write_errors
-                    .as_ref()
-                    .is_some_and(|errors| errors.iter().all(|e| e.code == 11000))
-        }
         _ => false,
     }
 }
 
-/// Whether a duplicate-key error comes from the unique `clerkId` index. MongoDB names the
-/// index in the message; FerretDB's message names none, so there any E11000 on the users
-/// collection counts as one.
-pub fn is_clerk_id_conflict(err: &mongodb::error::Error) -> bool {
-    let message = match err.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(e)) if e.code == 11000 => &e.message,
-        ErrorKind::Command(e) if e.code == 11000 => &e.message,
-        _ => return false,
+/// Creates `clerkId_unique` on `collection` unless a unique index on `{clerkId: 1}` exists.
+async fn ensure_unique_clerk_id(name: &str, collection: &Collection<Document>) -> Result<()> {
+    let existing: Vec<IndexModel> = match collection.list_indexes().await {
+        Ok(cursor) => cursor.try_collect().await?,
+        // NamespaceNotFound: the collection doesn't exist yet.
+        Err(e) if command_code(&e) == Some(26) => Vec::new(),
+        Err(e) => return Err(e.into()),
     };
-    !message.contains("index:") || message.contains("clerkId")
+    // `{clerkId: 1}`, whatever number type the key was created with (1, 1.0, 1L).
+    let on_clerk_id = |i: &&IndexModel| {
+        i.keys.len() == 1
+            && i.keys.get("clerkId").and_then(|v| match v {
+                Bson::Int32(n) => Some(f64::from(*n)),
+                Bson::Int64(n) => Some(*n as f64),
+                Bson::Double(n) => Some(*n),
+                _ => None,
+            }) == Some(1.0)
+    };
+    if let Some(index) = existing.iter().find(on_clerk_id) {
+        let options = index.options.as_ref();
+        if options.and_then(|o| o.unique).unwrap_or(false) {
+            return Ok(());
+        }
+        let index = options.and_then(|o| o.name.clone()).unwrap_or_default();
+        return Err(Error::Startup(format!(
+            "the index {index} on {name}.clerkId is not unique; drop it or make it unique \
+             (user-sync needs one document per clerkId)"
+        )));
+    }
+    let created = collection
+        .create_index(
+            IndexModel::builder()
+                .keys(doc! {"clerkId": 1})
+                .options(
+                    IndexOptions::builder()
+                        .unique(true)
+                        .name("clerkId_unique".to_string())
+                        .build(),
+                )
+                .build(),
+        )
+        .await;
+    match created {
+        Ok(_) => Ok(()),
+        Err(e) if is_duplicate_key(&e) => Err(Error::Startup(format!(
+            "cannot create the unique index on {name}.clerkId: the collection holds documents \
+             with the same (or no) clerkId; fix them first ({e})"
+        ))),
+        // IndexOptionsConflict, IndexKeySpecsConflict: another index has this name.
+        Err(e) if matches!(command_code(&e), Some(85 | 86)) => Err(Error::Startup(format!(
+            "cannot create the index clerkId_unique on {name}: {e}"
+        ))),
+        Err(e) => Err(e.into()),
+    }
 }
 
-/// Whether the server refused the document itself, so retrying can never succeed (as
-/// opposed to a server, network or write-concern failure, which can pass).
-pub fn is_permanent(err: &mongodb::error::Error) -> bool {
-    // BadValue, FailedToParse, TypeMismatch, DollarPrefixedFieldName, EmptyFieldName,
-    // DottedFieldName, ImmutableField, DocumentValidationFailure, BSONObjectTooLarge,
-    // document too large after update.
-    const DOCUMENT_ERRORS: [i32; 10] = [2, 9, 14, 52, 56, 57, 66, 121, 10334, 17419];
-    let document_error = |code: i32, message: &str| {
-        DOCUMENT_ERRORS.contains(&code)
-            // Another unique index than clerkId's (an ORM's `email`): retrying won't help.
-            || (code == 11000 && message.contains("index:") && !message.contains("clerkId"))
+/// The write concern as a command's `writeConcern` field.
+fn write_concern_document(wc: &WriteConcern) -> Document {
+    let mut d = Document::new();
+    match &wc.w {
+        Some(Acknowledgment::Majority) => d.insert("w", "majority"),
+        Some(Acknowledgment::Nodes(n)) => d.insert("w", i64::from(*n)),
+        Some(Acknowledgment::Custom(tag)) => d.insert("w", tag.as_str()),
+        _ => None,
     };
-    match err.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(e)) => document_error(e.code, &e.message),
-        ErrorKind::Command(e) => document_error(e.code, &e.message),
-        ErrorKind::InsertMany(e) => {
-            e.write_concern_error.is_none()
-                && e.write_errors
-                    .as_ref()
-                    .is_some_and(|errors| errors.iter().any(|e| DOCUMENT_ERRORS.contains(&e.code)))
-        }
-        ErrorKind::BsonSerialization(_) => true,
-        _ => false,
+    if let Some(j) = wc.journal {
+        d.insert("j", j);
+    }
+    if let Some(t) = wc.w_timeout {
+        d.insert("wtimeout", t.as_millis() as i64);
+    }
+    d
+}
+
+/// How a per-statement write error reads.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WriteErrorClass {
+    /// A duplicate key on the unique `clerkId` index (`named`: the message says so; FerretDB
+    /// names no index, so there any duplicate key may be one).
+    ClerkIdConflict {
+        /// Whether the server named the index.
+        named: bool,
+    },
+    /// The server refuses this document for good: retrying can't help.
+    Permanent,
+    /// Anything else: the batch is retried.
+    Transient,
+}
+
+/// Codes of a document the server refuses: BadValue, FailedToParse, TypeMismatch,
+/// DollarPrefixedFieldName, EmptyFieldName, DottedFieldName, ImmutableField,
+/// DocumentValidationFailure, BSONObjectTooLarge, document too large after update. Only
+/// ever read from one statement's write error: a command-level error (a write concern the
+/// server rejects, say) is never taken for a refusal of the data.
+const DOCUMENT_ERRORS: [i32; 10] = [2, 9, 14, 52, 56, 57, 66, 121, 10334, 17419];
+
+/// Reads one statement's write error.
+pub fn classify_write_error(code: i32, message: &str) -> WriteErrorClass {
+    match code {
+        11000 if !message.contains("index:") => WriteErrorClass::ClerkIdConflict { named: false },
+        11000 if message.contains("clerkId") => WriteErrorClass::ClerkIdConflict { named: true },
+        // Another unique index (an ORM's `email`).
+        11000 => WriteErrorClass::Permanent,
+        code if DOCUMENT_ERRORS.contains(&code) => WriteErrorClass::Permanent,
+        _ => WriteErrorClass::Transient,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_errors_are_classified() {
+        use WriteErrorClass::*;
+        let clerk = "E11000 duplicate key error collection: app.users index: clerkId_unique dup key";
+        let email = "E11000 duplicate key error collection: app.users index: email_1 dup key";
+        assert_eq!(classify_write_error(11000, clerk), ClerkIdConflict { named: true });
+        assert_eq!(classify_write_error(11000, "E11000 duplicate key"), ClerkIdConflict { named: false });
+        assert_eq!(classify_write_error(11000, email), Permanent);
+        assert_eq!(classify_write_error(17419, "too large"), Permanent);
+        assert_eq!(classify_write_error(91, "shutting down"), Transient);
+    }
+
+    #[test]
+    fn the_write_concern_travels_with_commands() {
+        let wc = WriteConcern::builder()
+            .w(Acknowledgment::Majority)
+            .journal(true)
+            .w_timeout(Duration::from_secs(10))
+            .build();
+        assert_eq!(
+            write_concern_document(&wc),
+            doc! {"w": "majority", "j": true, "wtimeout": 10_000_i64}
+        );
     }
 }

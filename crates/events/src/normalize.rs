@@ -290,9 +290,11 @@ fn user_record(user: clerk::User) -> UserRecord {
         last_name: user.last_name,
         username: user.username,
         image_url: user.image_url.or(user.profile_image_url),
-        last_sign_in_at: user.last_sign_in_at.map(to_millis),
-        created_at: user.created_at.map(to_millis),
-        updated_at: user.updated_at.map(to_millis),
+        // Clerk sends milliseconds; only the event time gets the seconds rule (a user
+        // imported with a 1999 creation date is below 10^12 ms and must stay in 1999).
+        last_sign_in_at: user.last_sign_in_at,
+        created_at: user.created_at,
+        updated_at: user.updated_at,
         external_id: user.external_id,
         deleted: false,
     }

@@ -319,3 +319,18 @@ fn odd_updated_at_and_ids_fall_back_instead_of_failing() {
     let err = EventMessage::decode(b"[1, 2]").unwrap_err();
     assert_eq!(err.code(), "undecodable");
 }
+
+/// Only the event time gets the seconds rule: Clerk's object times are milliseconds, and a
+/// user imported with a 1999 creation date (below 10^12 ms) stays in 1999.
+#[test]
+fn object_times_are_never_converted() {
+    let body = String::from_utf8(fixture("user.updated"))
+        .unwrap()
+        .replacen("\"created_at\": 1732464000000", "\"created_at\": 915148800000", 1);
+    assert!(body.contains("915148800000"), "the fixture's created_at");
+    let m = events::normalize("msg_1999", body.as_bytes()).unwrap();
+    let events::Record::User(u) = m.record else {
+        panic!("a user record")
+    };
+    assert_eq!(u.created_at, Some(915_148_800_000));
+}

@@ -1,0 +1,229 @@
+//! What each Clerk event means for the documents user-sync keeps: one short module per
+//! kind of document, saying which fields it maps, which events delete (or end) it, and
+//! which indexes it needs. The order rules themselves live in [`crate::plan`], once for all.
+//!
+//! Adding a kind of document (say organization invitations) is one module here: an
+//! [`Entity`] variant, its `change`, its `defaults` and its indexes.
+
+mod membership;
+mod organization;
+mod session;
+mod user;
+
+use bson::{doc, Bson, DateTime, Document};
+use events::EventMessage;
+
+use crate::payload::storable_value;
+
+/// A kind of document, one collection each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Entity {
+    /// `user.*` → `users`.
+    User,
+    /// `organization.*` → `organizations`.
+    Organization,
+    /// `organizationMembership.*` → `organizationMemberships`.
+    Membership,
+    /// `session.*` → `sessions`.
+    Session,
+}
+
+impl Entity {
+    /// Every kind, in a stable order.
+    pub const ALL: [Entity; 4] = [
+        Entity::User,
+        Entity::Organization,
+        Entity::Membership,
+        Entity::Session,
+    ];
+
+    /// The kind an event type is about, if user-sync keeps it (`organizationInvitation.*`,
+    /// `email.*`, … are not kept).
+    pub fn of(event_type: &str) -> Option<Entity> {
+        match event_type.split_once('.').map(|(family, _)| family) {
+            Some("user") => Some(Entity::User),
+            Some("organization") => Some(Entity::Organization),
+            Some("organizationMembership") => Some(Entity::Membership),
+            Some("session") => Some(Entity::Session),
+            _ => None,
+        }
+    }
+
+    /// The contract's default collection name.
+    pub fn default_collection(self) -> &'static str {
+        match self {
+            Entity::User => "users",
+            Entity::Organization => "organizations",
+            Entity::Membership => "organizationMemberships",
+            Entity::Session => "sessions",
+        }
+    }
+
+    /// Fields a document gets when an event creates it, besides what the event sets: every
+    /// mapped field null, not deleted. (A tombstone, or a user known so far only from its
+    /// session activity, looks like this.)
+    pub fn defaults(self) -> Document {
+        let mut fields = match self {
+            Entity::User => user::defaults(),
+            Entity::Organization => organization::defaults(),
+            Entity::Membership => membership::defaults(),
+            Entity::Session => session::defaults(),
+        };
+        fields.insert("isDeleted", false);
+        fields.insert("deletedAt", Bson::Null);
+        fields
+    }
+
+    /// Indexes besides the unique one on `clerkId`: (name, keys).
+    pub fn indexes(self) -> Vec<(&'static str, Document)> {
+        match self {
+            Entity::User | Entity::Organization => Vec::new(),
+            Entity::Membership => membership::indexes(),
+            Entity::Session => session::indexes(),
+        }
+    }
+}
+
+/// A part of a document that events decide under one order rule (see [`crate::plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Slot {
+    /// The mapped fields: the newest create/update by version holds them.
+    Profile,
+    /// Deletion (or a session's end): the earliest such event decides, and it is final.
+    Final,
+    /// A session's non-terminal status: the newest, unless the session has ended.
+    Status,
+    /// The user's `lastActiveAt`: only ever moves forward.
+    Activity,
+    /// `lastEventId`, `lastEventAt`, `webhookPayload`, sync status: the newest event of
+    /// any type. Written by the plan, never by an entity.
+    Pointer,
+}
+
+/// What an event asks of one document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Intent {
+    /// Which collection.
+    pub entity: Entity,
+    /// The document's `clerkId`.
+    pub id: String,
+    /// Under which rule.
+    pub slot: Slot,
+    /// The fields written.
+    pub set: Document,
+    /// For [`Slot::Activity`]: the time the rule compares (ms). Others compare versions.
+    pub at: Option<i64>,
+}
+
+/// What an event means for the documents.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Writes; the first names the event's own document (the one whose `lastEvent*`
+    /// follows it).
+    Writes(Vec<Intent>),
+    /// A type user-sync doesn't keep (or whose kind is not in `SYNC_ENTITIES`): recorded,
+    /// nothing else.
+    Ignored,
+    /// It can never be applied: dead-lettered with this reason.
+    Invalid(String),
+}
+
+/// What `message` means, with only the kinds in `enabled` kept.
+pub fn change(message: &EventMessage, enabled: &[Entity]) -> Change {
+    let Some(entity) = Entity::of(&message.event_type).filter(|e| enabled.contains(e)) else {
+        return Change::Ignored;
+    };
+    let data = Data::parse(message);
+    let intents = match entity {
+        Entity::User => user::change(message, &data),
+        Entity::Organization => organization::change(message, &data),
+        Entity::Membership => membership::change(message, &data),
+        Entity::Session => session::change(message, &data, enabled),
+    };
+    match intents {
+        Ok(Some(intents)) => Change::Writes(intents),
+        Ok(None) => Change::Ignored,
+        Err(reason) => Change::Invalid(reason),
+    }
+}
+
+/// The deletion every kind but sessions shares.
+fn deletion(entity: Entity, id: &str, message: &EventMessage) -> Intent {
+    Intent {
+        entity,
+        id: id.to_string(),
+        slot: Slot::Final,
+        set: doc! {"isDeleted": true, "deletedAt": DateTime::from_millis(message.event_time)},
+        at: None,
+    }
+}
+
+/// The Clerk `data` object, read leniently: a field of the wrong type reads as absent. An
+/// object nested too deeply for serde_json reads as empty (its fields null); the event
+/// still applies, and its payload is kept as text.
+struct Data(serde_json::Value);
+
+impl Data {
+    fn parse(message: &EventMessage) -> Data {
+        Data(serde_json::from_str(message.data.get()).unwrap_or(serde_json::Value::Null))
+    }
+
+    fn value(&self, path: &[&str]) -> Option<&serde_json::Value> {
+        path.iter()
+            .try_fold(&self.0, |v, key| v.get(key))
+            .filter(|v| !v.is_null())
+    }
+
+    /// A string, or null.
+    fn text(&self, path: &[&str]) -> Bson {
+        self.value(path)
+            .and_then(|v| v.as_str())
+            .map_or(Bson::Null, |s| Bson::String(s.to_string()))
+    }
+
+    /// Milliseconds since the epoch (as Clerk sends them) as a date, or null.
+    fn date(&self, path: &[&str]) -> Bson {
+        self.millis(path)
+            .map_or(Bson::Null, |ms| Bson::DateTime(DateTime::from_millis(ms)))
+    }
+
+    fn millis(&self, path: &[&str]) -> Option<i64> {
+        self.value(path).and_then(|v| v.as_i64())
+    }
+
+    /// An integer, or null.
+    fn int(&self, path: &[&str]) -> Bson {
+        self.value(path)
+            .and_then(|v| v.as_i64())
+            .map_or(Bson::Null, Bson::Int64)
+    }
+
+    /// Any JSON value as BSON a server stores (see [`crate::payload`]), or null.
+    fn any(&self, path: &[&str]) -> Bson {
+        self.value(path).map_or(Bson::Null, storable_value)
+    }
+}
+
+/// Null for each name.
+fn nulls(names: &[&str]) -> Document {
+    names.iter().map(|n| (n.to_string(), Bson::Null)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_types_map_to_their_kind() {
+        assert_eq!(Entity::of("user.created"), Some(Entity::User));
+        assert_eq!(Entity::of("organization.deleted"), Some(Entity::Organization));
+        assert_eq!(
+            Entity::of("organizationMembership.updated"),
+            Some(Entity::Membership)
+        );
+        assert_eq!(Entity::of("session.ended"), Some(Entity::Session));
+        assert_eq!(Entity::of("organizationInvitation.created"), None);
+        assert_eq!(Entity::of("email.created"), None);
+        assert_eq!(Entity::of("user"), None);
+    }
+}

@@ -1,0 +1,457 @@
+//! The order rules, as a plan computed without I/O.
+//!
+//! Every document field belongs to a [`Slot`], and each slot is decided by one rule over
+//! the event *version*, `(event time, event id)`, kept in a hidden stamp field:
+//!
+//! | slot | stamp | a write lands when |
+//! |---|---|---|
+//! | `Profile` | `profileVersion` | the stamp is missing or older |
+//! | `Final` (deletion, session end) | `finalVersion` | the stamp is newer, or missing and the document is not deleted |
+//! | `Status` (session, non-terminal) | `statusVersion` | the stamp is missing or older, and there is no `finalVersion` |
+//! | `Activity` (user `lastActiveAt`) | the field itself | it is missing, null or earlier |
+//! | `Pointer` (`lastEvent*`, sync status) | `eventVersion` | the stamp is missing, older or the same |
+//!
+//! Each rule is a conditional upsert: the database enforces it in the write's own filter,
+//! so concurrent consumers can't reorder anything. The plan decides which writes a batch
+//! needs, in arrival order, leaving out those an earlier event of the same batch already
+//! beat: the statements that remain are what the events would do one at a time, so
+//! documents *and* audit outcomes don't depend on how the events were batched. A write the
+//! database refuses for good dead-letters its event only: the batch is planned again
+//! without it ([`Batch`] runs these rounds).
+//!
+//! [`Statement::admits`] states each rule over a document in memory; [`Statement::filter`]
+//! is the same rule as a MongoDB filter. The unit tests run the plan against the former,
+//! the integration tests against real servers.
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
+
+use bson::{doc, Bson, DateTime, Document};
+
+use crate::entity::{Change, Entity, Slot};
+
+/// An event's version stamp: sorts like (event time, event id).
+pub fn version(event_time: i64, event_id: &str) -> String {
+    format!("{:015}:{event_id}", event_time.max(0))
+}
+
+/// What happened to one consumed event (the `outcome` of its `webhook_events` record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// It changed a document.
+    Applied,
+    /// Newer events (or a deletion) had already decided everything it carries.
+    Stale,
+    /// Its change was already in the document, or it is a redelivery.
+    Duplicate,
+    /// It can never be applied and went to the DLQ.
+    DeadLettered,
+    /// A type user-sync doesn't keep (`organizationInvitation.*`, say).
+    Ignored,
+}
+
+impl Outcome {
+    /// The contract's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Stale => "stale",
+            Outcome::Duplicate => "duplicate",
+            Outcome::DeadLettered => "dead_lettered",
+            Outcome::Ignored => "ignored",
+        }
+    }
+}
+
+impl Slot {
+    /// The field whose value the slot's rule compares.
+    pub fn stamp_field(self) -> &'static str {
+        match self {
+            Slot::Profile => "profileVersion",
+            Slot::Final => "finalVersion",
+            Slot::Status => "statusVersion",
+            Slot::Activity => "lastActiveAt",
+            Slot::Pointer => "eventVersion",
+        }
+    }
+
+    /// Whether a write stamped `new` still lands after one stamped `old` (same document).
+    fn beats(self, new: &Bson, old: &Bson) -> bool {
+        match compare(new, old) {
+            Some(Ordering::Greater) => matches!(self, Slot::Profile | Slot::Status | Slot::Activity | Slot::Pointer),
+            Some(Ordering::Less) => self == Slot::Final,
+            Some(Ordering::Equal) => self == Slot::Pointer,
+            None => true,
+        }
+    }
+}
+
+/// Orders two stamps of the same kind (version strings, or dates).
+fn compare(a: &Bson, b: &Bson) -> Option<Ordering> {
+    match (a, b) {
+        (Bson::String(a), Bson::String(b)) => Some(a.cmp(b)),
+        (Bson::DateTime(a), Bson::DateTime(b)) => Some(a.cmp(b)),
+        _ => None,
+    }
+}
+
+/// One conditional upsert of one document, on behalf of one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    /// The collection.
+    pub entity: Entity,
+    /// The document's `clerkId`.
+    pub id: String,
+    /// The rule.
+    pub slot: Slot,
+    /// The value the rule compares and stores (a version, or a date for `Activity`).
+    pub stamp: Bson,
+    /// The fields written.
+    pub set: Document,
+    /// The event (its index in the batch).
+    pub event: usize,
+}
+
+impl Statement {
+    /// The rule, over the document as it is now (`None`: there is none, so the write
+    /// creates it).
+    pub fn admits(&self, current: Option<&Document>) -> bool {
+        let Some(current) = current else { return true };
+        let field = self.slot.stamp_field();
+        let stamp = current.get(field).filter(|v| !matches!(v, Bson::Null));
+        match (self.slot, stamp) {
+            (Slot::Status, _) if current.contains_key(Slot::Final.stamp_field()) => false,
+            (Slot::Final, None) => current.get_bool("isDeleted") != Ok(true),
+            (_, None) => true,
+            (slot, Some(old)) => slot.beats(&self.stamp, old),
+        }
+    }
+
+    /// [`Statement::admits`] as a MongoDB filter.
+    pub fn filter(&self) -> Document {
+        let field = self.slot.stamp_field();
+        let stamp = &self.stamp;
+        let mut filter = doc! {"clerkId": &self.id};
+        let either = match self.slot {
+            Slot::Profile | Slot::Status => {
+                vec![doc! {field: {"$lt": stamp}}, doc! {field: {"$exists": false}}]
+            }
+            Slot::Activity => vec![doc! {field: {"$lt": stamp}}, doc! {field: Bson::Null}],
+            Slot::Pointer => {
+                vec![doc! {field: {"$lte": stamp}}, doc! {field: {"$exists": false}}]
+            }
+            Slot::Final => vec![
+                doc! {field: {"$gt": stamp}},
+                doc! {field: {"$exists": false}, "isDeleted": {"$ne": true}},
+            ],
+        };
+        filter.insert("$or", either);
+        if self.slot == Slot::Status {
+            filter.insert(Slot::Final.stamp_field(), doc! {"$exists": false});
+        }
+        filter
+    }
+
+    /// The fields this statement sets, stamp included.
+    pub fn fields(&self, now: DateTime) -> Document {
+        let mut set = self.set.clone();
+        if self.slot != Slot::Activity {
+            set.insert(self.slot.stamp_field(), self.stamp.clone());
+        }
+        set.insert("updatedAt", now);
+        set
+    }
+
+    /// The fields a document created by this statement gets besides [`Statement::fields`].
+    pub fn on_insert(&self, now: DateTime) -> Document {
+        let set = self.fields(now);
+        let mut insert: Document = self
+            .entity
+            .defaults()
+            .into_iter()
+            .filter(|(k, _)| !set.contains_key(k))
+            .collect();
+        insert.insert("createdAt", now);
+        insert
+    }
+
+    /// Stamps this statement removes: once a session has ended, the status of its
+    /// non-terminal events no longer counts, so whether one was written before doesn't
+    /// show (every order ends in the same document, hidden fields included).
+    pub fn unsets(&self) -> &'static [&'static str] {
+        match self.slot {
+            Slot::Final => &["statusVersion"],
+            _ => &[],
+        }
+    }
+
+    /// The update document.
+    pub fn update(&self, now: DateTime) -> Document {
+        let mut update = doc! {"$set": self.fields(now), "$setOnInsert": self.on_insert(now)};
+        if !self.unsets().is_empty() {
+            let unset: Document = self.unsets().iter().map(|f| (f.to_string(), Bson::String(String::new()))).collect();
+            update.insert("$unset", unset);
+        }
+        update
+    }
+}
+
+/// One event as the plan sees it.
+#[derive(Debug, Clone)]
+pub struct Input<'a> {
+    /// Its id.
+    pub event_id: &'a str,
+    /// Its event time (ms).
+    pub event_time: i64,
+    /// What it means for the documents.
+    pub change: &'a Change,
+    /// Its Clerk `data` as stored (see [`crate::payload`]), for `webhookPayload`.
+    pub payload: Bson,
+    /// Its Clerk `data` as JSON text, for a server that refuses `payload`.
+    pub raw: &'a str,
+}
+
+impl Input<'_> {
+    fn version(&self) -> String {
+        version(self.event_time, self.event_id)
+    }
+
+    fn writes(&self) -> &[crate::entity::Intent] {
+        match self.change {
+            Change::Writes(intents) => intents,
+            _ => &[],
+        }
+    }
+}
+
+/// What the database did with one statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Written {
+    /// It wrote (or created) the document.
+    Applied,
+    /// The rule didn't admit it.
+    NotApplied,
+    /// The database refuses it for good (reason).
+    Refused(String),
+}
+
+/// How `webhookPayload` is written for an event: as a document, as JSON text when the
+/// server refuses the document, or not at all when it refuses that too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum PayloadForm {
+    Document,
+    Text,
+    Omitted,
+}
+
+/// The rounds of writes of one batch: [`Batch::round`] gives the statements to run,
+/// [`Batch::learn`] takes what the database did; until a round refuses nothing new.
+#[derive(Debug)]
+pub struct Batch<'a> {
+    inputs: &'a [Input<'a>],
+    now: DateTime,
+    /// Events the database refused, with the reason.
+    refused: HashMap<usize, String>,
+    /// Events with a write applied in some round.
+    applied: HashSet<usize>,
+    /// Statements whose write wasn't admitted, in the last round.
+    not_applied: Vec<Statement>,
+    payload: Vec<PayloadForm>,
+    /// The statements of the current round, until learnt.
+    pending: Option<Vec<Statement>>,
+    finished: bool,
+}
+
+impl<'a> Batch<'a> {
+    /// The batch, in consumption order. Repeats of an event id must already be left out.
+    pub fn new(inputs: &'a [Input<'a>], now: DateTime) -> Self {
+        Batch {
+            inputs,
+            now,
+            refused: HashMap::new(),
+            applied: HashSet::new(),
+            not_applied: Vec::new(),
+            payload: vec![PayloadForm::Document; inputs.len()],
+            pending: None,
+            finished: false,
+        }
+    }
+
+    /// The statements to run next, in this order; `None` once the batch is done.
+    pub fn round(&mut self) -> Option<Vec<Statement>> {
+        if self.finished {
+            return None;
+        }
+        let statements = self.plan();
+        self.pending = Some(statements.clone());
+        Some(statements)
+    }
+
+    /// What the database did with each statement of the last round.
+    pub fn learn(&mut self, results: &[Written]) {
+        let statements = self.pending.take().expect("learn after round");
+        assert_eq!(statements.len(), results.len(), "one result per statement");
+        let mut again = false;
+        self.not_applied.clear();
+        for (s, r) in statements.into_iter().zip(results) {
+            match (r, s.slot) {
+                (Written::Applied, Slot::Pointer) => {}
+                (Written::Applied, _) => {
+                    self.applied.insert(s.event);
+                }
+                (Written::NotApplied, Slot::Pointer | Slot::Activity) => {}
+                (Written::NotApplied, _) => self.not_applied.push(s),
+                // The payload is what a server refuses in a pointer: less of it next time.
+                (Written::Refused(_), Slot::Pointer) => {
+                    let form = &mut self.payload[s.event];
+                    *form = match form {
+                        PayloadForm::Document => PayloadForm::Text,
+                        _ => PayloadForm::Omitted,
+                    };
+                    again = true;
+                }
+                (Written::Refused(reason), _) => {
+                    if !self.refused.contains_key(&s.event) {
+                        self.refused.insert(s.event, reason.clone());
+                        again = true;
+                    }
+                }
+            }
+        }
+        self.finished = !again;
+    }
+
+    /// Events the database refused (index, reason): to dead-letter.
+    pub fn refused(&self) -> &HashMap<usize, String> {
+        &self.refused
+    }
+
+    /// Documents to read before [`Batch::outcomes`] can tell `duplicate` from `stale`.
+    pub fn to_read(&self) -> Vec<(Entity, String)> {
+        let mut keys: Vec<(Entity, String)> = self
+            .not_applied
+            .iter()
+            .filter(|s| !self.applied.contains(&s.event))
+            .map(|s| (s.entity, s.id.clone()))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// Each event's outcome, given the documents read for [`Batch::to_read`].
+    pub fn outcomes(&self, current: &HashMap<(Entity, String), Document>) -> Vec<Outcome> {
+        let mut outcomes: Vec<Outcome> = self
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, input)| match input.change {
+                Change::Ignored => Outcome::Ignored,
+                Change::Invalid(_) => Outcome::DeadLettered,
+                Change::Writes(_) if self.refused.contains_key(&i) => Outcome::DeadLettered,
+                Change::Writes(_) if self.applied.contains(&i) => Outcome::Applied,
+                Change::Writes(_) => Outcome::Stale,
+            })
+            .collect();
+        // Not admitted, yet the document holds exactly its stamp: its change was made
+        // before (by an attempt that stopped before recording it).
+        for s in &self.not_applied {
+            if outcomes[s.event] != Outcome::Stale {
+                continue;
+            }
+            let stamp = current
+                .get(&(s.entity, s.id.clone()))
+                .and_then(|d| d.get(s.slot.stamp_field()));
+            if stamp == Some(&s.stamp) {
+                outcomes[s.event] = Outcome::Duplicate;
+            }
+        }
+        outcomes
+    }
+
+    /// The statements the events need now, in arrival order, then one pointer per document.
+    fn plan(&self) -> Vec<Statement> {
+        let mut statements = Vec::new();
+        // The stamp of the last statement planned per (document, slot): a later-arriving
+        // event that doesn't beat it can't land, one at a time or batched.
+        let mut planned: HashMap<(Entity, &str, Slot), Bson> = HashMap::new();
+        // The newest event per document, for its pointer.
+        let mut newest: HashMap<(Entity, &str), usize> = HashMap::new();
+        let mut order: Vec<(Entity, &str)> = Vec::new();
+        for (i, input) in self.inputs.iter().enumerate() {
+            let version = input.version();
+            let writes = input.writes();
+            if let Some(first) = writes.first() {
+                let key = (first.entity, first.id.as_str());
+                match newest.get(&key) {
+                    None => {
+                        order.push(key);
+                        newest.insert(key, i);
+                    }
+                    Some(&j) if self.inputs[j].version() < version => {
+                        newest.insert(key, i);
+                    }
+                    Some(_) => {}
+                }
+            }
+            if self.refused.contains_key(&i) {
+                continue;
+            }
+            for intent in writes {
+                let stamp = match intent.at {
+                    Some(ms) => Bson::DateTime(DateTime::from_millis(ms)),
+                    None => Bson::String(version.clone()),
+                };
+                let key = (intent.entity, intent.id.as_str(), intent.slot);
+                if planned.get(&key).is_some_and(|old| !intent.slot.beats(&stamp, old)) {
+                    continue;
+                }
+                planned.insert(key, stamp.clone());
+                statements.push(Statement {
+                    entity: intent.entity,
+                    id: intent.id.clone(),
+                    slot: intent.slot,
+                    stamp,
+                    set: intent.set.clone(),
+                    event: i,
+                });
+            }
+        }
+        for key in order {
+            statements.push(self.pointer(key.0, key.1, newest[&key]));
+        }
+        statements
+    }
+
+    /// `lastEventId`, `lastEventAt`, `webhookPayload` and the sync fields, for event `i`.
+    fn pointer(&self, entity: Entity, id: &str, i: usize) -> Statement {
+        let input = &self.inputs[i];
+        let payload = match self.payload[i] {
+            PayloadForm::Document => input.payload.clone(),
+            PayloadForm::Text => Bson::String(input.raw.to_string()),
+            PayloadForm::Omitted => Bson::Null,
+        };
+        let (status, error) = match self.refused.get(&i) {
+            Some(reason) => ("failed", Bson::String(reason.clone())),
+            None => ("synced", Bson::Null),
+        };
+        Statement {
+            entity,
+            id: id.to_string(),
+            slot: Slot::Pointer,
+            stamp: Bson::String(input.version()),
+            set: doc! {
+                "lastEventId": input.event_id,
+                "lastEventAt": DateTime::from_millis(input.event_time),
+                "webhookPayload": payload,
+                "syncStatus": status,
+                "syncError": error,
+                "lastSyncAttempt": self.now,
+            },
+            event: i,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,461 @@
+//! The order rules against a document store in memory: every delivery order, every
+//! batching, refusals, crashes between write and record.
+
+use std::collections::{HashMap, HashSet};
+
+use bson::{Bson, DateTime, Document};
+use events::EventMessage;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::entity::{self, Entity};
+
+/// Documents, and the audit records (outcome, redeliveries).
+#[derive(Default, Clone)]
+struct Memory {
+    docs: HashMap<(Entity, String), Document>,
+    records: HashMap<String, (Outcome, u32)>,
+}
+
+/// Which writes the "database" refuses: those that set `email` to this.
+const REFUSED_EMAIL: &str = "taken@example.com";
+
+impl Memory {
+    fn exec(&mut self, statements: &[Statement], now: DateTime) -> Vec<Written> {
+        statements
+            .iter()
+            .map(|s| {
+                if s.set.get_str("email") == Ok(REFUSED_EMAIL) {
+                    return Written::Refused("E11000 duplicate key (email)".into());
+                }
+                let key = (s.entity, s.id.clone());
+                if !s.admits(self.docs.get(&key)) {
+                    return Written::NotApplied;
+                }
+                let doc = self.docs.entry(key).or_insert_with(|| {
+                    let mut d = s.on_insert(now);
+                    d.insert("clerkId", s.id.clone());
+                    d
+                });
+                doc.extend(s.fields(now));
+                for f in s.unsets() {
+                    doc.remove(f);
+                }
+                Written::Applied
+            })
+            .collect()
+    }
+
+    /// What user-sync does with one batch (consumption order), minus the I/O.
+    fn batch(&mut self, messages: &[EventMessage]) {
+        let enabled = Entity::ALL;
+        let now = DateTime::from_millis(1);
+        let mut seen = HashSet::new();
+        let firsts: Vec<&EventMessage> = messages
+            .iter()
+            .filter(|m| seen.insert(m.event_id.clone()))
+            .collect();
+        let changes: Vec<Change> = firsts.iter().map(|m| entity::change(m, &enabled)).collect();
+        let inputs: Vec<Input<'_>> = firsts
+            .iter()
+            .zip(&changes)
+            .map(|(m, change)| Input {
+                event_id: &m.event_id,
+                event_time: m.event_time,
+                change,
+                payload: crate::payload::storable(&m.data),
+                raw: m.data.get(),
+            })
+            .collect();
+        let mut batch = Batch::new(&inputs, now);
+        while let Some(statements) = batch.round() {
+            let results = self.exec(&statements, now);
+            batch.learn(&results);
+        }
+        let current: HashMap<(Entity, String), Document> = batch
+            .to_read()
+            .into_iter()
+            .filter_map(|k| self.docs.get(&k).map(|d| (k, d.clone())))
+            .collect();
+        let outcomes = batch.outcomes(&current);
+        let mut recorded_now = HashSet::new();
+        for m in messages {
+            let i = firsts.iter().position(|f| f.event_id == m.event_id).unwrap();
+            let first_time = recorded_now.insert(m.event_id.clone());
+            match self.records.get_mut(&m.event_id) {
+                Some(record) if first_time && record.0 == Outcome::DeadLettered => {
+                    *record = (outcomes[i], 0)
+                }
+                Some(record) => record.1 += 1,
+                None => {
+                    self.records.insert(m.event_id.clone(), (outcomes[i], 0));
+                }
+            }
+        }
+    }
+
+    /// Documents without the fields that say when user-sync wrote.
+    fn documents(&self) -> Vec<((Entity, String), Document)> {
+        let mut docs: Vec<_> = self
+            .docs
+            .iter()
+            .map(|(k, d)| {
+                let mut d = d.clone();
+                for f in ["createdAt", "updatedAt", "lastSyncAttempt"] {
+                    d.remove(f);
+                }
+                // Field order is not part of a document's meaning.
+                let mut fields: Vec<(String, Bson)> = d.into_iter().collect();
+                fields.sort_by(|a, b| a.0.cmp(&b.0));
+                (k.clone(), fields.into_iter().collect())
+            })
+            .collect();
+        docs.sort_by(|a, b| a.0.cmp(&b.0));
+        docs
+    }
+
+    fn doc(&self, entity: Entity, id: &str) -> &Document {
+        &self.docs[&(entity, id.to_string())]
+    }
+
+    fn outcome(&self, event_id: &str) -> Outcome {
+        self.records[event_id].0
+    }
+}
+
+/// Event times in tests are small numbers of ms after this (Clerk times are milliseconds).
+const T0: i64 = 1_700_000_000_000;
+
+/// A Clerk webhook, normalized as clerk-sync does.
+fn event(id: &str, event_type: &str, data: Value) -> EventMessage {
+    let body = json!({"type": event_type, "object": "event", "data": data, "timestamp": 1_700_000_000_000_i64});
+    events::normalize(id, body.to_string().as_bytes()).unwrap()
+}
+
+fn user(id: &str, event_type: &str, t: i64, name: &str, email: &str) -> EventMessage {
+    if event_type == "user.deleted" {
+        return event(
+            &format!("{event_type}-{t}"),
+            event_type,
+            json!({"id": "user_1", "object": "user", "deleted": true, "updated_at": T0 + t}),
+        );
+    }
+    event(
+        id,
+        event_type,
+        json!({
+            "id": "user_1", "object": "user", "first_name": name, "updated_at": T0 + t, "created_at": 1_000,
+            "primary_email_address_id": "idn_1",
+            "email_addresses": [{"id": "idn_1", "email_address": email, "verification": {"status": "verified"}}],
+        }),
+    )
+}
+
+fn organization(event_type: &str, t: i64, name: &str) -> EventMessage {
+    let data = if event_type == "organization.deleted" {
+        json!({"id": "org_1", "object": "organization", "deleted": true})
+    } else {
+        json!({"id": "org_1", "object": "organization", "name": name, "slug": name, "members_count": t % 7, "updated_at": T0 + t, "created_at": 5})
+    };
+    let mut m = event(&format!("{event_type}-{t}"), event_type, data);
+    m.event_time = T0 + t;
+    m
+}
+
+fn membership(event_type: &str, t: i64, role: &str) -> EventMessage {
+    event(
+        &format!("{event_type}-{t}"),
+        event_type,
+        json!({
+            "id": "orgmem_1", "object": "organization_membership", "role": role, "permissions": ["org:read"],
+            "organization": {"id": "org_1", "name": "Acme"},
+            "public_user_data": {"user_id": "user_1", "identifier": "a@example.com"},
+            "updated_at": T0 + t, "created_at": 5,
+        }),
+    )
+}
+
+fn session(event_type: &str, t: i64, status: &str, active: i64) -> EventMessage {
+    event(
+        &format!("{event_type}-{t}"),
+        event_type,
+        json!({
+            "id": "sess_1", "object": "session", "user_id": "user_1", "client_id": "client_1",
+            "status": status, "last_active_at": active, "expire_at": 9_000, "abandon_at": 9_500,
+            "updated_at": T0 + t, "created_at": 5,
+        }),
+    )
+}
+
+/// Every distinct order of `items` (duplicates in `items` give each order once).
+fn orders(items: &[usize]) -> Vec<Vec<usize>> {
+    let mut all = HashSet::new();
+    fn go(rest: &mut Vec<usize>, prefix: &mut Vec<usize>, all: &mut HashSet<Vec<usize>>) {
+        if rest.is_empty() {
+            all.insert(prefix.clone());
+            return;
+        }
+        let mut tried = HashSet::new();
+        for i in 0..rest.len() {
+            if !tried.insert(rest[i]) {
+                continue;
+            }
+            let x = rest.remove(i);
+            prefix.push(x);
+            go(rest, prefix, all);
+            prefix.pop();
+            rest.insert(i, x);
+        }
+    }
+    go(&mut items.to_vec(), &mut Vec::new(), &mut all);
+    let mut all: Vec<_> = all.into_iter().collect();
+    all.sort();
+    all
+}
+
+/// Runs `messages` in `order`, `size` at a time (0: all in one batch).
+fn run(messages: &[EventMessage], order: &[usize], size: usize) -> Memory {
+    let mut memory = Memory::default();
+    let delivered: Vec<EventMessage> = order.iter().map(|&i| messages[i].clone()).collect();
+    let size = if size == 0 { delivered.len() } else { size };
+    for chunk in delivered.chunks(size) {
+        memory.batch(chunk);
+    }
+    memory
+}
+
+/// Every order of the events, each delivered twice, at batch sizes 1, 3 and unlimited:
+/// the same documents; the same audit outcomes at every batch size for one order.
+fn converges(messages: &[EventMessage]) -> Memory {
+    let twice: Vec<usize> = (0..messages.len()).flat_map(|i| [i, i]).collect();
+    let mut expected: Option<Vec<((Entity, String), Document)>> = None;
+    let mut last = None;
+    for order in orders(&twice) {
+        let one = run(messages, &order, 1);
+        for size in [3, 0] {
+            let batched = run(messages, &order, size);
+            assert_eq!(batched.documents(), one.documents(), "order {order:?}, batch size {size}");
+            let outcomes = |m: &Memory| {
+                let mut r: Vec<_> = m.records.iter().map(|(k, v)| (k.clone(), *v)).collect();
+                r.sort_by(|a, b| a.0.cmp(&b.0));
+                r
+            };
+            assert_eq!(outcomes(&batched), outcomes(&one), "order {order:?}, batch size {size}");
+        }
+        let docs = one.documents();
+        match &expected {
+            None => expected = Some(docs),
+            Some(e) => assert_eq!(&docs, e, "order {order:?}"),
+        }
+        for (id, (_, duplicates)) in &one.records {
+            assert_eq!(*duplicates, 1, "{id} is delivered twice: one record, one redelivery");
+        }
+        last = Some(one);
+    }
+    last.unwrap()
+}
+
+#[test]
+fn users_every_order_every_batching_converges() {
+    let events = [
+        user("c", "user.created", 1_000, "Ada", "a@example.com"),
+        user("u1", "user.updated", 2_000, "Ada L.", "a@example.com"),
+        user("u2", "user.updated", 3_000, "Ada Lovelace", "ada@example.com"),
+        user("d", "user.deleted", 4_000, "", ""),
+    ];
+    let m = converges(&events);
+    let doc = m.doc(Entity::User, "user_1");
+    assert_eq!(doc.get_str("firstName").unwrap(), "Ada Lovelace");
+    assert_eq!(doc.get_str("email").unwrap(), "ada@example.com");
+    assert!(doc.get_bool("isDeleted").unwrap());
+    assert_eq!(doc.get_datetime("deletedAt").unwrap().timestamp_millis(), T0 + 4_000);
+    assert_eq!(doc.get_str("lastEventId").unwrap(), "user.deleted-4000");
+    assert_eq!(doc.get_str("syncStatus").unwrap(), "synced");
+}
+
+#[test]
+fn organizations_every_order_every_batching_converges() {
+    let events = [
+        organization("organization.created", 1_000, "acme"),
+        organization("organization.updated", 2_000, "acme-2"),
+        organization("organization.updated", 3_000, "acme-3"),
+        organization("organization.deleted", 4_000, ""),
+    ];
+    let m = converges(&events);
+    let doc = m.doc(Entity::Organization, "org_1");
+    assert_eq!(doc.get_str("name").unwrap(), "acme-3");
+    assert_eq!(doc.get_i64("membersCount").unwrap(), 3_000 % 7);
+    assert!(doc.get_bool("isDeleted").unwrap());
+}
+
+#[test]
+fn memberships_every_order_every_batching_converges() {
+    let events = [
+        membership("organizationMembership.created", 1_000, "org:member"),
+        membership("organizationMembership.updated", 2_000, "org:admin"),
+        membership("organizationMembership.updated", 3_000, "org:billing"),
+        membership("organizationMembership.deleted", 4_000, "org:billing"),
+    ];
+    let m = converges(&events);
+    let doc = m.doc(Entity::Membership, "orgmem_1");
+    assert_eq!(doc.get_str("role").unwrap(), "org:billing");
+    assert_eq!(doc.get_str("organizationId").unwrap(), "org_1");
+    assert_eq!(doc.get_str("userId").unwrap(), "user_1");
+    assert!(doc.get_bool("isDeleted").unwrap());
+}
+
+#[test]
+fn sessions_every_order_every_batching_converges_and_an_end_is_final() {
+    let events = [
+        session("session.created", 1_000, "active", 900),
+        session("session.ended", 2_000, "ended", 1_900),
+        session("session.removed", 3_000, "removed", 1_800),
+    ];
+    let m = converges(&events);
+    let doc = m.doc(Entity::Session, "sess_1");
+    assert_eq!(doc.get_str("status").unwrap(), "ended", "the earliest end decides");
+    assert_eq!(doc.get_datetime("endedAt").unwrap().timestamp_millis(), T0 + 2_000);
+    assert!(!doc.get_bool("isDeleted").unwrap());
+    assert_eq!(doc.get_str("clientId").unwrap(), "client_1");
+    // The user's last activity is the newest seen, whichever event carried it.
+    let user = m.doc(Entity::User, "user_1");
+    assert_eq!(user.get_datetime("lastActiveAt").unwrap().timestamp_millis(), 1_900);
+    assert!(!user.get_bool("isDeleted").unwrap());
+}
+
+#[test]
+fn a_session_never_becomes_active_again() {
+    // An "active" event newer by version than the end (clocks disagree): the end stays.
+    let events = [
+        session("session.ended", 2_000, "ended", 1_000),
+        session("session.touched", 3_000, "active", 2_500),
+    ];
+    let m = converges(&events);
+    let doc = m.doc(Entity::Session, "sess_1");
+    assert_eq!(doc.get_str("status").unwrap(), "ended");
+    // Its other fields still follow the newest event.
+    assert_eq!(doc.get_datetime("lastActiveAt").unwrap().timestamp_millis(), 2_500);
+}
+
+#[test]
+fn a_deletion_of_an_unknown_id_leaves_a_tombstone_a_late_create_cannot_revive() {
+    let deleted = user("d", "user.deleted", 5_000, "", "");
+    let created = user("c", "user.created", 1_000, "Ada", "a@example.com");
+    let m = run(&[deleted, created], &[0, 1], 1);
+    let doc = m.doc(Entity::User, "user_1");
+    assert!(doc.get_bool("isDeleted").unwrap());
+    assert_eq!(doc.get_str("firstName").unwrap(), "Ada", "older data still fills fields");
+    assert_eq!(m.outcome("c"), Outcome::Applied);
+    assert_eq!(doc.get_str("lastEventId").unwrap(), "user.deleted-5000");
+}
+
+#[test]
+fn deleted_at_is_the_earliest_deletion_whatever_the_batching() {
+    let a = user("", "user.deleted", 5_000, "", "");
+    let b = user("", "user.deleted", 4_000, "", "");
+    for order in [[0, 1], [1, 0]] {
+        for size in [1, 0] {
+            let m = run(&[a.clone(), b.clone()], &order, size);
+            let doc = m.doc(Entity::User, "user_1");
+            assert_eq!(doc.get_datetime("deletedAt").unwrap().timestamp_millis(), T0 + 4_000);
+            assert_eq!(m.outcome("user.deleted-4000"), Outcome::Applied);
+            let later = if order == [0, 1] { Outcome::Applied } else { Outcome::Stale };
+            assert_eq!(m.outcome("user.deleted-5000"), later, "{order:?} {size}");
+        }
+    }
+}
+
+#[test]
+fn a_refused_event_is_the_only_one_dead_lettered() {
+    let p1 = user("p1", "user.updated", 1_000, "One", "one@example.com");
+    let p3 = user("p3", "user.updated", 3_000, "Three", REFUSED_EMAIL);
+    let p2 = user("p2", "user.updated", 2_000, "Two", "two@example.com");
+    let events = [p1, p3, p2];
+    for order in orders(&[0, 1, 2]) {
+        let one = run(&events, &order, 1);
+        let all = run(&events, &order, 0);
+        assert_eq!(all.documents(), one.documents(), "{order:?}");
+        let doc = one.doc(Entity::User, "user_1");
+        assert_eq!(doc.get_str("firstName").unwrap(), "Two", "{order:?}");
+        assert_eq!(one.outcome("p3"), Outcome::DeadLettered);
+        assert_eq!(all.outcome("p3"), Outcome::DeadLettered);
+        assert_eq!(all.outcome("p2"), Outcome::Applied, "{order:?}");
+        // The newest event failed: the document says so, whatever arrived last.
+        assert_eq!(doc.get_str("syncStatus").unwrap(), "failed");
+        assert_eq!(doc.get_str("lastEventId").unwrap(), "p3");
+    }
+}
+
+#[test]
+fn a_change_made_before_a_crash_is_recorded_as_a_duplicate() {
+    let p = user("p", "user.updated", 1_000, "Ada", "a@example.com");
+    let mut m = run(std::slice::from_ref(&p), &[0], 1);
+    m.records.clear(); // the write landed, the record didn't
+    m.batch(std::slice::from_ref(&p));
+    assert_eq!(m.outcome("p"), Outcome::Duplicate);
+    let older = user("o", "user.updated", 500, "Old", "o@example.com");
+    m.batch(&[older]);
+    assert_eq!(m.outcome("o"), Outcome::Stale);
+}
+
+#[test]
+fn types_not_kept_are_ignored_and_invalid_ones_dead_lettered() {
+    let invitation = event(
+        "inv",
+        "organizationInvitation.created",
+        json!({"id": "orginv_1", "organization_id": "org_1", "updated_at": 1}),
+    );
+    let membership_without_org = event(
+        "bad",
+        "organizationMembership.created",
+        json!({"id": "orgmem_2", "updated_at": 1}),
+    );
+    let mut m = Memory::default();
+    m.batch(&[invitation, membership_without_org]);
+    assert_eq!(m.outcome("inv"), Outcome::Ignored);
+    assert_eq!(m.outcome("bad"), Outcome::DeadLettered);
+    assert!(m.docs.is_empty());
+}
+
+#[test]
+fn last_active_at_only_moves_forward() {
+    let a = session("session.created", 1_000, "active", 5_000);
+    let b = session("session.touched", 2_000, "active", 4_000);
+    for order in [[0, 1], [1, 0]] {
+        let m = run(&[a.clone(), b.clone()], &order, 1);
+        let user = m.doc(Entity::User, "user_1");
+        assert_eq!(user.get_datetime("lastActiveAt").unwrap().timestamp_millis(), 5_000);
+    }
+}
+
+#[test]
+fn filters_say_what_admits_says() {
+    // The MongoDB filter of each rule names the stamp and the condition admits checks.
+    let s = Statement {
+        entity: Entity::User,
+        id: "user_1".into(),
+        slot: Slot::Final,
+        stamp: Bson::String(version(5, "e")),
+        set: Document::new(),
+        event: 0,
+    };
+    let filter = s.filter();
+    assert_eq!(filter.get_str("clerkId").unwrap(), "user_1");
+    let either = filter.get_array("$or").unwrap();
+    assert_eq!(
+        either[0].as_document().unwrap().get_document("finalVersion").unwrap().get("$gt"),
+        Some(&s.stamp)
+    );
+    let on_insert = s.on_insert(DateTime::from_millis(0));
+    assert!(on_insert.contains_key("email") && on_insert.contains_key("isDeleted"));
+    let mut deleting = s.clone();
+    deleting.set = bson::doc! {"isDeleted": true};
+    assert!(!deleting.on_insert(DateTime::from_millis(0)).contains_key("isDeleted"));
+}
+
+#[test]
+fn versions_order_by_time_then_id() {
+    assert!(version(999, "msg_b") < version(1000, "msg_a"), "time first, numerically");
+    assert!(version(1000, "msg_a") < version(1000, "msg_b"), "then id");
+    assert!(version(-5, "msg_a") < version(0, "msg_b"), "negative times clamp to 0");
+}
