@@ -9,8 +9,9 @@
 
 use bson::{doc, Bson, DateTime, Document};
 
+use crate::command::{self, Kind};
 use crate::plan::Outcome;
-use crate::store::{classify_write_error, Store, WriteErrorClass};
+use crate::store::{classify_write_error, Store, WriteErrorClass, EVENTS_COLLECTION};
 use crate::{Error, Result};
 
 /// Where a message came from.
@@ -80,27 +81,23 @@ impl Record {
 pub async fn record(store: &Store, records: &[Record], processing_ms: i64) -> Result<()> {
     let now = DateTime::now();
     let firsts: Vec<&Record> = records.iter().filter(|r| !r.repeat).collect();
-    let documents: Vec<Document> = firsts.iter().map(|r| r.document(now, processing_ms)).collect();
+    let documents: Vec<Document> = firsts
+        .iter()
+        .map(|r| r.document(now, processing_ms))
+        .collect();
     let mut redelivered: Vec<&Record> = records.iter().filter(|r| r.repeat).collect();
     if !documents.is_empty() {
-        let reply = store
-            .database()
-            .run_command(doc! {
-                "insert": crate::store::EVENTS_COLLECTION,
-                "documents": documents.clone(),
-                "ordered": false,
-                "writeConcern": store.write_concern(),
-            })
-            .await?;
-        check_write_concern(&reply)?;
-        for (index, code, message) in write_errors(&reply) {
-            let Some(record) = firsts.get(index) else { continue };
-            match (code, classify_write_error(code, &message)) {
+        let outcome =
+            command::run(store, Kind::Insert, EVENTS_COLLECTION, documents.clone()).await?;
+        for (index, result) in outcome.results.into_iter().enumerate() {
+            let Err(e) = result else { continue };
+            let record = firsts[index];
+            match (e.code, classify_write_error(e.code, &e.message)) {
                 (11000, _) => redelivered.push(record),
                 (_, WriteErrorClass::Permanent) => {
                     insert_smaller(store, &documents[index], record).await?
                 }
-                _ => return Err(Error::Write(format!("{message} (code {code})"))),
+                _ => return Err(Error::Write(format!("{} (code {})", e.message, e.code))),
             }
         }
     }
@@ -110,13 +107,19 @@ pub async fn record(store: &Store, records: &[Record], processing_ms: i64) -> Re
 /// A record the server refused for its payload: again with the payload as JSON text, then
 /// without it.
 async fn insert_smaller(store: &Store, document: &Document, record: &Record) -> Result<()> {
-    for payload in [record.raw.clone().map_or(Bson::Null, Bson::String), Bson::Null] {
+    for payload in [
+        record.raw.clone().map_or(Bson::Null, Bson::String),
+        Bson::Null,
+    ] {
         let mut d = document.clone();
         d.insert("payload", payload);
         match store.events.insert_one(d).await {
             Ok(_) => return Ok(()),
             Err(e) if matches!(crate::store::error_code(&e), Some(11000)) => return Ok(()),
-            Err(e) if crate::store::error_code(&e).is_some_and(|c| classify_write_error(c, "") == WriteErrorClass::Permanent) => {}
+            Err(e)
+                if crate::store::error_code(&e)
+                    .is_some_and(|c| classify_write_error(c, "") == WriteErrorClass::Permanent) => {
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -148,55 +151,18 @@ async fn count_redeliveries(
         }});
     }
     // After the counts, so a replaced record isn't counted as its own redelivery.
-    for r in redelivered.iter().filter(|r| r.outcome != Outcome::DeadLettered) {
+    for r in redelivered
+        .iter()
+        .filter(|r| r.outcome != Outcome::DeadLettered)
+    {
         updates.push(doc! {
             "q": {"_id": &r.id, "outcome": dead},
             "u": r.document(now, processing_ms),
         });
     }
-    let reply = store
-        .database()
-        .run_command(doc! {
-            "update": crate::store::EVENTS_COLLECTION,
-            "updates": updates,
-            "ordered": true,
-            "writeConcern": store.write_concern(),
-        })
-        .await?;
-    check_write_concern(&reply)?;
-    if let Some((_, code, message)) = write_errors(&reply).into_iter().next() {
-        return Err(Error::Write(format!("{message} (code {code})")));
+    let outcome = command::run(store, Kind::Update, EVENTS_COLLECTION, updates).await?;
+    if let Some(Err(e)) = outcome.results.into_iter().find(Result::is_err) {
+        return Err(Error::Write(format!("{} (code {})", e.message, e.code)));
     }
     Ok(())
-}
-
-fn check_write_concern(reply: &Document) -> Result<()> {
-    match reply.get_document("writeConcernError") {
-        Ok(wce) => Err(Error::Write(
-            wce.get_str("errmsg").unwrap_or("write concern failed").to_string(),
-        )),
-        Err(_) => Ok(()),
-    }
-}
-
-/// (index, code, message) of each write error in a reply.
-fn write_errors(reply: &Document) -> Vec<(usize, i32, String)> {
-    reply
-        .get_array("writeErrors")
-        .map(|errors| {
-            errors
-                .iter()
-                .filter_map(Bson::as_document)
-                .filter_map(|e| {
-                    let index = match e.get("index")? {
-                        Bson::Int32(n) => *n as usize,
-                        Bson::Int64(n) => *n as usize,
-                        _ => return None,
-                    };
-                    let code = e.get_i32("code").unwrap_or_default();
-                    Some((index, code, e.get_str("errmsg").unwrap_or_default().to_string()))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }

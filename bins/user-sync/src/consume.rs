@@ -144,7 +144,10 @@ impl Worker {
                 m = self.consumer.recv() => m,
             };
             let mut batch = match first {
-                Ok(m) => vec![Polled { message: m.detach(), delivery: deliveries.next() }],
+                Ok(m) => vec![Polled {
+                    message: m.detach(),
+                    delivery: deliveries.next(),
+                }],
                 Err(e) => {
                     tracing::warn!(error = %e, "consumer error");
                     self.metrics.transient_failure("kafka_consume");
@@ -155,7 +158,10 @@ impl Worker {
             // Whatever else is already fetched joins the batch, without waiting.
             while batch.len() < self.batch_size {
                 match self.consumer.recv().now_or_never() {
-                    Some(Ok(m)) => batch.push(Polled { message: m.detach(), delivery: deliveries.next() }),
+                    Some(Ok(m)) => batch.push(Polled {
+                        message: m.detach(),
+                        delivery: deliveries.next(),
+                    }),
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "consumer error");
                         break;
@@ -252,9 +258,19 @@ impl Worker {
             rejected.insert(*i, reason.clone());
         }
         for (m, code, reason) in &letters {
-            if memory.sent.insert((m.topic().to_string(), m.partition(), m.offset())) {
+            if memory
+                .sent
+                .insert((m.topic().to_string(), m.partition(), m.offset()))
+            {
                 self.dlq.send(m, code, reason).await?;
-                tracing::warn!(code, reason, topic = m.topic(), partition = m.partition(), offset = m.offset(), "dead-lettered");
+                tracing::warn!(
+                    code,
+                    reason,
+                    topic = m.topic(),
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    "dead-lettered"
+                );
             }
         }
         for (i, e) in incoming.iter().enumerate() {
@@ -273,15 +289,29 @@ impl Worker {
                 repeat: applied.repeats[i],
             });
         }
-        audit::record(self.applier.store(), &records, started.elapsed().as_millis() as i64).await?;
+        audit::record(
+            self.applier.store(),
+            &records,
+            started.elapsed().as_millis() as i64,
+        )
+        .await?;
 
         // Counted once the whole batch is done, so a retried batch isn't counted twice.
         for (_, code, _) in &letters {
             self.metrics.dead_lettered(code);
         }
         for r in &records {
-            self.metrics.event(r.event_type.as_deref().unwrap_or("unknown"), r.outcome.as_str());
-            tracing::debug!(event_id = r.id, event_type = r.event_type, subject = r.subject, outcome = r.outcome.as_str(), "event");
+            self.metrics.event(
+                r.event_type.as_deref().unwrap_or("unknown"),
+                r.outcome.as_str(),
+            );
+            tracing::debug!(
+                event_id = r.id,
+                event_type = r.event_type,
+                subject = r.subject,
+                outcome = r.outcome.as_str(),
+                "event"
+            );
         }
         self.metrics.applied_batch(started.elapsed().as_secs_f64());
         let count = |o: Outcome| records.iter().filter(|r| r.outcome == o).count();
@@ -340,7 +370,10 @@ fn undecodable_record(m: &OwnedMessage, delivery: &str, reason: &str) -> Record 
     let source = source_of(m);
     Record {
         id: common::kafka::header(m, HEADER_EVENT_ID).unwrap_or_else(|| {
-            format!("dlq:{}:{}:{}", source.topic, source.partition, source.offset)
+            format!(
+                "dlq:{}:{}:{}",
+                source.topic, source.partition, source.offset
+            )
         }),
         event_type: common::kafka::header(m, HEADER_EVENT_TYPE),
         subject: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),

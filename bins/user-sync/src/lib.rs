@@ -12,6 +12,7 @@
 
 pub mod apply;
 pub mod audit;
+pub mod command;
 pub mod config;
 pub mod consume;
 pub mod dlq;

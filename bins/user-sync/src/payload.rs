@@ -101,5 +101,4 @@ mod tests {
     fn raw(value: serde_json::Value) -> Box<serde_json::value::RawValue> {
         serde_json::value::to_raw_value(&value).unwrap()
     }
-
 }

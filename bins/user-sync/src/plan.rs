@@ -78,7 +78,10 @@ impl Slot {
     /// Whether a write stamped `new` still lands after one stamped `old` (same document).
     fn beats(self, new: &Bson, old: &Bson) -> bool {
         match compare(new, old) {
-            Some(Ordering::Greater) => matches!(self, Slot::Profile | Slot::Status | Slot::Activity | Slot::Pointer),
+            Some(Ordering::Greater) => matches!(
+                self,
+                Slot::Profile | Slot::Status | Slot::Activity | Slot::Pointer
+            ),
             Some(Ordering::Less) => self == Slot::Final,
             Some(Ordering::Equal) => self == Slot::Pointer,
             None => true,
@@ -134,11 +137,17 @@ impl Statement {
         let mut filter = doc! {"clerkId": &self.id};
         let either = match self.slot {
             Slot::Profile | Slot::Status => {
-                vec![doc! {field: {"$lt": stamp}}, doc! {field: {"$exists": false}}]
+                vec![
+                    doc! {field: {"$lt": stamp}},
+                    doc! {field: {"$exists": false}},
+                ]
             }
             Slot::Activity => vec![doc! {field: {"$lt": stamp}}, doc! {field: Bson::Null}],
             Slot::Pointer => {
-                vec![doc! {field: {"$lte": stamp}}, doc! {field: {"$exists": false}}]
+                vec![
+                    doc! {field: {"$lte": stamp}},
+                    doc! {field: {"$exists": false}},
+                ]
             }
             Slot::Final => vec![
                 doc! {field: {"$gt": stamp}},
@@ -189,7 +198,11 @@ impl Statement {
     pub fn update(&self, now: DateTime) -> Document {
         let mut update = doc! {"$set": self.fields(now), "$setOnInsert": self.on_insert(now)};
         if !self.unsets().is_empty() {
-            let unset: Document = self.unsets().iter().map(|f| (f.to_string(), Bson::String(String::new()))).collect();
+            let unset: Document = self
+                .unsets()
+                .iter()
+                .map(|f| (f.to_string(), Bson::String(String::new())))
+                .collect();
             update.insert("$unset", unset);
         }
         update
@@ -311,8 +324,10 @@ impl<'a> Batch<'a> {
                     again = true;
                 }
                 (Written::Refused(reason), _) => {
-                    if !self.refused.contains_key(&s.event) {
-                        self.refused.insert(s.event, reason.clone());
+                    if let std::collections::hash_map::Entry::Vacant(e) =
+                        self.refused.entry(s.event)
+                    {
+                        e.insert(reason.clone());
                         again = true;
                     }
                 }
@@ -403,7 +418,10 @@ impl<'a> Batch<'a> {
                     None => Bson::String(version.clone()),
                 };
                 let key = (intent.entity, intent.id.as_str(), intent.slot);
-                if planned.get(&key).is_some_and(|old| !intent.slot.beats(&stamp, old)) {
+                if planned
+                    .get(&key)
+                    .is_some_and(|old| !intent.slot.beats(&stamp, old))
+                {
                     continue;
                 }
                 planned.insert(key, stamp.clone());

@@ -1,6 +1,7 @@
 //! The MongoDB side: collections, the indexes user-sync relies on, and health.
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bson::{doc, Bson, Document};
@@ -27,6 +28,8 @@ pub struct Store {
     pub events: Collection<Document>,
     /// The write concern every write carries (commands run by name don't inherit it).
     write_concern: Document,
+    /// Whether the server is FerretDB (learnt at start-up; see [`Store::is_ferretdb`]).
+    ferretdb: Arc<OnceLock<bool>>,
 }
 
 impl Store {
@@ -69,6 +72,7 @@ impl Store {
             write_concern,
             db,
             client,
+            ferretdb: Arc::new(OnceLock::new()),
         })
     }
 
@@ -92,12 +96,25 @@ impl Store {
         self.write_concern.clone()
     }
 
+    /// Whether the server is FerretDB, whose conditional upserts sometimes write *and*
+    /// report a duplicate key, so their replies can't say what a statement did (see
+    /// [`crate::write`]). Learnt by [`Store::ensure_indexes`]; false before.
+    pub fn is_ferretdb(&self) -> bool {
+        self.ferretdb.get().copied().unwrap_or(false)
+    }
+
     /// Makes sure the indexes of `entities` exist: a unique one on `clerkId` per collection
     /// (one document per Clerk object, even when two consumers race on a new one), created
     /// as `clerkId_unique` when there is none, plus each kind's lookup indexes. An existing
     /// unique index on `{clerkId: 1}` (an ORM's, say) is used as it is. Problems that
     /// waiting can't fix are [`Error::Startup`].
     pub async fn ensure_indexes(&self, entities: &[Entity]) -> Result<()> {
+        let info = self
+            .client
+            .database("admin")
+            .run_command(doc! {"buildInfo": 1})
+            .await?;
+        let _ = self.ferretdb.set(info.contains_key("ferretdbVersion"));
         for &entity in entities {
             let (name, collection) = &self.collections[&entity];
             ensure_unique_clerk_id(name, collection).await?;
@@ -267,10 +284,17 @@ mod tests {
     #[test]
     fn write_errors_are_classified() {
         use WriteErrorClass::*;
-        let clerk = "E11000 duplicate key error collection: app.users index: clerkId_unique dup key";
+        let clerk =
+            "E11000 duplicate key error collection: app.users index: clerkId_unique dup key";
         let email = "E11000 duplicate key error collection: app.users index: email_1 dup key";
-        assert_eq!(classify_write_error(11000, clerk), ClerkIdConflict { named: true });
-        assert_eq!(classify_write_error(11000, "E11000 duplicate key"), ClerkIdConflict { named: false });
+        assert_eq!(
+            classify_write_error(11000, clerk),
+            ClerkIdConflict { named: true }
+        );
+        assert_eq!(
+            classify_write_error(11000, "E11000 duplicate key"),
+            ClerkIdConflict { named: false }
+        );
         assert_eq!(classify_write_error(11000, email), Permanent);
         assert_eq!(classify_write_error(17419, "too large"), Permanent);
         assert_eq!(classify_write_error(91, "shutting down"), Transient);

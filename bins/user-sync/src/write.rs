@@ -1,5 +1,5 @@
-//! Runs a round of [`Statement`]s: one multi-statement `update` command per collection
-//! (chunked under the server's message size), and tells what each statement did.
+//! Runs a round of [`Statement`]s: multi-statement `update` commands per collection (see
+//! [`crate::command`]), and tells what each statement did.
 //!
 //! Every statement is an upsert whose filter holds its rule. So a statement either
 //! matched (applied), inserted (applied), or failed on the unique `clerkId` index: the
@@ -8,20 +8,21 @@
 
 use std::collections::HashMap;
 
-use bson::{doc, Bson, DateTime, Document};
+use bson::{doc, DateTime, Document};
 use futures::TryStreamExt;
 
+use crate::command::{self, Kind};
 use crate::entity::{Entity, Slot};
 use crate::plan::{Statement, Written};
 use crate::store::{classify_write_error, Store, WriteErrorClass};
 use crate::{Error, Result};
 
-/// Most bytes of statements in one command: well under MongoDB's 16 MiB message limit,
-/// whatever the payloads.
-const MAX_COMMAND_BYTES: usize = 8 * 1024 * 1024;
-
 /// Runs `statements` (in their order within each collection) and returns what each did.
-pub async fn execute(store: &Store, statements: &[Statement], now: DateTime) -> Result<Vec<Written>> {
+pub async fn execute(
+    store: &Store,
+    statements: &[Statement],
+    now: DateTime,
+) -> Result<Vec<Written>> {
     let mut results = vec![Written::NotApplied; statements.len()];
     // One command per collection; statements of one document keep their order.
     let mut by_entity: Vec<(Entity, Vec<usize>)> = Vec::new();
@@ -41,11 +42,14 @@ pub async fn execute(store: &Store, statements: &[Statement], now: DateTime) -> 
     Ok(results)
 }
 
-/// What happened to each statement of one `update` command.
+/// What happened to one statement of an `update` command.
+#[derive(Debug)]
 enum Reply {
     Done,
     /// Failed on the unique `clerkId` index. `named`: the server said which index.
-    Conflict { named: bool },
+    Conflict {
+        named: bool,
+    },
     Refused(String),
 }
 
@@ -55,11 +59,14 @@ async fn execute_in(
     statements: &[&Statement],
     now: DateTime,
 ) -> Result<Vec<Written>> {
+    if store.is_ferretdb() {
+        return one_by_one(store, entity, statements, now).await;
+    }
     let updates: Vec<Document> = statements
         .iter()
         .map(|s| doc! {"q": s.filter(), "u": s.update(now), "upsert": true})
         .collect();
-    let (replies, _) = update_command(store, entity, updates).await?;
+    let (replies, _) = update(store, entity, updates).await?;
     let mut results = Vec::with_capacity(statements.len());
     let mut conflicts = Vec::new();
     let mut unnamed = false;
@@ -83,7 +90,7 @@ async fn execute_in(
         .iter()
         .map(|&i| doc! {"q": statements[i].filter(), "u": statements[i].update(now)})
         .collect();
-    let (replies, matched) = update_command(store, entity, updates).await?;
+    let (replies, matched) = update(store, entity, updates).await?;
     for (&i, reply) in conflicts.iter().zip(replies) {
         match reply {
             Reply::Done => {}
@@ -94,13 +101,17 @@ async fn execute_in(
             }
         }
     }
-    if matched == 0 && !unnamed {
+    let raced = matched != Some(0);
+    if !raced && !unnamed {
         return Ok(results);
     }
-    // A race with another writer (some matched now), or a server that doesn't name the
-    // index in its duplicate-key errors (FerretDB), whose conflict may have come from
-    // another unique index on an insert: the documents tell.
-    let ids: Vec<&str> = conflicts.iter().map(|&i| statements[i].id.as_str()).collect();
+    // A race with another writer (some matched now, or the server didn't say), or a server
+    // that doesn't name the index in its duplicate-key errors (FerretDB), whose conflict
+    // may have come from another unique index on an insert: the documents tell.
+    let ids: Vec<&str> = conflicts
+        .iter()
+        .map(|&i| statements[i].id.as_str())
+        .collect();
     let docs = read(store, entity, &ids).await?;
     for &i in &conflicts {
         let s = statements[i];
@@ -110,11 +121,71 @@ async fn execute_in(
         match docs.get(&s.id) {
             // A conditional upsert of a missing document can only fail on another index.
             None => results[i] = Written::Refused("duplicate key on a unique index".into()),
-            Some(d) if matched > 0 && stamped(d, s) => results[i] = Written::Applied,
+            Some(d) if matched.is_some_and(|m| m > 0) && stamped(d, s) => {
+                results[i] = Written::Applied
+            }
             Some(_) => {}
         }
     }
     Ok(results)
+}
+
+/// FerretDB: each statement on its own, first as a plain update (which says exactly
+/// whether it matched), then, if it didn't, as an upsert that can only insert; a
+/// duplicate key then means the document exists and the rule said no, unless no document
+/// exists (another unique index refused the insert). Slow, and exact: FerretDB is a
+/// stand-in for tests, not a production store.
+async fn one_by_one(
+    store: &Store,
+    entity: Entity,
+    statements: &[&Statement],
+    now: DateTime,
+) -> Result<Vec<Written>> {
+    let name = store.collection_name(entity);
+    let mut results = Vec::with_capacity(statements.len());
+    for s in statements {
+        let plain = doc! {"q": s.filter(), "u": s.update(now)};
+        let outcome = command::run(store, Kind::Update, name, vec![plain]).await?;
+        let written = match (outcome.results.into_iter().next(), outcome.matched) {
+            (Some(Err(e)), _) => refusal(&e)?,
+            (_, Some(n)) if n > 0 => Written::Applied,
+            _ => {
+                let upsert = doc! {"q": s.filter(), "u": s.update(now), "upsert": true};
+                match command::run(store, Kind::Update, name, vec![upsert])
+                    .await?
+                    .results
+                    .into_iter()
+                    .next()
+                {
+                    Some(Err(e)) if e.code == 11000 => {
+                        let exists = !read(store, entity, &[s.id.as_str()]).await?.is_empty();
+                        if exists {
+                            Written::NotApplied
+                        } else {
+                            Written::Refused(format!("{} (code 11000)", e.message))
+                        }
+                    }
+                    Some(Err(e)) => refusal(&e)?,
+                    _ => Written::Applied,
+                }
+            }
+        };
+        results.push(written);
+    }
+    Ok(results)
+}
+
+/// A statement's write error: a refusal, or an error for the whole batch.
+fn refusal(e: &command::WriteError) -> Result<Written> {
+    match classify_write_error(e.code, &e.message) {
+        WriteErrorClass::Permanent => {
+            Ok(Written::Refused(format!("{} (code {})", e.message, e.code)))
+        }
+        _ => Err(Error::Write(format!(
+            "write error {}: {}",
+            e.code, e.message
+        ))),
+    }
 }
 
 /// Whether `doc` holds `s`'s stamp.
@@ -122,89 +193,41 @@ fn stamped(doc: &Document, s: &Statement) -> bool {
     doc.get(s.slot.stamp_field()) == Some(&s.stamp) && s.slot != Slot::Pointer
 }
 
-/// Runs `update` commands for `updates` (chunked), returning each statement's reply and
-/// how many documents matched in all.
-async fn update_command(
+/// Runs `update` statements, returning each one's reply and how many documents matched
+/// in all (when the server said).
+async fn update(
     store: &Store,
     entity: Entity,
     updates: Vec<Document>,
-) -> Result<(Vec<Reply>, i64)> {
-    let mut replies = Vec::with_capacity(updates.len());
-    let mut matched = 0;
-    for chunk in chunks(updates) {
-        let count = chunk.len();
-        let command = doc! {
-            "update": store.collection_name(entity),
-            "updates": chunk,
-            "ordered": false,
-            "writeConcern": store.write_concern(),
-        };
-        let reply = store.database().run_command(command).await?;
-        let (mut chunk_replies, n) = parse_reply(&reply, count)?;
-        replies.append(&mut chunk_replies);
-        matched += n;
-    }
-    Ok((replies, matched))
-}
-
-/// Splits statements into commands of at most [`MAX_COMMAND_BYTES`].
-fn chunks(updates: Vec<Document>) -> Vec<Vec<Document>> {
-    let mut chunks = vec![Vec::new()];
-    let mut bytes = 0;
-    for u in updates {
-        let size = bson::to_vec(&u).map_or(0, |v| v.len());
-        let last = chunks.last_mut().expect("one chunk");
-        if !last.is_empty() && bytes + size > MAX_COMMAND_BYTES {
-            chunks.push(vec![u]);
-            bytes = size;
-        } else {
-            last.push(u);
-            bytes += size;
-        }
-    }
-    chunks
-}
-
-/// Reads an `update` reply: per-statement errors, and the matched count (`n` minus upserts).
-fn parse_reply(reply: &Document, count: usize) -> Result<(Vec<Reply>, i64)> {
-    if let Ok(wce) = reply.get_document("writeConcernError") {
-        // The writes may not be durable: the batch is retried, and its offsets not committed.
-        return Err(Error::Write(
-            wce.get_str("errmsg").unwrap_or("write concern failed").to_string(),
-        ));
-    }
-    let number = |key: &str| match reply.get(key) {
-        Some(Bson::Int32(n)) => i64::from(*n),
-        Some(Bson::Int64(n)) => *n,
-        Some(Bson::Double(n)) => *n as i64,
-        _ => 0,
-    };
-    let upserted = reply.get_array("upserted").map_or(0, |a| a.len() as i64);
-    let mut replies: Vec<Reply> = (0..count).map(|_| Reply::Done).collect();
-    if let Ok(errors) = reply.get_array("writeErrors") {
-        for e in errors.iter().filter_map(Bson::as_document) {
-            let index = match e.get("index") {
-                Some(Bson::Int32(n)) => *n as usize,
-                Some(Bson::Int64(n)) => *n as usize,
-                _ => continue,
-            };
-            let code = e.get_i32("code").unwrap_or_default();
-            let message = e.get_str("errmsg").unwrap_or_default();
-            let Some(slot) = replies.get_mut(index) else { continue };
-            *slot = match classify_write_error(code, message) {
+) -> Result<(Vec<Reply>, Option<i64>)> {
+    let outcome = command::run(store, Kind::Update, store.collection_name(entity), updates).await?;
+    let mut replies = Vec::with_capacity(outcome.results.len());
+    for result in outcome.results {
+        replies.push(match result {
+            Ok(()) => Reply::Done,
+            Err(e) => match classify_write_error(e.code, &e.message) {
                 WriteErrorClass::ClerkIdConflict { named } => Reply::Conflict { named },
-                WriteErrorClass::Permanent => Reply::Refused(format!("{message} (code {code})")),
-                WriteErrorClass::Transient => {
-                    return Err(Error::Write(format!("write error {code}: {message}")))
+                WriteErrorClass::Permanent => {
+                    Reply::Refused(format!("{} (code {})", e.message, e.code))
                 }
-            };
-        }
+                WriteErrorClass::Transient => {
+                    return Err(Error::Write(format!(
+                        "write error {}: {}",
+                        e.code, e.message
+                    )))
+                }
+            },
+        });
     }
-    Ok((replies, number("n") - upserted))
+    Ok((replies, outcome.matched))
 }
 
 /// The documents with these `clerkId`s, by `clerkId`.
-pub async fn read(store: &Store, entity: Entity, ids: &[&str]) -> Result<HashMap<String, Document>> {
+pub async fn read(
+    store: &Store,
+    entity: Entity,
+    ids: &[&str],
+) -> Result<HashMap<String, Document>> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
@@ -223,50 +246,4 @@ pub async fn read(store: &Store, entity: Entity, ids: &[&str]) -> Result<HashMap
         .into_iter()
         .filter_map(|d| Some((d.get_str("clerkId").ok()?.to_string(), d)))
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replies_say_which_statement_failed_and_how() {
-        let reply = doc! {
-            "n": 3, "nModified": 1, "ok": 1.0,
-            "upserted": [{"index": 0, "_id": 1}],
-            "writeErrors": [
-                {"index": 1, "code": 11000, "errmsg": "E11000 duplicate key error collection: db.users index: clerkId_unique dup key"},
-                {"index": 3, "code": 11000, "errmsg": "E11000 duplicate key error collection: db.users index: email_1 dup key"},
-                {"index": 4, "code": 17419, "errmsg": "Resulting document after update is larger than 16777216"},
-            ],
-        };
-        let (replies, matched) = parse_reply(&reply, 5).unwrap();
-        assert!(matches!(replies[0], Reply::Done));
-        assert!(matches!(replies[1], Reply::Conflict { named: true }));
-        assert!(matches!(replies[2], Reply::Done));
-        assert!(matches!(replies[3], Reply::Refused(_)));
-        assert!(matches!(replies[4], Reply::Refused(_)));
-        assert_eq!(matched, 2);
-    }
-
-    #[test]
-    fn a_write_concern_error_fails_the_whole_command() {
-        let reply = doc! {"n": 1, "ok": 1.0, "writeConcernError": {"code": 64, "errmsg": "waiting for replication timed out"}};
-        assert!(matches!(parse_reply(&reply, 1), Err(Error::Write(_))));
-    }
-
-    #[test]
-    fn a_server_error_per_statement_is_retried_not_dead_lettered() {
-        // NotWritablePrimary: the batch is retried.
-        let reply = doc! {"n": 0, "ok": 1.0, "writeErrors": [{"index": 0, "code": 10107, "errmsg": "not primary"}]};
-        assert!(parse_reply(&reply, 1).is_err());
-    }
-
-    #[test]
-    fn commands_are_chunked_by_size() {
-        let big = "x".repeat(3 * 1024 * 1024);
-        let updates: Vec<Document> = (0..5).map(|_| doc! {"u": &big}).collect();
-        let chunks = chunks(updates);
-        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2, 1]);
-    }
 }

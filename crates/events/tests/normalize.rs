@@ -326,7 +326,11 @@ fn odd_updated_at_and_ids_fall_back_instead_of_failing() {
 fn object_times_are_never_converted() {
     let body = String::from_utf8(fixture("user.updated"))
         .unwrap()
-        .replacen("\"created_at\": 1732464000000", "\"created_at\": 915148800000", 1);
+        .replacen(
+            "\"created_at\": 1732464000000",
+            "\"created_at\": 915148800000",
+            1,
+        );
     assert!(body.contains("915148800000"), "the fixture's created_at");
     let m = events::normalize("msg_1999", body.as_bytes()).unwrap();
     let events::Record::User(u) = m.record else {

@@ -216,7 +216,10 @@ mod tests {
     #[test]
     fn event_types_map_to_their_kind() {
         assert_eq!(Entity::of("user.created"), Some(Entity::User));
-        assert_eq!(Entity::of("organization.deleted"), Some(Entity::Organization));
+        assert_eq!(
+            Entity::of("organization.deleted"),
+            Some(Entity::Organization)
+        );
         assert_eq!(
             Entity::of("organizationMembership.updated"),
             Some(Entity::Membership)

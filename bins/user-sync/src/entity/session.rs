@@ -41,13 +41,14 @@ pub(super) fn change(
         ));
     };
     // The payload's status; an event without one says it by its type.
-    let status = status.clone().unwrap_or_else(|| {
-        match message.event_type.strip_prefix("session.") {
-            Some("created") => "active".to_string(),
-            Some(other) => other.to_string(),
-            None => "active".to_string(),
-        }
-    });
+    let status =
+        status
+            .clone()
+            .unwrap_or_else(|| match message.event_type.strip_prefix("session.") {
+                Some("created") => "active".to_string(),
+                Some(other) => other.to_string(),
+                None => "active".to_string(),
+            });
     let mut profile = Document::new();
     profile.insert("userId", user_id.as_str());
     profile.insert("clientId", data.text(&["client_id"]));

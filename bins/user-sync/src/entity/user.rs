@@ -31,7 +31,8 @@ pub(super) fn defaults() -> Document {
 /// The contract's user fields.
 fn fields(user: &UserRecord) -> Document {
     let text = |v: &Option<String>| v.clone().map_or(Bson::Null, Bson::String);
-    let date = |ms: Option<i64>| ms.map_or(Bson::Null, |ms| Bson::DateTime(DateTime::from_millis(ms)));
+    let date =
+        |ms: Option<i64>| ms.map_or(Bson::Null, |ms| Bson::DateTime(DateTime::from_millis(ms)));
     doc! {
         "email": text(&user.primary_email),
         "emailVerified": user.email_verified,

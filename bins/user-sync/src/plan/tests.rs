@@ -80,7 +80,10 @@ impl Memory {
         let outcomes = batch.outcomes(&current);
         let mut recorded_now = HashSet::new();
         for m in messages {
-            let i = firsts.iter().position(|f| f.event_id == m.event_id).unwrap();
+            let i = firsts
+                .iter()
+                .position(|f| f.event_id == m.event_id)
+                .unwrap();
             let first_time = recorded_now.insert(m.event_id.clone());
             match self.records.get_mut(&m.event_id) {
                 Some(record) if first_time && record.0 == Outcome::DeadLettered => {
@@ -234,13 +237,21 @@ fn converges(messages: &[EventMessage]) -> Memory {
         let one = run(messages, &order, 1);
         for size in [3, 0] {
             let batched = run(messages, &order, size);
-            assert_eq!(batched.documents(), one.documents(), "order {order:?}, batch size {size}");
+            assert_eq!(
+                batched.documents(),
+                one.documents(),
+                "order {order:?}, batch size {size}"
+            );
             let outcomes = |m: &Memory| {
                 let mut r: Vec<_> = m.records.iter().map(|(k, v)| (k.clone(), *v)).collect();
                 r.sort_by(|a, b| a.0.cmp(&b.0));
                 r
             };
-            assert_eq!(outcomes(&batched), outcomes(&one), "order {order:?}, batch size {size}");
+            assert_eq!(
+                outcomes(&batched),
+                outcomes(&one),
+                "order {order:?}, batch size {size}"
+            );
         }
         let docs = one.documents();
         match &expected {
@@ -248,7 +259,10 @@ fn converges(messages: &[EventMessage]) -> Memory {
             Some(e) => assert_eq!(&docs, e, "order {order:?}"),
         }
         for (id, (_, duplicates)) in &one.records {
-            assert_eq!(*duplicates, 1, "{id} is delivered twice: one record, one redelivery");
+            assert_eq!(
+                *duplicates, 1,
+                "{id} is delivered twice: one record, one redelivery"
+            );
         }
         last = Some(one);
     }
@@ -260,7 +274,13 @@ fn users_every_order_every_batching_converges() {
     let events = [
         user("c", "user.created", 1_000, "Ada", "a@example.com"),
         user("u1", "user.updated", 2_000, "Ada L.", "a@example.com"),
-        user("u2", "user.updated", 3_000, "Ada Lovelace", "ada@example.com"),
+        user(
+            "u2",
+            "user.updated",
+            3_000,
+            "Ada Lovelace",
+            "ada@example.com",
+        ),
         user("d", "user.deleted", 4_000, "", ""),
     ];
     let m = converges(&events);
@@ -268,7 +288,10 @@ fn users_every_order_every_batching_converges() {
     assert_eq!(doc.get_str("firstName").unwrap(), "Ada Lovelace");
     assert_eq!(doc.get_str("email").unwrap(), "ada@example.com");
     assert!(doc.get_bool("isDeleted").unwrap());
-    assert_eq!(doc.get_datetime("deletedAt").unwrap().timestamp_millis(), T0 + 4_000);
+    assert_eq!(
+        doc.get_datetime("deletedAt").unwrap().timestamp_millis(),
+        T0 + 4_000
+    );
     assert_eq!(doc.get_str("lastEventId").unwrap(), "user.deleted-4000");
     assert_eq!(doc.get_str("syncStatus").unwrap(), "synced");
 }
@@ -313,13 +336,25 @@ fn sessions_every_order_every_batching_converges_and_an_end_is_final() {
     ];
     let m = converges(&events);
     let doc = m.doc(Entity::Session, "sess_1");
-    assert_eq!(doc.get_str("status").unwrap(), "ended", "the earliest end decides");
-    assert_eq!(doc.get_datetime("endedAt").unwrap().timestamp_millis(), T0 + 2_000);
+    assert_eq!(
+        doc.get_str("status").unwrap(),
+        "ended",
+        "the earliest end decides"
+    );
+    assert_eq!(
+        doc.get_datetime("endedAt").unwrap().timestamp_millis(),
+        T0 + 2_000
+    );
     assert!(!doc.get_bool("isDeleted").unwrap());
     assert_eq!(doc.get_str("clientId").unwrap(), "client_1");
     // The user's last activity is the newest seen, whichever event carried it.
     let user = m.doc(Entity::User, "user_1");
-    assert_eq!(user.get_datetime("lastActiveAt").unwrap().timestamp_millis(), 1_900);
+    assert_eq!(
+        user.get_datetime("lastActiveAt")
+            .unwrap()
+            .timestamp_millis(),
+        1_900
+    );
     assert!(!user.get_bool("isDeleted").unwrap());
 }
 
@@ -334,7 +369,10 @@ fn a_session_never_becomes_active_again() {
     let doc = m.doc(Entity::Session, "sess_1");
     assert_eq!(doc.get_str("status").unwrap(), "ended");
     // Its other fields still follow the newest event.
-    assert_eq!(doc.get_datetime("lastActiveAt").unwrap().timestamp_millis(), 2_500);
+    assert_eq!(
+        doc.get_datetime("lastActiveAt").unwrap().timestamp_millis(),
+        2_500
+    );
 }
 
 #[test]
@@ -344,7 +382,11 @@ fn a_deletion_of_an_unknown_id_leaves_a_tombstone_a_late_create_cannot_revive() 
     let m = run(&[deleted, created], &[0, 1], 1);
     let doc = m.doc(Entity::User, "user_1");
     assert!(doc.get_bool("isDeleted").unwrap());
-    assert_eq!(doc.get_str("firstName").unwrap(), "Ada", "older data still fills fields");
+    assert_eq!(
+        doc.get_str("firstName").unwrap(),
+        "Ada",
+        "older data still fills fields"
+    );
     assert_eq!(m.outcome("c"), Outcome::Applied);
     assert_eq!(doc.get_str("lastEventId").unwrap(), "user.deleted-5000");
 }
@@ -357,9 +399,16 @@ fn deleted_at_is_the_earliest_deletion_whatever_the_batching() {
         for size in [1, 0] {
             let m = run(&[a.clone(), b.clone()], &order, size);
             let doc = m.doc(Entity::User, "user_1");
-            assert_eq!(doc.get_datetime("deletedAt").unwrap().timestamp_millis(), T0 + 4_000);
+            assert_eq!(
+                doc.get_datetime("deletedAt").unwrap().timestamp_millis(),
+                T0 + 4_000
+            );
             assert_eq!(m.outcome("user.deleted-4000"), Outcome::Applied);
-            let later = if order == [0, 1] { Outcome::Applied } else { Outcome::Stale };
+            let later = if order == [0, 1] {
+                Outcome::Applied
+            } else {
+                Outcome::Stale
+            };
             assert_eq!(m.outcome("user.deleted-5000"), later, "{order:?} {size}");
         }
     }
@@ -424,7 +473,12 @@ fn last_active_at_only_moves_forward() {
     for order in [[0, 1], [1, 0]] {
         let m = run(&[a.clone(), b.clone()], &order, 1);
         let user = m.doc(Entity::User, "user_1");
-        assert_eq!(user.get_datetime("lastActiveAt").unwrap().timestamp_millis(), 5_000);
+        assert_eq!(
+            user.get_datetime("lastActiveAt")
+                .unwrap()
+                .timestamp_millis(),
+            5_000
+        );
     }
 }
 
@@ -443,19 +497,32 @@ fn filters_say_what_admits_says() {
     assert_eq!(filter.get_str("clerkId").unwrap(), "user_1");
     let either = filter.get_array("$or").unwrap();
     assert_eq!(
-        either[0].as_document().unwrap().get_document("finalVersion").unwrap().get("$gt"),
+        either[0]
+            .as_document()
+            .unwrap()
+            .get_document("finalVersion")
+            .unwrap()
+            .get("$gt"),
         Some(&s.stamp)
     );
     let on_insert = s.on_insert(DateTime::from_millis(0));
     assert!(on_insert.contains_key("email") && on_insert.contains_key("isDeleted"));
     let mut deleting = s.clone();
     deleting.set = bson::doc! {"isDeleted": true};
-    assert!(!deleting.on_insert(DateTime::from_millis(0)).contains_key("isDeleted"));
+    assert!(!deleting
+        .on_insert(DateTime::from_millis(0))
+        .contains_key("isDeleted"));
 }
 
 #[test]
 fn versions_order_by_time_then_id() {
-    assert!(version(999, "msg_b") < version(1000, "msg_a"), "time first, numerically");
+    assert!(
+        version(999, "msg_b") < version(1000, "msg_a"),
+        "time first, numerically"
+    );
     assert!(version(1000, "msg_a") < version(1000, "msg_b"), "then id");
-    assert!(version(-5, "msg_a") < version(0, "msg_b"), "negative times clamp to 0");
+    assert!(
+        version(-5, "msg_a") < version(0, "msg_b"),
+        "negative times clamp to 0"
+    );
 }

@@ -68,6 +68,7 @@ pub async fn spawn_app(env: TestEnv) -> App {
 
 /// [`spawn_app`] with names chosen (and topics or indexes prepared) beforehand.
 pub async fn spawn_app_with(env: TestEnv, names: Names) -> App {
+    common::telemetry::init(common::LogFormat::Pretty);
     let config = Config::from_vars(vars(&env, &names, &[])).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let health = format!("http://{}", listener.local_addr().unwrap());

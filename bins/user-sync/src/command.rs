@@ -1,0 +1,165 @@
+//! Multi-statement write commands (`update`, `insert`) with a result per statement, on any
+//! MongoDB-wire server.
+//!
+//! Commands run `ordered: true` and resume after the statement that failed: FerretDB
+//! stops at the first error even when asked not to, and says nothing about the
+//! statements it skipped, so "no error reported" would not mean "done". In order, every
+//! statement before the first error is done, and the rest are sent again.
+
+use bson::{doc, Bson, Document};
+
+use crate::store::Store;
+use crate::{Error, Result};
+
+/// Most bytes of statements in one command: well under MongoDB's 16 MiB message limit,
+/// whatever the payloads.
+const MAX_COMMAND_BYTES: usize = 8 * 1024 * 1024;
+
+/// A statement's write error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteError {
+    /// The server's code.
+    pub code: i32,
+    /// Its message.
+    pub message: String,
+}
+
+/// What a run of statements did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Per statement: done, or the error.
+    pub results: Vec<Result<(), WriteError>>,
+    /// Documents matched by `update` statements (not counting upserts), when the server
+    /// said (FerretDB doesn't when a statement fails).
+    pub matched: Option<i64>,
+}
+
+/// The kind of command.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// `update`, statements `{q, u, upsert}`.
+    Update,
+    /// `insert`, statements are documents.
+    Insert,
+}
+
+/// Runs `statements` against `collection`, each in order, until every one is done or failed.
+pub async fn run(
+    store: &Store,
+    kind: Kind,
+    collection: &str,
+    statements: Vec<Document>,
+) -> Result<Outcome> {
+    let mut results: Vec<Result<(), WriteError>> = Vec::with_capacity(statements.len());
+    let mut matched = Some(0);
+    let mut rest = statements.as_slice();
+    while !rest.is_empty() {
+        let chunk = chunk(rest);
+        let (field, name) = match kind {
+            Kind::Update => ("updates", "update"),
+            Kind::Insert => ("documents", "insert"),
+        };
+        let command = doc! {
+            name: collection,
+            field: chunk.to_vec(),
+            "ordered": true,
+            "writeConcern": store.write_concern(),
+        };
+        let reply = store.database().run_command(command).await?;
+        if let Ok(wce) = reply.get_document("writeConcernError") {
+            // The writes may not be durable: the batch is retried, its offsets not committed.
+            return Err(Error::Write(
+                wce.get_str("errmsg")
+                    .unwrap_or("write concern failed")
+                    .to_string(),
+            ));
+        }
+        let failed = first_error(&reply).filter(|(index, _)| *index < chunk.len());
+        let done = failed.as_ref().map_or(chunk.len(), |(index, _)| *index);
+        results.extend((0..done).map(|_| Ok(())));
+        matched = match (matched, number(&reply, "n")) {
+            (Some(m), Some(n)) => {
+                let upserted = reply.get_array("upserted").map_or(0, |a| a.len() as i64);
+                Some(m + n - upserted)
+            }
+            _ => None,
+        };
+        match failed {
+            Some((_, error)) => {
+                results.push(Err(error));
+                rest = &rest[done + 1..];
+            }
+            None => rest = &rest[done..],
+        }
+    }
+    Ok(Outcome { results, matched })
+}
+
+/// The longest prefix of `statements` under [`MAX_COMMAND_BYTES`] (at least one).
+fn chunk(statements: &[Document]) -> &[Document] {
+    let mut bytes = 0;
+    for (i, s) in statements.iter().enumerate() {
+        bytes += bson::to_vec(s).map_or(0, |v| v.len());
+        if i > 0 && bytes > MAX_COMMAND_BYTES {
+            return &statements[..i];
+        }
+    }
+    statements
+}
+
+/// The first write error of a reply (ordered: there is at most one).
+fn first_error(reply: &Document) -> Option<(usize, WriteError)> {
+    let errors = reply.get_array("writeErrors").ok()?;
+    errors
+        .iter()
+        .filter_map(Bson::as_document)
+        .filter_map(|e| {
+            let index = match e.get("index")? {
+                Bson::Int32(n) => usize::try_from(*n).ok()?,
+                Bson::Int64(n) => usize::try_from(*n).ok()?,
+                _ => return None,
+            };
+            let error = WriteError {
+                code: e.get_i32("code").unwrap_or_default(),
+                message: e.get_str("errmsg").unwrap_or_default().to_string(),
+            };
+            Some((index, error))
+        })
+        .min_by_key(|(index, _)| *index)
+}
+
+fn number(reply: &Document, key: &str) -> Option<i64> {
+    match reply.get(key)? {
+        Bson::Int32(n) => Some(i64::from(*n)),
+        Bson::Int64(n) => Some(*n),
+        Bson::Double(n) => Some(*n as i64),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_error_is_the_lowest_index() {
+        let reply = doc! {"ok": 1.0, "writeErrors": [
+            {"index": 3, "code": 2, "errmsg": "b"},
+            {"index": 1, "code": 11000, "errmsg": "E11000"},
+        ]};
+        let (index, error) = first_error(&reply).unwrap();
+        assert_eq!(index, 1);
+        assert_eq!(error.code, 11000);
+        assert!(first_error(&doc! {"ok": 1.0, "n": 2}).is_none());
+    }
+
+    #[test]
+    fn chunks_stay_under_the_message_limit() {
+        let big = "x".repeat(3 * 1024 * 1024);
+        let statements: Vec<Document> = (0..5).map(|_| doc! {"u": &big}).collect();
+        assert_eq!(chunk(&statements).len(), 2);
+        assert_eq!(chunk(&statements[4..]).len(), 1);
+        let huge = vec![doc! {"u": "x".repeat(9 * 1024 * 1024)}];
+        assert_eq!(chunk(&huge).len(), 1, "one statement always goes");
+    }
+}
