@@ -16,10 +16,14 @@ use user_sync::Config;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_user-sync");
 
-/// Names one test's topic, DLQ, group and database.
+/// Names one test's topics (each with its DLQ), group and database.
 pub struct Names {
     pub topic: String,
     pub dlq: String,
+    pub organizations: String,
+    pub organizations_dlq: String,
+    pub sessions: String,
+    pub sessions_dlq: String,
     pub group: String,
     pub database: String,
 }
@@ -28,6 +32,10 @@ pub fn names(env: &TestEnv) -> Names {
     Names {
         topic: env.topic("users"),
         dlq: env.topic("users-dlq"),
+        organizations: env.topic("orgs"),
+        organizations_dlq: env.topic("orgs-dlq"),
+        sessions: env.topic("sessions"),
+        sessions_dlq: env.topic("sessions-dlq"),
         group: format!("user-sync-{}", env.id),
         database: env.database(),
     }
@@ -40,6 +48,13 @@ pub fn vars(env: &TestEnv, n: &Names, extra: &[(&str, &str)]) -> Vec<(String, St
         ("MONGODB_DATABASE", n.database.as_str()),
         ("KAFKA_TOPIC_USERS", n.topic.as_str()),
         ("KAFKA_DLQ_TOPIC", n.dlq.as_str()),
+        ("KAFKA_TOPIC_ORGANIZATIONS", n.organizations.as_str()),
+        (
+            "KAFKA_DLQ_TOPIC_ORGANIZATIONS",
+            n.organizations_dlq.as_str(),
+        ),
+        ("KAFKA_TOPIC_SESSIONS", n.sessions.as_str()),
+        ("KAFKA_DLQ_TOPIC_SESSIONS", n.sessions_dlq.as_str()),
         ("KAFKA_GROUP_ID", n.group.as_str()),
         ("KAFKA_TOPIC_PARTITIONS", "3"),
         ("KAFKA_REPLICATION_FACTOR", "1"),
@@ -68,8 +83,14 @@ pub async fn spawn_app(env: TestEnv) -> App {
 
 /// [`spawn_app`] with names chosen (and topics or indexes prepared) beforehand.
 pub async fn spawn_app_with(env: TestEnv, names: Names) -> App {
+    spawn_app_configured(env, names, &[]).await
+}
+
+/// [`spawn_app_with`] with more variables.
+pub async fn spawn_app_configured(env: TestEnv, names: Names, extra: &[(&str, &str)]) -> App {
+    // Shown when a test fails (the harness captures it otherwise).
     common::telemetry::init(common::LogFormat::Pretty);
-    let config = Config::from_vars(vars(&env, &names, &[])).unwrap();
+    let config = Config::from_vars(vars(&env, &names, extra)).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let health = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = oneshot::channel::<()>();
@@ -181,6 +202,27 @@ pub enum Kind {
     Created,
     Updated,
     Deleted,
+}
+
+/// A Clerk webhook of any type sent at `timestamp` (ms), normalized as clerk-sync does
+/// (event time from `data.updated_at`, else `timestamp`).
+pub fn clerk_event(
+    event_id: &str,
+    event_type: &str,
+    data: serde_json::Value,
+    timestamp: i64,
+) -> EventMessage {
+    let body = json!({"type": event_type, "object": "event", "data": data, "timestamp": timestamp});
+    events::normalize(event_id, body.to_string().as_bytes()).unwrap()
+}
+
+/// The topic clerk-sync routes an event to.
+pub fn topic_of<'a>(n: &'a Names, m: &EventMessage) -> &'a str {
+    match events::Family::of(&m.event_type) {
+        events::Family::Organizations => &n.organizations,
+        events::Family::Sessions => &n.sessions,
+        _ => &n.topic,
+    }
 }
 
 /// A normalized user event, as clerk-sync would publish it.

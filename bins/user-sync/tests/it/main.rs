@@ -1,6 +1,7 @@
 //! user-sync against the real broker and store.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod entities;
 mod helpers;
 mod outage;
 
@@ -111,7 +112,23 @@ fn permutations(items: &[usize]) -> Vec<Vec<usize>> {
 
 #[tokio::test]
 async fn every_delivery_order_with_duplicates_converges() {
-    let app = spawn_app(TestEnv::new().await).await;
+    every_delivery_order(None).await;
+}
+
+/// The same, one event per batch: the same documents and the same audit outcomes.
+#[tokio::test]
+async fn every_delivery_order_converges_one_event_per_batch() {
+    every_delivery_order(Some("1")).await;
+}
+
+async fn every_delivery_order(batch_size: Option<&str>) {
+    let env = TestEnv::new().await;
+    let names = names(&env);
+    let extra: Vec<(&str, &str)> = batch_size
+        .map(|b| ("SYNC_BATCH_SIZE", b))
+        .into_iter()
+        .collect();
+    let app = spawn_app_configured(env, names, &extra).await;
     let p = producer(&app.env);
     // created < update1 < update2 < deleted in event time.
     let kinds = [
@@ -194,22 +211,14 @@ async fn every_delivery_order_with_duplicates_converges() {
             let r = record(&app.db, &format!("{}-{user}", kind.1)).await;
             outcomes.insert(k, r.get_str("outcome").unwrap().to_string());
         }
-        // The newest profile event and the deletion always apply.
-        assert_eq!(outcomes[&2], "applied", "order {order:?}");
+        // As if delivered one at a time, however they were batched: the deletion applies,
+        // and a profile event applies unless a newer one arrived before it.
         assert_eq!(outcomes[&3], "applied", "order {order:?}");
-        // An older profile event delivered after a newer one is stale; otherwise it is
-        // applied, or stale when a newer one came in the same batch (coalesced).
-        for k in [0, 1] {
+        for k in [0, 1, 2] {
             let pos = order.iter().position(|&x| x == k).unwrap();
             let newer_before = order[..pos].iter().any(|&x| x > k && x != 3);
-            if newer_before {
-                assert_eq!(outcomes[&k], "stale", "order {order:?}, event {k}");
-            } else {
-                assert!(
-                    ["applied", "stale"].contains(&outcomes[&k].as_str()),
-                    "order {order:?}, event {k}"
-                );
-            }
+            let want = if newer_before { "stale" } else { "applied" };
+            assert_eq!(outcomes[&k], want, "order {order:?}, event {k}");
         }
     }
     let users = app.db.collection::<Document>("users");
