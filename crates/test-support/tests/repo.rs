@@ -46,10 +46,19 @@ const USER_SYNC_VARS: &[&str] = &[
     "KAFKA_GROUP_ID",
     "KAFKA_TOPIC_USERS",
     "KAFKA_DLQ_TOPIC",
+    "KAFKA_TOPIC_ORGANIZATIONS",
+    "KAFKA_DLQ_TOPIC_ORGANIZATIONS",
+    "KAFKA_TOPIC_SESSIONS",
+    "KAFKA_DLQ_TOPIC_SESSIONS",
+    "SYNC_ENTITIES",
+    "SYNC_BATCH_SIZE",
     "MONGODB_URI",
     "DATABASE_URL_ONLINE",
     "MONGODB_DATABASE",
     "MONGODB_USERS_COLLECTION",
+    "MONGODB_ORGANIZATIONS_COLLECTION",
+    "MONGODB_MEMBERSHIPS_COLLECTION",
+    "MONGODB_SESSIONS_COLLECTION",
     "HEALTH_PORT",
     "KAFKA_CREATE_TOPICS",
     "KAFKA_TOPIC_PARTITIONS",
@@ -64,6 +73,8 @@ const TOPICS: &[&str] = &[
     "clerk-session-events",
     "clerk-other-events",
     "clerk-user-events.dlq",
+    "clerk-organization-events.dlq",
+    "clerk-session-events.dlq",
 ];
 
 fn root() -> PathBuf {

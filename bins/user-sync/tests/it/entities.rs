@@ -255,7 +255,7 @@ async fn every_order_converges_for_organizations_memberships_and_sessions() {
         "every redelivery counted",
         || async {
             let n = events.count_documents(doc! {"duplicates": 1}).await.ok()?;
-            (n == sent as u64 / 2).then_some(())
+            (n == sent / 2).then_some(())
         },
     )
     .await;
