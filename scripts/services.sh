@@ -13,7 +13,10 @@
 # Servers (pinned):
 #   Kafka     Apache Kafka 3.9.1, jars from Maven Central (scripts/kafka/pom.xml), KRaft mode,
 #             one combined broker+controller on 127.0.0.1:$KAFKA_PORT (controller on +1).
-#   MongoDB   FerretDB v1.24.0 from the Go module proxy, SQLite engine, on 127.0.0.1:$MONGO_PORT.
+#   MongoDB   MONGO_ENGINE=ferretdb (default): FerretDB v1.24.0 from the Go module proxy,
+#             SQLite engine (persistent across restarts), on 127.0.0.1:$MONGO_PORT.
+#             MONGO_ENGINE=memory: mongo-java-server 1.46.0 from Maven Central, in memory and
+#             index-backed (for benchmarks), through scripts/mongo-memory/Launcher.java.
 #
 # Installs go to $SERVICES_HOME (default ~/.cache/clerk-sync/services) and are reused by every
 # clone; data and logs go to <repo>/target/services/.
@@ -21,6 +24,7 @@ set -euo pipefail
 
 KAFKA_VERSION=3.9.1
 FERRETDB_VERSION=v1.24.0
+MONGO_MEMORY_VERSION=1.46.0
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA=${SERVICES_DATA:-$ROOT/target/services}
@@ -28,10 +32,13 @@ SERVICES_HOME=${SERVICES_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/clerk-sync/servic
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}
 MONGO_PORT=${MONGO_PORT:-27017}
+MONGO_ENGINE=${MONGO_ENGINE:-ferretdb}
+case $MONGO_ENGINE in ferretdb | memory) ;; *) echo "[services] error: MONGO_ENGINE must be ferretdb or memory" >&2; exit 1 ;; esac
 START_TIMEOUT=${SERVICES_START_TIMEOUT:-120}
 
 KAFKA_HOME=$SERVICES_HOME/kafka-$KAFKA_VERSION
 FERRETDB_BIN=$SERVICES_HOME/ferretdb-$FERRETDB_VERSION/ferretdb
+MONGO_MEMORY_HOME=$SERVICES_HOME/mongo-java-server-$MONGO_MEMORY_VERSION
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
@@ -52,6 +59,20 @@ install_kafka() {
     dependency:copy-dependencies -DoutputDirectory="$KAFKA_HOME/libs" >&2 \
     || die "could not resolve Kafka $KAFKA_VERSION from Maven Central"
   touch "$KAFKA_HOME/.complete"
+}
+
+install_mongo_memory() {
+  [[ -f $MONGO_MEMORY_HOME/.complete ]] && return 0
+  command -v java >/dev/null || die "java (17 or newer) is needed to run mongo-java-server"
+  command -v mvn >/dev/null || die "mvn is needed to fetch mongo-java-server from Maven Central"
+  log "installing mongo-java-server $MONGO_MEMORY_VERSION into $MONGO_MEMORY_HOME (Maven Central)"
+  rm -rf "$MONGO_MEMORY_HOME"
+  mkdir -p "$MONGO_MEMORY_HOME"
+  mvn -B -q -Dstyle.color=never -f "$ROOT/scripts/mongo-memory/pom.xml" \
+    -Dmongo.java.server.version="$MONGO_MEMORY_VERSION" \
+    dependency:copy-dependencies -DoutputDirectory="$MONGO_MEMORY_HOME/libs" >&2 \
+    || die "could not resolve mongo-java-server $MONGO_MEMORY_VERSION from Maven Central"
+  touch "$MONGO_MEMORY_HOME/.complete"
 }
 
 install_ferretdb() {
@@ -214,7 +235,12 @@ EOF
 }
 
 mongo_up() {
+  if [[ $MONGO_ENGINE == memory ]]; then
+    memory_up
+    return
+  fi
   local dir=$DATA/mongo pidfile=$DATA/mongo/ferretdb.pid
+  pid_alive "$DATA/mongo/memory.pid" && die "the memory engine runs on $MONGO_PORT; stop it first (services.sh down mongo)"
   if pid_alive "$pidfile" && mongo_answers; then
     log "ferretdb already running on 127.0.0.1:$MONGO_PORT"
     return 0
@@ -232,6 +258,28 @@ mongo_up() {
   fi
   wait_until ferretdb mongo_answers "$pidfile" "$dir/ferretdb.log"
   log "ferretdb answers on 127.0.0.1:$MONGO_PORT"
+}
+
+# mongo-java-server: nothing persists; a restart starts empty.
+memory_up() {
+  local dir=$DATA/mongo pidfile=$DATA/mongo/memory.pid
+  pid_alive "$DATA/mongo/ferretdb.pid" && die "FerretDB runs on $MONGO_PORT; stop it first (services.sh down mongo)"
+  if pid_alive "$pidfile" && mongo_answers; then
+    log "mongo-java-server already running on 127.0.0.1:$MONGO_PORT"
+    return 0
+  fi
+  install_mongo_memory
+  mkdir -p "$dir"
+  if ! pid_alive "$pidfile"; then
+    port_busy "$MONGO_PORT" && die "port $MONGO_PORT is in use by another program (set MONGO_PORT)"
+    log "starting mongo-java-server $MONGO_MEMORY_VERSION (memory) on 127.0.0.1:$MONGO_PORT"
+    setsid nohup java -Xms256m -Xmx4g -XX:+UseParallelGC -Dorg.slf4j.simpleLogger.defaultLogLevel=warn \
+      -cp "$MONGO_MEMORY_HOME/libs/*" "$ROOT/scripts/mongo-memory/Launcher.java" "$MONGO_PORT" \
+      >"$dir/memory.log" 2>&1 </dev/null &
+    echo $! >"$pidfile"
+  fi
+  wait_until mongo-java-server mongo_answers "$pidfile" "$dir/memory.log"
+  log "mongo-java-server answers on 127.0.0.1:$MONGO_PORT"
 }
 
 exports() {
@@ -269,18 +317,24 @@ case $cmd in
     ;;
   down)
     [[ $which == all || $which == kafka ]] && stop_pid kafka "$DATA/kafka/kafka.pid"
-    [[ $which == all || $which == mongo ]] && stop_pid ferretdb "$DATA/mongo/ferretdb.pid"
+    if [[ $which == all || $which == mongo ]]; then
+      stop_pid ferretdb "$DATA/mongo/ferretdb.pid"
+      stop_pid mongo-java-server "$DATA/mongo/memory.pid"
+    fi
     true
     ;;
   reset)
     stop_pid kafka "$DATA/kafka/kafka.pid"
     stop_pid ferretdb "$DATA/mongo/ferretdb.pid"
+    stop_pid mongo-java-server "$DATA/mongo/memory.pid"
     rm -rf "$DATA/kafka" "$DATA/mongo"
     log "data deleted"
     ;;
   install)
     [[ $which == all || $which == kafka ]] && install_kafka
-    [[ $which == all || $which == mongo ]] && install_ferretdb
+    if [[ $which == all || $which == mongo ]]; then
+      if [[ $MONGO_ENGINE == memory ]]; then install_mongo_memory; else install_ferretdb; fi
+    fi
     true
     ;;
   status) status ;;

@@ -74,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
         ("MONGODB_URI".to_string(), uri.clone()),
         ("MONGODB_DATABASE".to_string(), database.clone()),
         ("KAFKA_TOPIC_USERS".to_string(), topic.clone()),
+        ("SYNC_ENTITIES".to_string(), "users".to_string()),
         ("KAFKA_GROUP_ID".to_string(), format!("bench-{run}")),
         ("KAFKA_REPLICATION_FACTOR".to_string(), "1".to_string()),
     ])?;

@@ -1,0 +1,203 @@
+//! The end-to-end benchmark's load (see scripts/e2e-bench.sh): signed `user.updated`
+//! webhooks with Clerk-sized user objects, sent at a fixed rate (open loop: a slow
+//! pipeline doesn't slow the sender) to a running clerk-sync, then each event's latency
+//! from its send to its `processedAt` in `webhook_events`, written by user-sync.
+//!
+//! Environment: `BENCH_URL` (`/webhook`), `BENCH_SECRET`, `BENCH_RATE` (events/s, 500),
+//! `BENCH_SECONDS` (60), `BENCH_USERS` (2000), `MONGODB_URI`, `BENCH_DATABASE`,
+//! `BENCH_CLERK_PID`, `BENCH_USER_SYNC_PID` (for CPU time from /proc).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Document};
+
+fn var<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}: `{v}` is malformed")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// utime + stime of `pid` in seconds (fields 14 and 15 of /proc/<pid>/stat, 100 ticks/s).
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    Ok((fields[11].parse::<u64>()? + fields[12].parse::<u64>()?) as f64 / 100.0)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis() as i64
+}
+
+/// A Clerk `user.updated` body of about 3 KB (what a real user object with a few email
+/// addresses, external accounts and metadata weighs).
+fn body(user: usize, round: usize, updated_at: i64) -> Vec<u8> {
+    let id = format!("user_bench{user:05}");
+    let email = |n: usize| {
+        serde_json::json!({
+            "id": format!("idn_{user}_{n}"), "object": "email_address",
+            "email_address": format!("person{user}.{n}@example.com"),
+            "verification": {"status": "verified", "strategy": "email_code", "attempts": 1, "expire_at": 1_732_464_600_000_i64},
+            "linked_to": [], "created_at": 1_732_464_000_000_i64, "updated_at": 1_732_464_000_000_i64,
+        })
+    };
+    let data = serde_json::json!({
+        "id": id, "object": "user", "first_name": format!("First{round}"), "last_name": "Benchmark",
+        "username": format!("bench{user}"), "image_url": format!("https://img.clerk.com/{}", "x".repeat(120)),
+        "primary_email_address_id": format!("idn_{user}_0"),
+        "email_addresses": [email(0), email(1), email(2)],
+        "phone_numbers": [], "web3_wallets": [], "passkeys": [],
+        "external_accounts": [{"id": format!("eac_{user}"), "provider": "oauth_google", "approved_scopes": "email profile openid", "email_address": format!("person{user}@gmail.com"), "first_name": "First", "last_name": "Benchmark", "avatar_url": "https://lh3.googleusercontent.com/a/abcdefghijklmnopqrstuvwxyz0123456789", "public_metadata": {}, "verification": {"status": "verified", "strategy": "oauth_google"}}],
+        "public_metadata": {"plan": "pro", "seats": 5, "features": ["a", "b", "c"]},
+        "private_metadata": {"crm_id": format!("crm-{user:08}"), "notes": "y".repeat(300)},
+        "unsafe_metadata": {"onboarding": {"step": round % 5, "done": false}},
+        "password_enabled": true, "two_factor_enabled": false, "totp_enabled": false, "backup_code_enabled": false,
+        "banned": false, "locked": false, "external_id": format!("ext-{user}"),
+        "last_sign_in_at": updated_at - 1000, "last_active_at": updated_at, "created_at": 1_732_464_000_000_i64,
+        "updated_at": updated_at,
+    });
+    serde_json::to_vec(&serde_json::json!({"type": "user.updated", "object": "event", "data": data, "timestamp": updated_at, "instance_id": "ins_bench"})).expect("JSON")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let url: String = std::env::var("BENCH_URL").context("BENCH_URL")?;
+    let secret: String = std::env::var("BENCH_SECRET").context("BENCH_SECRET")?;
+    let rate: f64 = var("BENCH_RATE", 500.0)?;
+    let seconds: f64 = var("BENCH_SECONDS", 60.0)?;
+    let users: usize = var("BENCH_USERS", 2000)?;
+    let uri: String = std::env::var("MONGODB_URI").context("MONGODB_URI")?;
+    let database: String = std::env::var("BENCH_DATABASE").context("BENCH_DATABASE")?;
+    let clerk_pid: u32 = var("BENCH_CLERK_PID", 0)?;
+    let sync_pid: u32 = var("BENCH_USER_SYNC_PID", 0)?;
+    let total = (rate * seconds) as usize;
+    let run = format!("{:x}", std::process::id());
+
+    // Signed up front, so the timed loop only sends.
+    let start_ms = now_ms();
+    let requests: Vec<(String, Vec<u8>, clerk_sync::sign::SignedHeaders)> = (0..total)
+        .map(|i| {
+            let id = format!("msg_e2e_{run}_{i}");
+            let body = body(i % users, i / users, start_ms + i as i64);
+            let signed = clerk_sync::sign::sign(&secret, &id, start_ms / 1000, &body)
+                .map_err(anyhow::Error::msg)?;
+            Ok((id, body, signed))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let body_bytes = requests.first().map_or(0, |r| r.1.len());
+    let requests = Arc::new(requests);
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let cpu_before = (
+        cpu_seconds(clerk_pid).unwrap_or(0.0),
+        cpu_seconds(sync_pid).unwrap_or(0.0),
+    );
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    for i in 0..total {
+        let due = started + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let (client, url, requests) = (client.clone(), url.clone(), requests.clone());
+        tasks.push(tokio::spawn(async move {
+            let (id, body, signed) = &requests[i];
+            let sent = now_ms();
+            let response = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("svix-id", &signed.id)
+                .header("svix-timestamp", signed.timestamp.to_string())
+                .header("svix-signature", &signed.signature)
+                .body(body.clone())
+                .send()
+                .await?;
+            if response.status() != 200 {
+                bail!("{id}: {}", response.status());
+            }
+            Ok::<_, anyhow::Error>((id.clone(), sent))
+        }));
+    }
+    let mut sent: HashMap<String, i64> = HashMap::with_capacity(total);
+    for t in tasks {
+        let (id, at) = t.await??;
+        sent.insert(id, at);
+    }
+    let send_elapsed = started.elapsed();
+
+    // Wait for every record (at most 10 minutes).
+    let client = mongodb::Client::with_uri_str(&uri).await?;
+    let records = client
+        .database(&database)
+        .collection::<Document>("webhook_events");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let n = records.estimated_document_count().await? as usize;
+        if n >= total || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let cpu_after = (
+        cpu_seconds(clerk_pid).unwrap_or(0.0),
+        cpu_seconds(sync_pid).unwrap_or(0.0),
+    );
+    let docs: Vec<Document> = records
+        .find(doc! {})
+        .projection(doc! {"_id": 1, "processedAt": 1})
+        .await?
+        .try_collect()
+        .await?;
+    let mut latencies: Vec<i64> = Vec::with_capacity(docs.len());
+    let mut last_processed = 0;
+    for d in &docs {
+        let (Ok(id), Ok(at)) = (d.get_str("_id"), d.get_datetime("processedAt")) else {
+            continue;
+        };
+        if let Some(s) = sent.get(id) {
+            latencies.push(at.timestamp_millis() - s);
+            last_processed = last_processed.max(at.timestamp_millis());
+        }
+    }
+    latencies.sort_unstable();
+    let applied = latencies.len();
+    let pct = |p: f64| {
+        latencies
+            .get(((applied as f64 * p) as usize).min(applied.saturating_sub(1)))
+            .copied()
+            .unwrap_or(-1)
+    };
+    let first_sent = sent.values().min().copied().unwrap_or(0);
+    let applied_rate = applied as f64 / ((last_processed - first_sent).max(1) as f64 / 1000.0);
+    println!(
+        "offered={rate:.0}/s for {seconds:.0}s sent={total} in {:.1}s ({:.0}/s) body={body_bytes}B applied={applied} ({applied_rate:.0}/s) latency p50={}ms p99={}ms max={}ms",
+        send_elapsed.as_secs_f64(),
+        total as f64 / send_elapsed.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+        latencies.last().copied().unwrap_or(-1),
+    );
+    if applied > 0 {
+        println!(
+            "cpu: clerk-sync {:.0}us/event, user-sync {:.0}us/event (from /proc, over the run)",
+            (cpu_after.0 - cpu_before.0) * 1e6 / total as f64,
+            (cpu_after.1 - cpu_before.1) * 1e6 / applied as f64,
+        );
+    }
+    if applied < total {
+        bail!("only {applied} of {total} events were applied within 10 minutes");
+    }
+    Ok(())
+}
