@@ -12,5 +12,5 @@ exports=$(scripts/services.sh up)
 eval "$exports"
 export KAFKA_BROKERS MONGODB_URI RUST_LOG=${RUST_LOG:-warn}
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB"
-echo "store: FerretDB v1.24.0 (SQLite engine) from scripts/services.sh, at $MONGODB_URI"
+echo "store: ${MONGO_ENGINE:-ferretdb} (scripts/services.sh) at $MONGODB_URI"
 target/release/examples/bench "$n"

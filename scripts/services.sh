@@ -273,7 +273,8 @@ memory_up() {
   if ! pid_alive "$pidfile"; then
     port_busy "$MONGO_PORT" && die "port $MONGO_PORT is in use by another program (set MONGO_PORT)"
     log "starting mongo-java-server $MONGO_MEMORY_VERSION (memory) on 127.0.0.1:$MONGO_PORT"
-    setsid nohup java -Xms256m -Xmx4g -XX:+UseParallelGC -Dorg.slf4j.simpleLogger.defaultLogLevel=warn \
+    setsid nohup java -Xms2g -Xmx6g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Xlog:gc:file="$dir/gc.log" \
+      -Dorg.slf4j.simpleLogger.defaultLogLevel=warn \
       -cp "$MONGO_MEMORY_HOME/libs/*" "$ROOT/scripts/mongo-memory/Launcher.java" "$MONGO_PORT" \
       >"$dir/memory.log" 2>&1 </dev/null &
     echo $! >"$pidfile"

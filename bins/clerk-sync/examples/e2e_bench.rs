@@ -115,25 +115,37 @@ async fn main() -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             let (id, body, signed) = &requests[i];
             let sent = now_ms();
-            let response = client
-                .post(&url)
-                .header("content-type", "application/json")
-                .header("svix-id", &signed.id)
-                .header("svix-timestamp", signed.timestamp.to_string())
-                .header("svix-signature", &signed.signature)
-                .body(body.clone())
-                .send()
-                .await?;
-            if response.status() != 200 {
-                bail!("{id}: {}", response.status());
+            // As Svix does: a 503 is retried after its Retry-After (latency counts from the
+            // first send).
+            let mut retries = 0u32;
+            loop {
+                let response = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("svix-id", &signed.id)
+                    .header("svix-timestamp", signed.timestamp.to_string())
+                    .header("svix-signature", &signed.signature)
+                    .body(body.clone())
+                    .send()
+                    .await?;
+                match response.status().as_u16() {
+                    200 => break,
+                    503 if retries < 20 => {
+                        retries += 1;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    status => bail!("{id}: {status}"),
+                }
             }
-            Ok::<_, anyhow::Error>((id.clone(), sent))
+            Ok::<_, anyhow::Error>((id.clone(), sent, retries))
         }));
     }
     let mut sent: HashMap<String, i64> = HashMap::with_capacity(total);
+    let mut retried = 0;
     for t in tasks {
-        let (id, at) = t.await??;
+        let (id, at, retries) = t.await??;
         sent.insert(id, at);
+        retried += retries;
     }
     let send_elapsed = started.elapsed();
 
@@ -162,13 +174,22 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let mut latencies: Vec<i64> = Vec::with_capacity(docs.len());
     let mut last_processed = 0;
+    let first_sent = sent.values().min().copied().unwrap_or(0);
+    // p99 per 10 s of sending: a warm-up or a stall shows where it happened.
+    let mut windows: Vec<Vec<i64>> = Vec::new();
     for d in &docs {
         let (Ok(id), Ok(at)) = (d.get_str("_id"), d.get_datetime("processedAt")) else {
             continue;
         };
         if let Some(s) = sent.get(id) {
-            latencies.push(at.timestamp_millis() - s);
+            let latency = at.timestamp_millis() - s;
+            latencies.push(latency);
             last_processed = last_processed.max(at.timestamp_millis());
+            let w = ((s - first_sent) / 10_000) as usize;
+            if windows.len() <= w {
+                windows.resize(w + 1, Vec::new());
+            }
+            windows[w].push(latency);
         }
     }
     latencies.sort_unstable();
@@ -179,19 +200,30 @@ async fn main() -> anyhow::Result<()> {
             .copied()
             .unwrap_or(-1)
     };
-    let first_sent = sent.values().min().copied().unwrap_or(0);
     let applied_rate = applied as f64 / ((last_processed - first_sent).max(1) as f64 / 1000.0);
     println!(
-        "offered={rate:.0}/s for {seconds:.0}s sent={total} in {:.1}s ({:.0}/s) body={body_bytes}B applied={applied} ({applied_rate:.0}/s) latency p50={}ms p99={}ms max={}ms",
+        "offered={rate:.0}/s for {seconds:.0}s sent={total} in {:.1}s ({:.0}/s, {retried} 503s retried) body={body_bytes}B applied={applied} ({applied_rate:.0}/s) latency p50={}ms p99={}ms max={}ms",
         send_elapsed.as_secs_f64(),
         total as f64 / send_elapsed.as_secs_f64(),
         pct(0.50),
         pct(0.99),
         latencies.last().copied().unwrap_or(-1),
     );
+    let by_window: Vec<String> = windows
+        .iter_mut()
+        .map(|w| {
+            w.sort_unstable();
+            w.get((w.len() as f64 * 0.99) as usize)
+                .map_or("-".into(), |v| format!("{v}"))
+        })
+        .collect();
+    println!(
+        "             p99 per 10 s of sending (ms): {}",
+        by_window.join(" ")
+    );
     if applied > 0 {
         println!(
-            "cpu: clerk-sync {:.0}us/event, user-sync {:.0}us/event (from /proc, over the run)",
+            "             cpu: clerk-sync {:.0}us/event, user-sync {:.0}us/event (from /proc, over the run)",
             (cpu_after.0 - cpu_before.0) * 1e6 / total as f64,
             (cpu_after.1 - cpu_before.1) * 1e6 / applied as f64,
         );

@@ -109,6 +109,34 @@ async fn main() -> anyhow::Result<()> {
         n as f64 / applying.as_secs_f64(),
     );
 
+    // Does history cost? The time to apply the first 2,000 events against the last 2,000
+    // (by processedAt, in ms: FerretDB's history used to be scanned once per batch).
+    if n >= 4000 {
+        let mut times: Vec<i64> = futures::TryStreamExt::try_collect::<Vec<Document>>(
+            records
+                .find(doc! {})
+                .projection(doc! {"processedAt": 1})
+                .await?,
+        )
+        .await?
+        .iter()
+        .filter_map(|d| {
+            d.get_datetime("processedAt")
+                .ok()
+                .map(|t| t.timestamp_millis())
+        })
+        .collect();
+        times.sort_unstable();
+        let span = |a: usize, b: usize| times[b - 1] - times[a];
+        println!(
+            "history: events 1-2000 took {} ms, events {}-{} took {} ms",
+            span(0, 2000),
+            n - 1999,
+            n,
+            span(n - 2000, n)
+        );
+    }
+
     // The same store, the simplest possible writer: one upsert per event, in sequence.
     let plain = db.collection::<Document>("plain_loop");
     let started = Instant::now();

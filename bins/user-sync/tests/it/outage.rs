@@ -200,3 +200,38 @@ async fn sigkill_mid_stream_then_restart_reaches_the_expected_state() {
     assert_final(&db, 40).await;
     sigterm_exits_zero(process).await;
 }
+
+/// Two live consumers in one group, a third joining mid-stream and one leaving: partitions
+/// move while batches are in flight, and every document ends exact, every event recorded
+/// once (redeliveries to a partition's new owner are counted, never applied twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_joining_and_leaving_mid_stream_end_exact() {
+    let env = TestEnv::new().await;
+    let n = names(&env);
+    let a = spawn_process(&env, &n, free_port()).await;
+    let b = spawn_process(&env, &n, free_port()).await;
+    let db = env.mongo().await.database(&n.database);
+    let events = db.collection::<Document>("webhook_events");
+    let p = producer(&env);
+    for r in 0..15 {
+        produce_round(&p, &n.topic, r).await;
+    }
+    test_support::eventually(Duration::from_secs(30), "some events applied", || async {
+        (events.count_documents(doc! {}).await.ok()? > 0).then_some(())
+    })
+    .await;
+    // A third joins while the first two are busy: the group rebalances mid-batch.
+    let c = spawn_process(&env, &n, free_port()).await;
+    for r in 15..30 {
+        produce_round(&p, &n.topic, r).await;
+    }
+    // One leaves (SIGTERM: it finishes its batch, commits and leaves the group).
+    sigterm_exits_zero(a).await;
+    for r in 30..40 {
+        produce_round(&p, &n.topic, r).await;
+    }
+    wait_records(&db, (USERS * 40) as u64, Duration::from_secs(120)).await;
+    assert_final(&db, 40).await;
+    sigterm_exits_zero(b).await;
+    sigterm_exits_zero(c).await;
+}
