@@ -6,6 +6,8 @@
 //! statements it skipped, so "no error reported" would not mean "done". In order, every
 //! statement before the first error is done, and the rest are sent again.
 
+use std::future::IntoFuture;
+
 use bson::{doc, Bson, Document};
 
 use crate::store::Store;
@@ -65,7 +67,7 @@ pub async fn run(
             "ordered": true,
             "writeConcern": store.write_concern(),
         };
-        let reply = store.database().run_command(command).await?;
+        let reply = bounded(store.database().run_command(command).into_future()).await??;
         if let Ok(wce) = reply.get_document("writeConcernError") {
             // The writes may not be durable: the batch is retried, its offsets not committed.
             return Err(Error::Write(
@@ -93,6 +95,17 @@ pub async fn run(
         }
     }
     Ok(Outcome { results, matched })
+}
+
+/// How long one command may take. The driver bounds connecting and server selection but
+/// not a reply that never comes (a hung server): past this, the batch fails and is retried.
+pub const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `future`, or [`Error::Write`] after [`COMMAND_TIMEOUT`].
+pub async fn bounded<T>(future: impl std::future::Future<Output = T>) -> Result<T> {
+    tokio::time::timeout(COMMAND_TIMEOUT, future)
+        .await
+        .map_err(|_| Error::Write(format!("no reply within {COMMAND_TIMEOUT:?}")))
 }
 
 /// The longest prefix of `statements` under [`MAX_COMMAND_BYTES`] (at least one).

@@ -113,12 +113,20 @@ pub struct Statement {
     pub set: Document,
     /// The event (its index in the batch).
     pub event: usize,
+    /// The same document's pointer, when this event is also the newest of its document:
+    /// written together when both rules admit it (one write instead of two, the usual
+    /// case); otherwise the next round writes them apart.
+    pub pointer: Option<Box<Statement>>,
 }
 
 impl Statement {
     /// The rule, over the document as it is now (`None`: there is none, so the write
     /// creates it).
     pub fn admits(&self, current: Option<&Document>) -> bool {
+        self.admits_alone(current) && self.pointer.as_ref().is_none_or(|p| p.admits(current))
+    }
+
+    fn admits_alone(&self, current: Option<&Document>) -> bool {
         let Some(current) = current else { return true };
         let field = self.slot.stamp_field();
         let stamp = current.get(field).filter(|v| !matches!(v, Bson::Null));
@@ -132,9 +140,21 @@ impl Statement {
 
     /// [`Statement::admits`] as a MongoDB filter.
     pub fn filter(&self) -> Document {
+        let mut filter = doc! {"clerkId": &self.id};
+        match &self.pointer {
+            None => filter.extend(self.condition()),
+            Some(pointer) => {
+                filter.insert("$and", vec![self.condition(), pointer.condition()]);
+            }
+        }
+        filter
+    }
+
+    /// The rule's condition, without the `clerkId`.
+    fn condition(&self) -> Document {
         let field = self.slot.stamp_field();
         let stamp = &self.stamp;
-        let mut filter = doc! {"clerkId": &self.id};
+        let mut filter = Document::new();
         let either = match self.slot {
             Slot::Profile | Slot::Status => {
                 vec![
@@ -161,11 +181,14 @@ impl Statement {
         filter
     }
 
-    /// The fields this statement sets, stamp included.
+    /// The fields this statement sets, stamp included (and its pointer's).
     pub fn fields(&self, now: DateTime) -> Document {
         let mut set = self.set.clone();
         if self.slot != Slot::Activity {
             set.insert(self.slot.stamp_field(), self.stamp.clone());
+        }
+        if let Some(pointer) = &self.pointer {
+            set.extend(pointer.fields(now));
         }
         set.insert("updatedAt", now);
         set
@@ -272,6 +295,8 @@ pub struct Batch<'a> {
     payload: Vec<PayloadForm>,
     /// The statements of the current round, until learnt.
     pending: Option<Vec<Statement>>,
+    /// Documents whose profile and pointer are written apart (a combined write didn't land).
+    apart: HashSet<(Entity, String)>,
     finished: bool,
 }
 
@@ -286,6 +311,7 @@ impl<'a> Batch<'a> {
             not_applied: Vec::new(),
             payload: vec![PayloadForm::Document; inputs.len()],
             pending: None,
+            apart: HashSet::new(),
             finished: false,
         }
     }
@@ -307,6 +333,20 @@ impl<'a> Batch<'a> {
         let mut again = false;
         self.not_applied.clear();
         for (s, r) in statements.into_iter().zip(results) {
+            if s.pointer.is_some() {
+                match r {
+                    Written::Applied => {
+                        self.applied.insert(s.event);
+                    }
+                    // Which rule said no (or which part the server refused) is unknown:
+                    // the next round writes the two apart.
+                    _ => {
+                        self.apart.insert((s.entity, s.id.clone()));
+                        again = true;
+                    }
+                }
+                continue;
+            }
             match (r, s.slot) {
                 (Written::Applied, Slot::Pointer) => {}
                 (Written::Applied, _) => {
@@ -432,11 +472,27 @@ impl<'a> Batch<'a> {
                     stamp,
                     set: intent.set.clone(),
                     event: i,
+                    pointer: None,
                 });
             }
         }
         for key in order {
-            statements.push(self.pointer(key.0, key.1, newest[&key]));
+            let i = newest[&key];
+            let pointer = self.pointer(key.0, key.1, i);
+            // The newest event's profile statement, if it has one, is the document's last
+            // (it beats every other): the pointer can ride along.
+            let together = !self.apart.contains(&(key.0, key.1.to_string()));
+            let carrier = statements.iter_mut().rev().find(|s| {
+                together
+                    && s.event == i
+                    && s.slot == Slot::Profile
+                    && s.entity == key.0
+                    && s.id == key.1
+            });
+            match carrier {
+                Some(s) => s.pointer = Some(Box::new(pointer)),
+                None => statements.push(pointer),
+            }
         }
         statements
     }
@@ -467,6 +523,7 @@ impl<'a> Batch<'a> {
                 "lastSyncAttempt": self.now,
             },
             event: i,
+            pointer: None,
         }
     }
 }

@@ -235,13 +235,16 @@ pub async fn read(
         "clerkId": 1, "isDeleted": 1,
         "profileVersion": 1, "finalVersion": 1, "statusVersion": 1, "eventVersion": 1, "lastActiveAt": 1,
     };
-    let docs: Vec<Document> = store
-        .collection(entity)
-        .find(doc! {"clerkId": {"$in": ids}})
-        .projection(projection)
-        .await?
-        .try_collect()
-        .await?;
+    let find = async {
+        store
+            .collection(entity)
+            .find(doc! {"clerkId": {"$in": ids}})
+            .projection(projection)
+            .await?
+            .try_collect::<Vec<Document>>()
+            .await
+    };
+    let docs = command::bounded(find).await??;
     Ok(docs
         .into_iter()
         .filter_map(|d| Some((d.get_str("clerkId").ok()?.to_string(), d)))

@@ -492,6 +492,7 @@ fn filters_say_what_admits_says() {
         stamp: Bson::String(version(5, "e")),
         set: Document::new(),
         event: 0,
+        pointer: None,
     };
     let filter = s.filter();
     assert_eq!(filter.get_str("clerkId").unwrap(), "user_1");
@@ -525,4 +526,38 @@ fn versions_order_by_time_then_id() {
         version(-5, "msg_a") < version(0, "msg_b"),
         "negative times clamp to 0"
     );
+}
+
+#[test]
+fn an_in_order_event_is_one_write_and_a_late_one_is_split() {
+    let p1 = user("p1", "user.updated", 1_000, "One", "one@example.com");
+    let p2 = user("p2", "user.updated", 2_000, "Two", "two@example.com");
+    let enabled = Entity::ALL;
+    let plan_of = |m: &EventMessage| {
+        let change = entity::change(m, &enabled);
+        let inputs = vec![Input {
+            event_id: &m.event_id,
+            event_time: m.event_time,
+            change: &change,
+            payload: Bson::Null,
+            raw: "{}",
+        }];
+        let mut batch = Batch::new(&inputs, DateTime::from_millis(1));
+        batch.round().unwrap()
+    };
+    // The usual case: the profile and the pointer in one statement.
+    let statements = plan_of(&p2);
+    assert_eq!(statements.len(), 1);
+    assert!(statements[0].pointer.is_some());
+    assert!(statements[0].filter().contains_key("$and"));
+
+    // A late profile event after a newer deletion: the combined write doesn't land, and
+    // the next round writes the two apart, so the profile still applies.
+    let mut m = Memory::default();
+    m.batch(&[user("d", "user.deleted", 5_000, "", "")]);
+    m.batch(std::slice::from_ref(&p1));
+    assert_eq!(m.outcome("p1"), Outcome::Applied);
+    let doc = m.doc(Entity::User, "user_1");
+    assert_eq!(doc.get_str("firstName").unwrap(), "One");
+    assert_eq!(doc.get_str("lastEventId").unwrap(), "user.deleted-5000");
 }
