@@ -67,7 +67,17 @@ pub async fn run(
             "ordered": true,
             "writeConcern": store.write_concern(),
         };
+        let started = std::time::Instant::now();
         let reply = bounded(store.database().run_command(command).into_future()).await??;
+        if started.elapsed() > std::time::Duration::from_secs(5) {
+            tracing::warn!(
+                command = name,
+                collection,
+                statements = chunk.len(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "slow write command"
+            );
+        }
         if let Ok(wce) = reply.get_document("writeConcernError") {
             // The writes may not be durable: the batch is retried, its offsets not committed.
             return Err(Error::Write(
@@ -99,7 +109,7 @@ pub async fn run(
 
 /// How long one command may take. The driver bounds connecting and server selection but
 /// not a reply that never comes (a hung server): past this, the batch fails and is retried.
-pub const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+pub const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `future`, or [`Error::Write`] after [`COMMAND_TIMEOUT`].
 pub async fn bounded<T>(future: impl std::future::Future<Output = T>) -> Result<T> {

@@ -26,6 +26,8 @@ use crate::{payload, Result};
 
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long the batch in hand may still take once the process is asked to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// librdkafka callbacks: lag from statistics, rebalances in the log.
 pub struct Context {
@@ -198,7 +200,26 @@ impl Worker {
         // made (not taken for duplicates by a retry).
         let mut memory = Attempts::default();
         loop {
-            match self.process(batch, &mut memory).await {
+            // Asked to stop mid-attempt: the batch in hand gets SHUTDOWN_GRACE to finish;
+            // past that (a store that doesn't answer) it is left uncommitted, for the next
+            // owner, and the process exits anyway.
+            let attempt_result = {
+                let work = self.process(batch, &mut memory);
+                tokio::pin!(work);
+                tokio::select! {
+                    r = &mut work => r,
+                    () = stop.cancelled() => {
+                        match tokio::time::timeout(SHUTDOWN_GRACE, &mut work).await {
+                            Ok(r) => r,
+                            Err(_) => {
+                                tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "batch not done at shutdown; left uncommitted");
+                                return false;
+                            }
+                        }
+                    }
+                }
+            };
+            match attempt_result {
                 Ok(()) => return true,
                 Err(e) => {
                     let reason = match e {
