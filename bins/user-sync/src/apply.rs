@@ -31,7 +31,7 @@ pub struct Incoming {
 #[derive(Debug, Default)]
 pub struct Applied {
     /// Each event's outcome, in the batch's order (a repeat of an event earlier in the
-    /// batch: `Duplicate`).
+    /// batch: its first copy's).
     pub outcomes: Vec<Outcome>,
     /// Events that can never be applied (index, short code, reason): the caller
     /// dead-letters them.
@@ -98,6 +98,11 @@ impl Applier {
         while let Some(statements) = plan.round() {
             let results = write::execute(&self.store, &statements, now).await?;
             plan.learn(&results);
+            // Remembered at once: should a later step of this attempt fail, the retry
+            // still knows these changes were this delivery's.
+            for &k in plan.applied() {
+                applied_before.insert(batch[firsts[k]].message.event_id.clone());
+            }
         }
         let mut current: HashMap<(Entity, String), Document> = HashMap::new();
         let to_read = plan.to_read();
@@ -120,7 +125,11 @@ impl Applier {
             let mut outcome = planned[k];
             if outcome == Outcome::Applied {
                 applied_before.insert(id.clone());
-            } else if outcome == Outcome::Duplicate && applied_before.contains(id) {
+            } else if matches!(outcome, Outcome::Duplicate | Outcome::Stale)
+                && applied_before.contains(id)
+            {
+                // An earlier attempt at this batch made the change (a later event of the
+                // batch may since have moved the stamp on).
                 outcome = Outcome::Applied;
             }
             outcomes[i] = outcome;
@@ -129,6 +138,16 @@ impl Applier {
             } else if let Some(reason) = plan.refused().get(&k) {
                 tracing::error!(event_id = id, error = %reason, "the database refused this event");
                 rejected.push((i, "rejected_by_database", reason.clone()));
+            }
+        }
+        // A repeat in the batch is recorded as a redelivery of its first copy, with that
+        // copy's outcome (so a dead-lettered record stays dead-lettered and is counted).
+        for i in 0..batch.len() {
+            if repeats[i] {
+                let id = &batch[i].message.event_id;
+                if let Some(&first) = firsts.iter().find(|&&f| &batch[f].message.event_id == id) {
+                    outcomes[i] = outcomes[first];
+                }
             }
         }
         Ok(Applied {

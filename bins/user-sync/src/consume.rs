@@ -321,21 +321,30 @@ impl Worker {
         for (_, code, _) in &letters {
             self.metrics.dead_lettered(code);
         }
+        // A repeat within the batch counts as the duplicate it is (its record keeps its
+        // first copy's outcome).
+        let shown = |r: &Record| {
+            if r.repeat {
+                Outcome::Duplicate
+            } else {
+                r.outcome
+            }
+        };
         for r in &records {
             self.metrics.event(
                 r.event_type.as_deref().unwrap_or("unknown"),
-                r.outcome.as_str(),
+                shown(r).as_str(),
             );
             tracing::debug!(
                 event_id = r.id,
                 event_type = r.event_type,
                 subject = r.subject,
-                outcome = r.outcome.as_str(),
+                outcome = shown(r).as_str(),
                 "event"
             );
         }
         self.metrics.applied_batch(started.elapsed().as_secs_f64());
-        let count = |o: Outcome| records.iter().filter(|r| r.outcome == o).count();
+        let count = |o: Outcome| records.iter().filter(|r| shown(r) == o).count();
         tracing::info!(
             applied = count(Outcome::Applied),
             stale = count(Outcome::Stale),

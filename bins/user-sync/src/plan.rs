@@ -355,13 +355,19 @@ impl<'a> Batch<'a> {
                 (Written::NotApplied, Slot::Pointer | Slot::Activity) => {}
                 (Written::NotApplied, _) => self.not_applied.push(s),
                 // The payload is what a server refuses in a pointer: less of it next time.
+                // Without any payload and still refused (the document itself is, say a
+                // unique index on another field): the pointer is given up, the event isn't.
                 (Written::Refused(_), Slot::Pointer) => {
                     let form = &mut self.payload[s.event];
-                    *form = match form {
-                        PayloadForm::Document => PayloadForm::Text,
-                        _ => PayloadForm::Omitted,
+                    let less = match form {
+                        PayloadForm::Document => Some(PayloadForm::Text),
+                        PayloadForm::Text => Some(PayloadForm::Omitted),
+                        PayloadForm::Omitted => None,
                     };
-                    again = true;
+                    if let Some(less) = less {
+                        *form = less;
+                        again = true;
+                    }
                 }
                 (Written::Refused(reason), _) => {
                     if let std::collections::hash_map::Entry::Vacant(e) =
@@ -374,6 +380,11 @@ impl<'a> Batch<'a> {
             }
         }
         self.finished = !again;
+    }
+
+    /// Events with a write applied so far (indexes into the batch).
+    pub fn applied(&self) -> &HashSet<usize> {
+        &self.applied
     }
 
     /// Events the database refused (index, reason): to dead-letter.

@@ -147,6 +147,10 @@ async fn one_by_one(
         let plain = doc! {"q": s.filter(), "u": s.update(now)};
         let outcome = command::run(store, Kind::Update, name, vec![plain]).await?;
         let written = match (outcome.results.into_iter().next(), outcome.matched) {
+            // Without upsert nothing can conflict on clerkId: another unique index did.
+            (Some(Err(e)), _) if e.code == 11000 => {
+                Written::Refused(format!("{} (code 11000)", e.message))
+            }
             (Some(Err(e)), _) => refusal(&e)?,
             (_, Some(n)) if n > 0 => Written::Applied,
             _ => {

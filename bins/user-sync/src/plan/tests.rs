@@ -25,6 +25,11 @@ impl Memory {
         statements
             .iter()
             .map(|s| {
+                let pointer_refused =
+                    |s: &Statement| s.set.get_str("lastEventId") == Ok("pointer-refused");
+                if pointer_refused(s) || s.pointer.as_deref().is_some_and(pointer_refused) {
+                    return Written::Refused("document failed validation".into());
+                }
                 if s.set.get_str("email") == Ok(REFUSED_EMAIL) {
                     return Written::Refused("E11000 duplicate key (email)".into());
                 }
@@ -560,4 +565,21 @@ fn an_in_order_event_is_one_write_and_a_late_one_is_split() {
     let doc = m.doc(Entity::User, "user_1");
     assert_eq!(doc.get_str("firstName").unwrap(), "One");
     assert_eq!(doc.get_str("lastEventId").unwrap(), "user.deleted-5000");
+}
+
+#[test]
+fn a_pointer_refused_whatever_its_payload_is_given_up_not_retried_forever() {
+    let p = user(
+        "pointer-refused",
+        "user.updated",
+        1_000,
+        "Ada",
+        "a@example.com",
+    );
+    let mut m = Memory::default();
+    m.batch(std::slice::from_ref(&p));
+    assert_eq!(m.outcome("pointer-refused"), Outcome::Applied);
+    let doc = m.doc(Entity::User, "user_1");
+    assert_eq!(doc.get_str("firstName").unwrap(), "Ada");
+    assert!(!doc.contains_key("lastEventId"));
 }
