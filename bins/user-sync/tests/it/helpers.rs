@@ -88,8 +88,6 @@ pub async fn spawn_app_with(env: TestEnv, names: Names) -> App {
 
 /// [`spawn_app_with`] with more variables.
 pub async fn spawn_app_configured(env: TestEnv, names: Names, extra: &[(&str, &str)]) -> App {
-    // Shown when a test fails (the harness captures it otherwise).
-    common::telemetry::init(common::LogFormat::Pretty);
     let config = Config::from_vars(vars(&env, &names, extra)).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let health = format!("http://{}", listener.local_addr().unwrap());
