@@ -133,7 +133,7 @@ impl Applier {
                 outcome = Outcome::Applied;
             }
             outcomes[i] = outcome;
-            if let Change::Invalid(reason) = &changes[k] {
+            if let Change::Invalid { reason, .. } = &changes[k] {
                 rejected.push((i, "invalid_record", reason.clone()));
             } else if let Some(reason) = plan.refused().get(&k) {
                 tracing::error!(event_id = id, error = %reason, "the database refused this event");

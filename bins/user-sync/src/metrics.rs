@@ -152,3 +152,22 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revoked_partition_leaves_the_lag_gauge() {
+        let m = Metrics::new();
+        m.lag("users", 0, 7);
+        m.lag("users", 1, 3);
+        m.forget_lag("users", 0);
+        let text = m.render();
+        assert!(!text.contains(r#"partition="0""#), "{text}");
+        assert!(
+            text.contains(r#"user_sync_consumer_lag{topic="users",partition="1"} 3"#),
+            "{text}"
+        );
+    }
+}

@@ -252,6 +252,18 @@ impl Input<'_> {
         version(self.event_time, self.event_id)
     }
 
+    /// The document whose pointer follows this event, if it names one.
+    fn document(&self) -> Option<(Entity, &str)> {
+        match self.change {
+            Change::Writes(intents) => intents.first().map(|i| (i.entity, i.id.as_str())),
+            Change::Invalid {
+                key: Some((entity, id)),
+                ..
+            } => Some((*entity, id.as_str())),
+            _ => None,
+        }
+    }
+
     fn writes(&self) -> &[crate::entity::Intent] {
         match self.change {
             Change::Writes(intents) => intents,
@@ -413,7 +425,7 @@ impl<'a> Batch<'a> {
             .enumerate()
             .map(|(i, input)| match input.change {
                 Change::Ignored => Outcome::Ignored,
-                Change::Invalid(_) => Outcome::DeadLettered,
+                Change::Invalid { .. } => Outcome::DeadLettered,
                 Change::Writes(_) if self.refused.contains_key(&i) => Outcome::DeadLettered,
                 Change::Writes(_) if self.applied.contains(&i) => Outcome::Applied,
                 Change::Writes(_) => Outcome::Stale,
@@ -447,8 +459,7 @@ impl<'a> Batch<'a> {
         for (i, input) in self.inputs.iter().enumerate() {
             let version = input.version();
             let writes = input.writes();
-            if let Some(first) = writes.first() {
-                let key = (first.entity, first.id.as_str());
+            if let Some(key) = input.document() {
                 match newest.get(&key) {
                     None => {
                         order.push(key);
@@ -516,7 +527,11 @@ impl<'a> Batch<'a> {
             PayloadForm::Text => Bson::String(input.raw.to_string()),
             PayloadForm::Omitted => Bson::Null,
         };
-        let (status, error) = match self.refused.get(&i) {
+        let failure = match (self.refused.get(&i), input.change) {
+            (Some(reason), _) | (None, Change::Invalid { reason, .. }) => Some(reason),
+            _ => None,
+        };
+        let (status, error) = match failure {
             Some(reason) => ("failed", Bson::String(reason.clone())),
             None => ("synced", Bson::Null),
         };

@@ -124,8 +124,14 @@ pub enum Change {
     /// A type user-sync doesn't keep (or whose kind is not in `SYNC_ENTITIES`): recorded,
     /// nothing else.
     Ignored,
-    /// It can never be applied: dead-lettered with this reason.
-    Invalid(String),
+    /// It can never be applied: dead-lettered with this reason. When the event still
+    /// names its document, that document says so (`syncStatus: failed`).
+    Invalid {
+        /// Why.
+        reason: String,
+        /// The document it names, if any.
+        key: Option<(Entity, String)>,
+    },
 }
 
 /// What `message` means, with only the kinds in `enabled` kept.
@@ -143,7 +149,13 @@ pub fn change(message: &EventMessage, enabled: &[Entity]) -> Change {
     match intents {
         Ok(Some(intents)) => Change::Writes(intents),
         Ok(None) => Change::Ignored,
-        Err(reason) => Change::Invalid(reason),
+        Err(reason) => Change::Invalid {
+            reason,
+            key: match &message.record {
+                events::Record::Other { id: Some(id) } => Some((entity, id.clone())),
+                _ => None,
+            },
+        },
     }
 }
 

@@ -468,7 +468,12 @@ fn types_not_kept_are_ignored_and_invalid_ones_dead_lettered() {
     m.batch(&[invitation, membership_without_org]);
     assert_eq!(m.outcome("inv"), Outcome::Ignored);
     assert_eq!(m.outcome("bad"), Outcome::DeadLettered);
-    assert!(m.docs.is_empty());
+    // The invalid event names its membership: that document says it failed.
+    assert_eq!(m.docs.len(), 1);
+    let doc = m.doc(Entity::Membership, "orgmem_2");
+    assert_eq!(doc.get_str("syncStatus").unwrap(), "failed");
+    assert!(doc.get_str("syncError").unwrap().contains("organization"));
+    assert_eq!(doc.get_str("lastEventId").unwrap(), "bad");
 }
 
 #[test]
