@@ -15,21 +15,13 @@ use anyhow::{bail, Context};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 
-fn var<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name}: `{v}` is malformed")),
-        Err(_) => Ok(default),
-    }
-}
+#[path = "support/mod.rs"]
+mod support;
+use support::{cpu_ticks, var};
 
-/// utime + stime of `pid` in seconds (fields 14 and 15 of /proc/<pid>/stat, 100 ticks/s).
+/// CPU time of `pid` in seconds.
 fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').context("malformed stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    Ok((fields[11].parse::<u64>()? + fields[12].parse::<u64>()?) as f64 / 100.0)
+    Ok(cpu_ticks(pid)? as f64 / 100.0)
 }
 
 fn now_ms() -> i64 {

@@ -14,23 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-fn var<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name}: `{v}` is malformed")),
-        Err(_) => Ok(default),
-    }
-}
-
-/// utime + stime of `pid`, in clock ticks (fields 14 and 15 of /proc/<pid>/stat).
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name may hold spaces; the fields after it start at the last ')'.
-    let after = stat.rsplit_once(')').context("malformed stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
-}
+#[path = "support/mod.rs"]
+mod support;
+use support::{cpu_ticks, var};
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -107,7 +93,6 @@ async fn main() -> anyhow::Result<()> {
     let ticks = cpu_ticks(pid)? - ticks_before;
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
-    // Linux reports CPU time in USER_HZ ticks, 100 a second on every architecture we ship.
     let cpu_us = ticks as f64 * 10_000.0 / requests as f64;
     println!(
         "requests={requests} concurrency={concurrency} body={}B req/s={:.0} p50={:.2}ms p99={:.2}ms cpu/request={cpu_us:.1}us rss={}MiB",

@@ -7,14 +7,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use bson::{DateTime, Document};
+use bson::{Bson, DateTime, Document};
 use events::EventMessage;
 
 use crate::audit::Source;
 use crate::entity::{self, Change, Entity};
 use crate::plan::{Batch, Input, Outcome};
 use crate::store::Store;
-use crate::{payload, write, Result};
+use crate::{write, Result};
 
 /// A decoded event and where it came from.
 #[derive(Debug, Clone)]
@@ -25,6 +25,9 @@ pub struct Incoming {
     pub source: Source,
     /// This consumption of it (see [`crate::audit`]).
     pub delivery: String,
+    /// Its Clerk `data` as stored ([`crate::payload::storable`]), made once for both the
+    /// document's `webhookPayload` and the audit record.
+    pub payload: Bson,
 }
 
 /// What [`Applier::apply`] did.
@@ -68,11 +71,13 @@ impl Applier {
         applied_before: &mut HashSet<String>,
     ) -> Result<Applied> {
         // A second copy of an event in the same batch is a redelivery: only counted.
-        let mut seen = HashSet::new();
-        let repeats: Vec<bool> = batch
+        let mut first_index: HashMap<&str, usize> = HashMap::new();
+        let first_of: Vec<usize> = batch
             .iter()
-            .map(|e| !seen.insert(e.message.event_id.as_str()))
+            .enumerate()
+            .map(|(i, e)| *first_index.entry(e.message.event_id.as_str()).or_insert(i))
             .collect();
+        let repeats: Vec<bool> = first_of.iter().enumerate().map(|(i, &f)| f != i).collect();
         let firsts: Vec<usize> = (0..batch.len()).filter(|&i| !repeats[i]).collect();
         let changes: Vec<Change> = firsts
             .iter()
@@ -87,7 +92,7 @@ impl Applier {
                     event_id: &m.event_id,
                     event_time: m.event_time,
                     change,
-                    payload: payload::storable(&m.data),
+                    payload: &batch[i].payload,
                     raw: m.data.get(),
                 }
             })
@@ -123,10 +128,7 @@ impl Applier {
         for (k, &i) in firsts.iter().enumerate() {
             let id = &batch[i].message.event_id;
             let mut outcome = planned[k];
-            if outcome == Outcome::Applied {
-                applied_before.insert(id.clone());
-            } else if matches!(outcome, Outcome::Duplicate | Outcome::Stale)
-                && applied_before.contains(id)
+            if matches!(outcome, Outcome::Duplicate | Outcome::Stale) && applied_before.contains(id)
             {
                 // An earlier attempt at this batch made the change (a later event of the
                 // batch may since have moved the stamp on).
@@ -142,12 +144,9 @@ impl Applier {
         }
         // A repeat in the batch is recorded as a redelivery of its first copy, with that
         // copy's outcome (so a dead-lettered record stays dead-lettered and is counted).
-        for i in 0..batch.len() {
-            if repeats[i] {
-                let id = &batch[i].message.event_id;
-                if let Some(&first) = firsts.iter().find(|&&f| &batch[f].message.event_id == id) {
-                    outcomes[i] = outcomes[first];
-                }
+        for (i, &first) in first_of.iter().enumerate() {
+            if first != i {
+                outcomes[i] = outcomes[first];
             }
         }
         Ok(Applied {

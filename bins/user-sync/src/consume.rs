@@ -256,6 +256,7 @@ impl Worker {
             match decode(m) {
                 Ok(message) => {
                     incoming.push(Incoming {
+                        payload: payload::storable(&message.data),
                         message,
                         source: source_of(m),
                         delivery: p.delivery.clone(),
@@ -294,19 +295,19 @@ impl Worker {
                 );
             }
         }
-        for (i, e) in incoming.iter().enumerate() {
-            let m = &e.message;
+        for (i, e) in incoming.into_iter().enumerate() {
+            let m = e.message;
             records.push(Record {
-                id: m.event_id.clone(),
-                event_type: Some(m.event_type.clone()),
-                subject: Some(m.subject_id.clone()),
+                id: m.event_id,
+                event_type: Some(m.event_type),
+                subject: Some(m.subject_id),
                 event_time: Some(m.event_time),
-                payload: payload::storable(&m.data),
+                payload: e.payload,
                 raw: Some(m.data.get().to_string()),
                 outcome: applied.outcomes[i],
-                error: rejected.get(&i).cloned(),
-                source: e.source.clone(),
-                delivery: e.delivery.clone(),
+                error: rejected.remove(&i),
+                source: e.source,
+                delivery: e.delivery,
                 repeat: applied.repeats[i],
             });
         }

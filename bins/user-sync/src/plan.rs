@@ -242,7 +242,7 @@ pub struct Input<'a> {
     /// What it means for the documents.
     pub change: &'a Change,
     /// Its Clerk `data` as stored (see [`crate::payload`]), for `webhookPayload`.
-    pub payload: Bson,
+    pub payload: &'a Bson,
     /// Its Clerk `data` as JSON text, for a server that refuses `payload`.
     pub raw: &'a str,
 }

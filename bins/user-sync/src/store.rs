@@ -160,15 +160,6 @@ pub fn error_code(err: &mongodb::error::Error) -> Option<i32> {
     }
 }
 
-/// Whether `err` is MongoDB's duplicate-key error (E11000).
-fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
-    match err.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == 11000,
-        ErrorKind::Command(e) => e.code == 11000,
-        _ => false,
-    }
-}
-
 /// Creates `clerkId_unique` on `collection` unless a unique index on `{clerkId: 1}` exists.
 async fn ensure_unique_clerk_id(name: &str, collection: &Collection<Document>) -> Result<()> {
     let existing: Vec<IndexModel> = match collection.list_indexes().await {
@@ -213,7 +204,7 @@ async fn ensure_unique_clerk_id(name: &str, collection: &Collection<Document>) -
         .await;
     match created {
         Ok(_) => Ok(()),
-        Err(e) if is_duplicate_key(&e) => Err(Error::Startup(format!(
+        Err(e) if error_code(&e) == Some(11000) => Err(Error::Startup(format!(
             "cannot create the unique index on {name}.clerkId: the collection holds documents \
              with the same (or no) clerkId; fix them first ({e})"
         ))),

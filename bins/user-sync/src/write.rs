@@ -151,7 +151,7 @@ async fn one_by_one(
             (Some(Err(e)), _) if e.code == 11000 => {
                 Written::Refused(format!("{} (code 11000)", e.message))
             }
-            (Some(Err(e)), _) => refusal(&e)?,
+            (Some(Err(e)), _) => Written::Refused(refusal(&e)?),
             (_, Some(n)) if n > 0 => Written::Applied,
             _ => {
                 let upsert = doc! {"q": s.filter(), "u": s.update(now), "upsert": true};
@@ -169,7 +169,7 @@ async fn one_by_one(
                             Written::Refused(format!("{} (code 11000)", e.message))
                         }
                     }
-                    Some(Err(e)) => refusal(&e)?,
+                    Some(Err(e)) => Written::Refused(refusal(&e)?),
                     _ => Written::Applied,
                 }
             }
@@ -179,12 +179,11 @@ async fn one_by_one(
     Ok(results)
 }
 
-/// A statement's write error: a refusal, or an error for the whole batch.
-fn refusal(e: &command::WriteError) -> Result<Written> {
+/// A statement's write error other than a `clerkId` conflict: why the server refuses the
+/// statement for good, or an error that fails the whole batch (retried).
+fn refusal(e: &command::WriteError) -> Result<String> {
     match classify_write_error(e.code, &e.message) {
-        WriteErrorClass::Permanent => {
-            Ok(Written::Refused(format!("{} (code {})", e.message, e.code)))
-        }
+        WriteErrorClass::Permanent => Ok(format!("{} (code {})", e.message, e.code)),
         _ => Err(Error::Write(format!(
             "write error {}: {}",
             e.code, e.message
@@ -211,15 +210,7 @@ async fn update(
             Ok(()) => Reply::Done,
             Err(e) => match classify_write_error(e.code, &e.message) {
                 WriteErrorClass::ClerkIdConflict { named } => Reply::Conflict { named },
-                WriteErrorClass::Permanent => {
-                    Reply::Refused(format!("{} (code {})", e.message, e.code))
-                }
-                WriteErrorClass::Transient => {
-                    return Err(Error::Write(format!(
-                        "write error {}: {}",
-                        e.code, e.message
-                    )))
-                }
+                _ => Reply::Refused(refusal(&e)?),
             },
         });
     }

@@ -4,7 +4,7 @@
 use bson::{doc, Document};
 use events::{EventMessage, Record};
 
-use super::{deletion, nulls, Data, Entity, Intent, Slot};
+use super::{deletion, nulls, profile, Data, Entity, Intent};
 
 const FIELDS: [&str; 6] = [
     "organizationId",
@@ -46,13 +46,7 @@ pub(super) fn change(message: &EventMessage, data: &Data) -> Result<Option<Vec<I
     set.insert("permissions", data.any(&["permissions"]));
     set.insert("clerkCreatedAt", data.date(&["created_at"]));
     set.insert("clerkUpdatedAt", data.date(&["updated_at"]));
-    Ok(Some(vec![Intent {
-        entity: Entity::Membership,
-        id: id.to_string(),
-        slot: Slot::Profile,
-        set,
-        at: None,
-    }]))
+    Ok(Some(vec![profile(Entity::Membership, id, set)]))
 }
 
 pub(super) fn defaults() -> Document {

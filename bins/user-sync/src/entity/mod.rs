@@ -139,12 +139,12 @@ pub fn change(message: &EventMessage, enabled: &[Entity]) -> Change {
     let Some(entity) = Entity::of(&message.event_type).filter(|e| enabled.contains(e)) else {
         return Change::Ignored;
     };
-    let data = Data::parse(message);
+    // Users map the normalized record; the others read Clerk's `data` (parsed only then).
     let intents = match entity {
-        Entity::User => user::change(message, &data),
-        Entity::Organization => organization::change(message, &data),
-        Entity::Membership => membership::change(message, &data),
-        Entity::Session => session::change(message, &data, enabled),
+        Entity::User => user::change(message),
+        Entity::Organization => organization::change(message, &Data::parse(message)),
+        Entity::Membership => membership::change(message, &Data::parse(message)),
+        Entity::Session => session::change(message, &Data::parse(message), enabled),
     };
     match intents {
         Ok(Some(intents)) => Change::Writes(intents),
@@ -156,6 +156,17 @@ pub fn change(message: &EventMessage, enabled: &[Entity]) -> Change {
                 _ => None,
             },
         },
+    }
+}
+
+/// The profile write of a create or update.
+fn profile(entity: Entity, id: &str, set: Document) -> Intent {
+    Intent {
+        entity,
+        id: id.to_string(),
+        slot: Slot::Profile,
+        set,
+        at: None,
     }
 }
 

@@ -3,7 +3,7 @@
 use bson::Document;
 use events::{EventMessage, Record};
 
-use super::{deletion, nulls, Data, Entity, Intent, Slot};
+use super::{deletion, nulls, profile, Data, Entity, Intent};
 
 const FIELDS: [&str; 8] = [
     "name",
@@ -41,13 +41,7 @@ pub(super) fn change(message: &EventMessage, data: &Data) -> Result<Option<Vec<I
     set.insert("createdBy", data.text(&["created_by"]));
     set.insert("clerkCreatedAt", data.date(&["created_at"]));
     set.insert("clerkUpdatedAt", data.date(&["updated_at"]));
-    Ok(Some(vec![Intent {
-        entity: Entity::Organization,
-        id: id.to_string(),
-        slot: Slot::Profile,
-        set,
-        at: None,
-    }]))
+    Ok(Some(vec![profile(Entity::Organization, id, set)]))
 }
 
 pub(super) fn defaults() -> Document {

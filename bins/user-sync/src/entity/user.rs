@@ -3,9 +3,9 @@
 use bson::{doc, Bson, DateTime, Document};
 use events::{EventMessage, Record, UserRecord};
 
-use super::{deletion, Data, Entity, Intent, Slot};
+use super::{deletion, profile, Entity, Intent};
 
-pub(super) fn change(message: &EventMessage, _: &Data) -> Result<Option<Vec<Intent>>, String> {
+pub(super) fn change(message: &EventMessage) -> Result<Option<Vec<Intent>>, String> {
     let Record::User(user) = &message.record else {
         return Err(format!("{} without a user record", message.event_type));
     };
@@ -15,13 +15,7 @@ pub(super) fn change(message: &EventMessage, _: &Data) -> Result<Option<Vec<Inte
     if !matches!(message.event_type.as_str(), "user.created" | "user.updated") {
         return Ok(None);
     }
-    Ok(Some(vec![Intent {
-        entity: Entity::User,
-        id: user.id.clone(),
-        slot: Slot::Profile,
-        set: fields(user),
-        at: None,
-    }]))
+    Ok(Some(vec![profile(Entity::User, &user.id, fields(user))]))
 }
 
 pub(super) fn defaults() -> Document {

@@ -61,14 +61,19 @@ impl Memory {
             .filter(|m| seen.insert(m.event_id.clone()))
             .collect();
         let changes: Vec<Change> = firsts.iter().map(|m| entity::change(m, &enabled)).collect();
+        let payloads: Vec<Bson> = firsts
+            .iter()
+            .map(|m| crate::payload::storable(&m.data))
+            .collect();
         let inputs: Vec<Input<'_>> = firsts
             .iter()
             .zip(&changes)
-            .map(|(m, change)| Input {
+            .zip(&payloads)
+            .map(|((m, change), payload)| Input {
                 event_id: &m.event_id,
                 event_time: m.event_time,
                 change,
-                payload: crate::payload::storable(&m.data),
+                payload,
                 raw: m.data.get(),
             })
             .collect();
@@ -549,7 +554,7 @@ fn an_in_order_event_is_one_write_and_a_late_one_is_split() {
             event_id: &m.event_id,
             event_time: m.event_time,
             change: &change,
-            payload: Bson::Null,
+            payload: &Bson::Null,
             raw: "{}",
         }];
         let mut batch = Batch::new(&inputs, DateTime::from_millis(1));
