@@ -4,7 +4,9 @@
 //! Commands run `ordered: true` and resume after the statement that failed: FerretDB
 //! stops at the first error even when asked not to, and says nothing about the
 //! statements it skipped, so "no error reported" would not mean "done". In order, every
-//! statement before the first error is done, and the rest are sent again.
+//! statement before the first error is done, and the rest are sent again. mongo-java-server
+//! does the opposite (it goes on past an error even when ordered); its `n` says so, and
+//! then nothing is sent again.
 
 use std::future::IntoFuture;
 
@@ -86,22 +88,37 @@ pub async fn run(
                     .to_string(),
             ));
         }
-        let failed = first_error(&reply).filter(|(index, _)| *index < chunk.len());
-        let done = failed.as_ref().map_or(chunk.len(), |(index, _)| *index);
-        results.extend((0..done).map(|_| Ok(())));
-        matched = match (matched, number(&reply, "n")) {
+        let errors = write_errors(&reply, chunk.len());
+        let n = number(&reply, "n");
+        // mongo-java-server goes on past a failed statement even when asked to stop: its
+        // `n` then counts every other statement (each writes one document), and all of
+        // them ran. Otherwise the server stopped at the first error.
+        let went_on =
+            !errors.is_empty() && n.is_some_and(|n| n == (chunk.len() - errors.len()) as i64);
+        let done = match errors.first() {
+            Some((index, _)) if !went_on => *index,
+            _ => chunk.len(),
+        };
+        matched = match (matched, n) {
             (Some(m), Some(n)) => {
                 let upserted = reply.get_array("upserted").map_or(0, |a| a.len() as i64);
                 Some(m + n - upserted)
             }
             _ => None,
         };
-        match failed {
-            Some((_, error)) => {
+        let mut errors = errors.into_iter().peekable();
+        for index in 0..done {
+            match errors.next_if(|(i, _)| *i == index) {
+                Some((_, error)) => results.push(Err(error)),
+                None => results.push(Ok(())),
+            }
+        }
+        match errors.next() {
+            Some((index, error)) if index == done => {
                 results.push(Err(error));
                 rest = &rest[done + 1..];
             }
-            None => rest = &rest[done..],
+            _ => rest = &rest[done..],
         }
     }
     Ok(Outcome { results, matched })
@@ -130,10 +147,12 @@ fn chunk(statements: &[Document]) -> &[Document] {
     statements
 }
 
-/// The first write error of a reply (ordered: there is at most one).
-fn first_error(reply: &Document) -> Option<(usize, WriteError)> {
-    let errors = reply.get_array("writeErrors").ok()?;
-    errors
+/// The write errors of a reply about `count` statements, by index.
+fn write_errors(reply: &Document, count: usize) -> Vec<(usize, WriteError)> {
+    let Ok(errors) = reply.get_array("writeErrors") else {
+        return Vec::new();
+    };
+    let mut errors: Vec<(usize, WriteError)> = errors
         .iter()
         .filter_map(Bson::as_document)
         .filter_map(|e| {
@@ -148,7 +167,11 @@ fn first_error(reply: &Document) -> Option<(usize, WriteError)> {
             };
             Some((index, error))
         })
-        .min_by_key(|(index, _)| *index)
+        .filter(|(index, _)| *index < count)
+        .collect();
+    errors.sort_by_key(|(index, _)| *index);
+    errors.dedup_by_key(|(index, _)| *index);
+    errors
 }
 
 fn number(reply: &Document, key: &str) -> Option<i64> {
@@ -165,15 +188,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_first_error_is_the_lowest_index() {
+    fn write_errors_come_sorted_by_index() {
         let reply = doc! {"ok": 1.0, "writeErrors": [
             {"index": 3, "code": 2, "errmsg": "b"},
             {"index": 1, "code": 11000, "errmsg": "E11000"},
+            {"index": 9, "code": 2, "errmsg": "beyond the chunk"},
         ]};
-        let (index, error) = first_error(&reply).unwrap();
-        assert_eq!(index, 1);
-        assert_eq!(error.code, 11000);
-        assert!(first_error(&doc! {"ok": 1.0, "n": 2}).is_none());
+        let errors = write_errors(&reply, 5);
+        assert_eq!(errors.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(errors[0].1.code, 11000);
+        assert!(write_errors(&doc! {"ok": 1.0, "n": 2}, 2).is_empty());
     }
 
     #[test]
