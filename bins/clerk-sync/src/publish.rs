@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::kafka::{broker_reachable, KafkaSettings};
-use events::{EventMessage, Family, HEADER_EVENT_ID, HEADER_EVENT_TYPE, HEADER_SCHEMA_VERSION};
+use events::{EventMessage, Family};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -125,20 +125,16 @@ impl Publisher {
     ) -> Result<&str, PublishError> {
         let topic = self.topics.for_family(Family::of(&message.event_type));
         let payload = message.to_json();
-        let schema = message.schema_version.to_string();
-        let headers = OwnedHeaders::new_with_capacity(3)
-            .insert(Header {
-                key: HEADER_EVENT_ID,
-                value: Some(message.event_id.as_bytes()),
-            })
-            .insert(Header {
-                key: HEADER_EVENT_TYPE,
-                value: Some(message.event_type.as_bytes()),
-            })
-            .insert(Header {
-                key: HEADER_SCHEMA_VERSION,
-                value: Some(schema.as_bytes()),
-            });
+        let pairs = message.headers();
+        let headers = pairs.iter().fold(
+            OwnedHeaders::new_with_capacity(pairs.len()),
+            |h, (key, value)| {
+                h.insert(Header {
+                    key,
+                    value: Some(value.as_bytes()),
+                })
+            },
+        );
         let record = FutureRecord::to(topic)
             .key(message.subject_id.as_bytes())
             .payload(&payload)

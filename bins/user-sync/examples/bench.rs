@@ -190,5 +190,6 @@ fn event(user: usize, round: usize) -> EventMessage {
             &serde_json::json!({"id": id, "first_name": name, "updated_at": time}),
         )
         .expect("JSON"),
+        origin: events::Origin::Webhook,
     }
 }

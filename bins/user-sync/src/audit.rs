@@ -37,6 +37,8 @@ pub struct Record {
     pub subject: Option<String>,
     /// The event time (ms), when known.
     pub event_time: Option<i64>,
+    /// Where the event came from (`webhook`, `backfill`, `reconcile`), when known.
+    pub origin: Option<&'static str>,
     /// Clerk's `data` as stored, when the message could be read.
     pub payload: Bson,
     /// The same as JSON text, for a server that refuses `payload`.
@@ -69,6 +71,9 @@ impl Record {
             "duplicates": 0,
             "deliveries": [&self.delivery],
         };
+        if let Some(origin) = self.origin {
+            d.insert("origin", origin);
+        }
         if let Some(error) = &self.error {
             d.insert("error", error);
         }

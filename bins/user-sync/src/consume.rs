@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::kafka::KafkaSettings;
-use events::{EventMessage, HEADER_EVENT_ID, HEADER_EVENT_TYPE};
+use events::{EventMessage, Origin, HEADER_EVENT_ID, HEADER_EVENT_TYPE};
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
@@ -302,6 +302,7 @@ impl Worker {
                 event_type: Some(m.event_type),
                 subject: Some(m.subject_id),
                 event_time: Some(m.event_time),
+                origin: Some(m.origin.as_str()),
                 payload: e.payload,
                 raw: Some(m.data.get().to_string()),
                 outcome: applied.outcomes[i],
@@ -409,6 +410,9 @@ fn undecodable_record(m: &OwnedMessage, delivery: &str, reason: &str) -> Record 
         event_type: common::kafka::header(m, HEADER_EVENT_TYPE),
         subject: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
         event_time: None,
+        origin: common::kafka::header(m, events::HEADER_EVENT_ORIGIN)
+            .and_then(|o| Origin::from_name(&o))
+            .map(Origin::as_str),
         payload: bson::Bson::Null,
         raw: None,
         outcome: Outcome::DeadLettered,

@@ -9,9 +9,13 @@
 //! - [`dlq`]: the dead-letter topics.
 //! - [`store`]: MongoDB collections and indexes.
 //! - [`http`]: `/health`, `/ready`, `/metrics`.
+//! - [`backfill`] and [`reconcile`]: the commands that read Clerk's Backend API
+//!   ([`clerk_api`]) and publish [`snapshot`] events ([`publish`]), with [`progress`].
 
 pub mod apply;
 pub mod audit;
+pub mod backfill;
+pub mod clerk_api;
 pub mod command;
 pub mod config;
 pub mod consume;
@@ -22,6 +26,10 @@ pub mod http;
 pub mod metrics;
 pub mod payload;
 pub mod plan;
+pub mod progress;
+pub mod publish;
+pub mod reconcile;
+pub mod snapshot;
 pub mod store;
 pub mod write;
 

@@ -1,43 +1,198 @@
-//! The user-sync binary: configuration from the environment, then [`user_sync::run`].
-//! `user-sync show-user <clerkId>` prints that user's document instead.
+//! The user-sync binary. Without a subcommand it runs the consumer; the subcommands are the
+//! tools around it. Configuration comes from the environment, as the contract says; the
+//! flags only say what a command should do.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
 
 use anyhow::Context;
+use clap::{Parser, Subcommand};
+use user_sync::clerk_api::{ClerkApi, RetryPolicy, MAX_PAGE_SIZE};
+use user_sync::config::{ClerkConfig, MongoConfig, PublishConfig};
+use user_sync::progress::Progress;
+use user_sync::publish::{Publisher, Sink};
+use user_sync::snapshot::Kind;
 use user_sync::Config;
 
+/// Keeps MongoDB in step with Clerk: consumes the events clerk-sync publishes to Kafka.
+///
+/// Configured by environment variables (see the README's table): KAFKA_BROKERS,
+/// MONGODB_URI, and for backfill and reconcile CLERK_SECRET_KEY and CLERK_API_URL.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the consumer (what the binary does without a subcommand).
+    Run,
+    /// Print one user's document as JSON.
+    ShowUser {
+        /// The Clerk user id (`user_…`).
+        clerk_id: String,
+    },
+    /// Publish a snapshot event for every user, organization and membership Clerk has.
+    ///
+    /// Snapshots go into the topics clerk-sync publishes to and are applied under the same
+    /// order rules: a snapshot's event time is the object's updated_at, so it never
+    /// overwrites anything newer. Event ids are `backfill:<id>:<updated_at>`, so running it
+    /// twice changes nothing the second time.
+    Backfill {
+        /// Kinds of object, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "users,organizations,memberships", value_parser = kind)]
+        entities: Vec<Kind>,
+        /// Read and count, publish nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Objects per page (Clerk's maximum is 500).
+        #[arg(long, default_value_t = MAX_PAGE_SIZE, value_parser = clap::value_parser!(u32).range(1..=MAX_PAGE_SIZE as i64))]
+        page_size: u32,
+        /// Only this user (repeat for more).
+        #[arg(long = "user", value_name = "USER_ID")]
+        users: Vec<String>,
+        /// Only this organization and its memberships (repeat for more).
+        #[arg(long = "organization", value_name = "ORGANIZATION_ID")]
+        organizations: Vec<String>,
+    },
+    /// Find documents whose user or organization Clerk no longer has (a lost deletion).
+    ///
+    /// Lists every id in Clerk, then checks each document not deleted and created before
+    /// the listing began; one Clerk doesn't have (confirmed by asking for it: 404) gets a
+    /// deletion event `reconcile:<id>`. Nothing is published if any listing fails.
+    /// Dry run unless --apply.
+    Reconcile {
+        /// Kinds of object, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "users,organizations", value_parser = reconcilable)]
+        entities: Vec<Kind>,
+        /// Publish the deletions (without it, only print what was found).
+        #[arg(long)]
+        apply: bool,
+        /// Objects per page (Clerk's maximum is 500).
+        #[arg(long, default_value_t = MAX_PAGE_SIZE, value_parser = clap::value_parser!(u32).range(1..=MAX_PAGE_SIZE as i64))]
+        page_size: u32,
+    },
+}
+
+fn kind(name: &str) -> Result<Kind, String> {
+    Kind::from_name(name.trim())
+        .ok_or_else(|| format!("`{name}`: expected users, organizations or memberships"))
+}
+
+fn reconcilable(name: &str) -> Result<Kind, String> {
+    match kind(name)? {
+        Kind::Memberships => Err("memberships aren't reconciled: users or organizations".into()),
+        k => Ok(k),
+    }
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("--version" | "-V") => {
-            println!("user-sync {}", env!("CARGO_PKG_VERSION"));
-            return Ok(());
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command.unwrap_or(Command::Run)).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
-        Some("show-user") => {
-            let clerk_id = args
-                .get(1)
-                .context("usage: user-sync show-user <clerkId>")?;
-            let config = user_sync::config::MongoConfig::from_vars(std::env::vars())?;
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run => {
+            let config = Config::from_env()?;
+            common::telemetry::init(config.log_format);
+            let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.health_port))
+                .await
+                .with_context(|| {
+                    format!("cannot listen on port {} (HEALTH_PORT)", config.health_port)
+                })?;
+            user_sync::run(config, listener).await?;
+        }
+        Command::ShowUser { clerk_id } => {
+            let config = MongoConfig::from_vars(std::env::vars())?;
             let store = user_sync::store::Store::connect(&config).await?;
             let user = store
                 .collection(user_sync::entity::Entity::User)
-                .find_one(bson::doc! {"clerkId": clerk_id})
+                .find_one(bson::doc! {"clerkId": &clerk_id})
                 .await?
                 .with_context(|| format!("no document with clerkId {clerk_id}"))?;
             let json = bson::Bson::Document(user).into_relaxed_extjson();
             println!("{}", serde_json::to_string_pretty(&json)?);
-            return Ok(());
         }
-        Some(other) => anyhow::bail!(
-            "unknown argument `{other}`: user-sync is configured by environment variables \
-             (`user-sync show-user <clerkId>` prints a user document)"
-        ),
-        None => {}
+        Command::Backfill {
+            entities,
+            dry_run,
+            page_size,
+            users,
+            organizations,
+        } => {
+            init_cli_logging()?;
+            let api = clerk_api()?;
+            let mut sink = sink(dry_run).await?;
+            let options = user_sync::backfill::Options {
+                kinds: entities,
+                page_size,
+                users,
+                organizations,
+            };
+            let mut progress = Progress::new("backfill", std::io::stdout().is_terminal());
+            let summary =
+                user_sync::backfill::run(&api, &mut sink, &options, &mut progress).await?;
+            print!("{summary}");
+        }
+        Command::Reconcile {
+            entities,
+            apply,
+            page_size,
+        } => {
+            init_cli_logging()?;
+            let api = clerk_api()?;
+            let store =
+                user_sync::store::Store::connect(&MongoConfig::from_vars(std::env::vars())?)
+                    .await?;
+            let mut sink = sink(!apply).await?;
+            let options = user_sync::reconcile::Options {
+                kinds: entities,
+                page_size,
+            };
+            let mut progress = Progress::new("reconcile", std::io::stdout().is_terminal());
+            let report =
+                user_sync::reconcile::run(&api, &store, &mut sink, &options, &mut progress).await?;
+            print!("{report}");
+        }
     }
-    let config = Config::from_env()?;
-    common::telemetry::init(config.log_format);
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.health_port))
-        .await
-        .with_context(|| format!("cannot listen on port {} (HEALTH_PORT)", config.health_port))?;
-    user_sync::run(config, listener).await?;
     Ok(())
+}
+
+/// Logs on stderr: stdout is the command's output. Pretty on a terminal unless LOG_FORMAT
+/// says otherwise.
+fn init_cli_logging() -> anyhow::Result<()> {
+    let format = match std::env::var("LOG_FORMAT") {
+        Ok(value) if !value.trim().is_empty() => common::LogFormat::parse(Some(&value))?,
+        _ if std::io::stderr().is_terminal() => common::LogFormat::Pretty,
+        _ => common::LogFormat::Json,
+    };
+    common::telemetry::init_stderr(format);
+    Ok(())
+}
+
+fn clerk_api() -> anyhow::Result<ClerkApi> {
+    let config = ClerkConfig::from_vars(std::env::vars())?;
+    Ok(ClerkApi::new(
+        &config.api_url,
+        config.secret_key,
+        RetryPolicy::default(),
+    )?)
+}
+
+async fn sink(dry_run: bool) -> anyhow::Result<Sink> {
+    if dry_run {
+        return Ok(Sink::dry_run());
+    }
+    let config = PublishConfig::from_vars(std::env::vars())?;
+    Ok(Sink::Kafka(Publisher::new(&config).await?))
 }

@@ -13,7 +13,7 @@ pub mod message;
 pub mod normalize;
 
 pub use message::{
-    DecodeError, EmailAddress, EventMessage, Record, UserRecord, HEADER_EVENT_ID,
-    HEADER_EVENT_TYPE, HEADER_SCHEMA_VERSION, SCHEMA_VERSION,
+    DecodeError, EmailAddress, EventMessage, Origin, Record, UserRecord, HEADER_EVENT_ID,
+    HEADER_EVENT_ORIGIN, HEADER_EVENT_TYPE, HEADER_SCHEMA_VERSION, SCHEMA_VERSION,
 };
 pub use normalize::{normalize, to_millis, Family, NormalizeError};

@@ -16,6 +16,41 @@ pub const HEADER_EVENT_ID: &str = "event-id";
 pub const HEADER_EVENT_TYPE: &str = "event-type";
 /// Kafka header carrying [`SCHEMA_VERSION`] as decimal text.
 pub const HEADER_SCHEMA_VERSION: &str = "schema-version";
+/// Kafka header carrying the message's [`Origin`] (`webhook`, `backfill`, `reconcile`).
+pub const HEADER_EVENT_ORIGIN: &str = "event-origin";
+
+/// Where a message came from. Every origin goes through the same order rules; the origin
+/// is there for people reading `webhook_events` and the topics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// A Svix-signed webhook, through clerk-sync. Messages written before this field existed
+    /// read as webhooks.
+    #[default]
+    Webhook,
+    /// A snapshot of an object read from Clerk's Backend API by `user-sync backfill`.
+    Backfill,
+    /// A deletion published by `user-sync reconcile` for an object Clerk no longer has.
+    Reconcile,
+}
+
+impl Origin {
+    /// The name used in the message, the header and `webhook_events`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Webhook => "webhook",
+            Origin::Backfill => "backfill",
+            Origin::Reconcile => "reconcile",
+        }
+    }
+
+    /// The origin named `name` (as [`Origin::as_str`] writes it).
+    pub fn from_name(name: &str) -> Option<Origin> {
+        [Origin::Webhook, Origin::Backfill, Origin::Reconcile]
+            .into_iter()
+            .find(|o| o.as_str() == name)
+    }
+}
 
 /// One Clerk event, normalized. This is the Kafka message value.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,6 +75,9 @@ pub struct EventMessage {
     /// The Clerk `data` object exactly as received: the same bytes, whatever its size or
     /// nesting depth (a parsed tree would refuse some and reorder keys).
     pub data: Box<RawValue>,
+    /// Where the message came from (absent in messages written before it existed: webhook).
+    #[serde(default)]
+    pub origin: Origin,
 }
 
 impl PartialEq for EventMessage {
@@ -52,6 +90,7 @@ impl PartialEq for EventMessage {
             && self.subject_id == other.subject_id
             && self.record == other.record
             && self.data.get() == other.data.get()
+            && self.origin == other.origin
     }
 }
 
@@ -217,6 +256,16 @@ impl EventMessage {
             }
         }
         Ok(())
+    }
+
+    /// The Kafka headers of the message: event id, type, schema version and origin.
+    pub fn headers(&self) -> [(&'static str, String); 4] {
+        [
+            (HEADER_EVENT_ID, self.event_id.clone()),
+            (HEADER_EVENT_TYPE, self.event_type.clone()),
+            (HEADER_SCHEMA_VERSION, self.schema_version.to_string()),
+            (HEADER_EVENT_ORIGIN, self.origin.as_str().to_string()),
+        ]
     }
 
     /// The user record, for `user.*` messages.

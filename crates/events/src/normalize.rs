@@ -121,6 +121,7 @@ pub fn normalize(event_id: &str, body: &[u8]) -> Result<EventMessage, NormalizeE
         subject_id,
         record,
         data: envelope.data.to_owned(),
+        origin: crate::Origin::Webhook,
     })
 }
 

@@ -11,6 +11,8 @@
 //!   servers, and may then [`stop`](TestEnv::stop) and [`start`](TestEnv::start) one
 //!   mid-test; whatever it stopped is started again when it is dropped.
 
+pub mod fake_clerk;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};

@@ -282,6 +282,7 @@ pub fn user_event(
         subject_id: user.into(),
         record: Record::User(record),
         data: serde_json::value::to_raw_value(&data).unwrap(),
+        origin: events::Origin::Webhook,
     }
 }
 

@@ -1,0 +1,272 @@
+//! `user-sync backfill`: every object Clerk already has, as snapshot events into the topics
+//! clerk-sync publishes to, so the consumer applies them under the same order rules as
+//! webhooks (see [`crate::snapshot`] for why a snapshot never overwrites newer data).
+//!
+//! Pages are read one at a time and published as they arrive, so memory stays at about one
+//! page whatever the instance's size; up to [`MAX_IN_FLIGHT`] messages await the broker's
+//! acknowledgement at once. A run that fails part-way can simply be run again: every id is
+//! deterministic, so what was published already is recorded as `duplicate`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::clerk_api::{ApiError, ClerkApi, Page};
+use crate::progress::Progress;
+use crate::publish::{PublishError, Sink};
+use crate::snapshot::{self, Kind};
+
+/// What to backfill.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The kinds of object (default: all).
+    pub kinds: Vec<Kind>,
+    /// Objects per page (at most [`crate::clerk_api::MAX_PAGE_SIZE`]).
+    pub page_size: u32,
+    /// Only these users (`--user`).
+    pub users: Vec<String>,
+    /// Only these organizations, with their memberships (`--organization`).
+    pub organizations: Vec<String>,
+}
+
+impl Options {
+    fn wants(&self, kind: Kind) -> bool {
+        self.kinds.contains(&kind)
+    }
+
+    fn targeted(&self) -> bool {
+        !self.users.is_empty() || !self.organizations.is_empty()
+    }
+}
+
+/// Why a backfill stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    /// Clerk's API failed for good.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The broker did not take a message.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Objects read from Clerk, by kind.
+    pub fetched: BTreeMap<Kind, u64>,
+    /// Snapshot events the broker acknowledged (or, in a dry run, that would be published).
+    pub published: BTreeMap<Kind, u64>,
+    /// Objects that couldn't become an event, with the reason (the first few).
+    pub skipped: Vec<String>,
+    /// How many objects were skipped.
+    pub skipped_count: u64,
+    /// Ids asked for with `--user`/`--organization` that Clerk doesn't have.
+    pub not_found: Vec<String>,
+    /// How long it took.
+    pub elapsed: Duration,
+    /// Nothing was published.
+    pub dry_run: bool,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verb = if self.dry_run {
+            "would publish"
+        } else {
+            "published"
+        };
+        writeln!(
+            f,
+            "backfill {} in {:.1?}{}",
+            if self.dry_run { "dry run" } else { "done" },
+            self.elapsed,
+            if self.dry_run {
+                " (nothing published)"
+            } else {
+                ""
+            }
+        )?;
+        for kind in Kind::ALL {
+            if let Some(fetched) = self.fetched.get(&kind) {
+                let published = self.published.get(&kind).copied().unwrap_or(0);
+                writeln!(
+                    f,
+                    "  {:<14} fetched {fetched:>8}   {verb} {published:>8}",
+                    kind.as_str()
+                )?;
+            }
+        }
+        if self.skipped_count > 0 {
+            writeln!(f, "  skipped {} objects:", self.skipped_count)?;
+            for reason in &self.skipped {
+                writeln!(f, "    {reason}")?;
+            }
+        }
+        for id in &self.not_found {
+            writeln!(f, "  not found in Clerk: {id}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Skip reasons kept for the summary.
+const SHOWN_SKIPS: usize = 20;
+
+/// Runs a backfill: reads from `api`, sends to `sink`, reports to `progress`.
+pub async fn run(
+    api: &ClerkApi,
+    sink: &mut Sink,
+    options: &Options,
+    progress: &mut Progress,
+) -> Result<Summary, BackfillError> {
+    let started = Instant::now();
+    let summary = Summary {
+        dry_run: sink.is_dry_run(),
+        ..Summary::default()
+    };
+    let mut run = Run {
+        sink,
+        progress,
+        summary,
+    };
+    if options.targeted() {
+        for id in &options.users {
+            match api.user(id).await? {
+                Some(object) => run.publish(Kind::Users, &object).await?,
+                None => run.summary.not_found.push(id.clone()),
+            }
+        }
+        for id in &options.organizations {
+            let Some(object) = api.organization(id).await? else {
+                run.summary.not_found.push(id.clone());
+                continue;
+            };
+            if options.wants(Kind::Organizations) {
+                run.publish(Kind::Organizations, &object).await?;
+            }
+            if options.wants(Kind::Memberships) {
+                run.memberships(api, id, options.page_size).await?;
+            }
+        }
+    } else {
+        if options.wants(Kind::Users) {
+            run.progress
+                .start(Kind::Users, api.users_count().await.ok());
+            let mut offset = 0;
+            loop {
+                let page = api.users(offset, options.page_size).await?;
+                let last = run.page(Kind::Users, &page, options.page_size).await?;
+                offset += page.items.len() as u64;
+                if last {
+                    break;
+                }
+            }
+            run.progress.finish(Kind::Users);
+        }
+        if options.wants(Kind::Organizations) || options.wants(Kind::Memberships) {
+            run.organizations(api, options).await?;
+        }
+    }
+    run.sink.flush().await?;
+    run.summary.published = run.sink.published().clone();
+    run.summary.elapsed = started.elapsed();
+    Ok(run.summary)
+}
+
+struct Run<'a> {
+    sink: &'a mut Sink,
+    progress: &'a mut Progress,
+    summary: Summary,
+}
+
+impl Run<'_> {
+    /// Publishes one page's objects; true when it was the last page.
+    async fn page(
+        &mut self,
+        kind: Kind,
+        page: &Page,
+        page_size: u32,
+    ) -> Result<bool, BackfillError> {
+        for object in &page.items {
+            self.publish(kind, object).await?;
+        }
+        Ok(page.items.is_empty()
+            || page.items.len() < page_size.clamp(1, crate::clerk_api::MAX_PAGE_SIZE) as usize)
+    }
+
+    async fn publish(
+        &mut self,
+        kind: Kind,
+        object: &serde_json::value::RawValue,
+    ) -> Result<(), BackfillError> {
+        *self.summary.fetched.entry(kind).or_default() += 1;
+        match snapshot::snapshot(kind, object) {
+            Ok(message) => self.sink.send(kind, &message).await?,
+            Err(e) => {
+                // One malformed object must not stop the other 99,999: counted and shown.
+                self.summary.skipped_count += 1;
+                if self.summary.skipped.len() < SHOWN_SKIPS {
+                    let id = snapshot::id_of(object).unwrap_or_else(|| "(no id)".into());
+                    self.summary.skipped.push(format!("{id}: {e}"));
+                }
+                tracing::warn!(kind = kind.as_str(), error = %e, "backfill: object skipped");
+            }
+        }
+        self.progress.advance(kind, self.sink.published_total());
+        Ok(())
+    }
+
+    async fn organizations(
+        &mut self,
+        api: &ClerkApi,
+        options: &Options,
+    ) -> Result<(), BackfillError> {
+        let first = api.organizations(0, options.page_size).await?;
+        let shown = if options.wants(Kind::Organizations) {
+            Kind::Organizations
+        } else {
+            Kind::Memberships
+        };
+        self.progress
+            .start(shown, first.total.filter(|_| shown == Kind::Organizations));
+        let mut offset = 0;
+        let mut page = first;
+        loop {
+            for object in &page.items {
+                if options.wants(Kind::Organizations) {
+                    self.publish(Kind::Organizations, object).await?;
+                }
+                if options.wants(Kind::Memberships) {
+                    if let Some(id) = snapshot::id_of(object) {
+                        self.memberships(api, &id, options.page_size).await?;
+                    }
+                }
+            }
+            let size = options.page_size.clamp(1, crate::clerk_api::MAX_PAGE_SIZE) as usize;
+            if page.items.is_empty() || page.items.len() < size {
+                break;
+            }
+            offset += page.items.len() as u64;
+            page = api.organizations(offset, options.page_size).await?;
+        }
+        self.progress.finish(shown);
+        Ok(())
+    }
+
+    async fn memberships(
+        &mut self,
+        api: &ClerkApi,
+        organization: &str,
+        page_size: u32,
+    ) -> Result<(), BackfillError> {
+        let mut offset = 0;
+        loop {
+            let page = api.memberships(organization, offset, page_size).await?;
+            let last = self.page(Kind::Memberships, &page, page_size).await?;
+            offset += page.items.len() as u64;
+            if last {
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Publishing the events `backfill` and `reconcile` make, into the topics clerk-sync
+//! publishes to, with the same key and headers (see [`events::EventMessage::headers`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::PublishConfig;
+use crate::snapshot::Kind;
+
+/// Messages awaiting the broker's acknowledgement at most.
+pub const MAX_IN_FLIGHT: usize = 1000;
+
+/// Why a message was not published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The producer could not be created.
+    #[error("cannot create the Kafka producer: {0}")]
+    Producer(#[source] KafkaError),
+    /// The topics could not be checked or created.
+    #[error("cannot prepare the topics: {0}")]
+    Topics(#[source] KafkaError),
+    /// The broker refused or never acknowledged a message.
+    #[error(
+        "the broker did not take {event_id} for {topic}: {source} ({published} published \
+         before; running the command again is safe: its event ids are deterministic)"
+    )]
+    Delivery {
+        /// The event.
+        event_id: String,
+        /// Its topic.
+        topic: String,
+        /// What the broker or librdkafka said.
+        source: KafkaError,
+        /// Acknowledged before it.
+        published: u64,
+    },
+}
+
+/// Where events go: nowhere (a dry run counts them) or Kafka.
+pub enum Sink {
+    /// Counts what would be published.
+    DryRun(BTreeMap<Kind, u64>),
+    /// Publishes.
+    Kafka(Publisher),
+}
+
+impl Sink {
+    /// A dry run.
+    pub fn dry_run() -> Self {
+        Sink::DryRun(BTreeMap::new())
+    }
+
+    /// True for a dry run.
+    pub fn is_dry_run(&self) -> bool {
+        matches!(self, Sink::DryRun(_))
+    }
+
+    /// Sends `message`, waiting only when [`MAX_IN_FLIGHT`] are unacknowledged.
+    pub async fn send(
+        &mut self,
+        kind: Kind,
+        message: &events::EventMessage,
+    ) -> Result<(), PublishError> {
+        match self {
+            Sink::DryRun(counts) => {
+                *counts.entry(kind).or_default() += 1;
+                Ok(())
+            }
+            Sink::Kafka(publisher) => publisher.send(kind, message).await,
+        }
+    }
+
+    /// Waits until every message sent is acknowledged.
+    pub async fn flush(&mut self) -> Result<(), PublishError> {
+        match self {
+            Sink::DryRun(_) => Ok(()),
+            Sink::Kafka(publisher) => publisher.flush().await,
+        }
+    }
+
+    /// Acknowledged (or counted) so far, by kind.
+    pub fn published(&self) -> &BTreeMap<Kind, u64> {
+        match self {
+            Sink::DryRun(counts) => counts,
+            Sink::Kafka(publisher) => &publisher.published,
+        }
+    }
+
+    /// Acknowledged (or counted) so far.
+    pub fn published_total(&self) -> u64 {
+        self.published().values().sum()
+    }
+}
+
+/// An idempotent, `acks=all` producer with a bounded number of messages in flight.
+pub struct Publisher {
+    producer: FutureProducer,
+    users_topic: String,
+    organizations_topic: String,
+    in_flight: FuturesUnordered<Pending>,
+    published: BTreeMap<Kind, u64>,
+}
+
+/// One message awaiting its acknowledgement.
+type Pending = futures::future::BoxFuture<'static, (Kind, String, String, Result<(), KafkaError>)>;
+
+impl Publisher {
+    /// The producer, after creating the topics that are missing (when
+    /// `KAFKA_CREATE_TOPICS` allows it).
+    pub async fn new(config: &PublishConfig) -> Result<Self, PublishError> {
+        let max_message = common::kafka::max_message_bytes(common::kafka::DEFAULT_MAX_BODY_BYTES);
+        config
+            .kafka
+            .ensure_topics(
+                &[&config.users_topic, &config.organizations_topic],
+                max_message,
+            )
+            .await
+            .map_err(PublishError::Topics)?;
+        let producer: FutureProducer = config
+            .kafka
+            .client_config()
+            .set("client.id", "user-sync-backfill")
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", "60000")
+            .set("linger.ms", "20")
+            .set("compression.type", "lz4")
+            .set("message.max.bytes", max_message.to_string())
+            .create()
+            .map_err(PublishError::Producer)?;
+        Ok(Publisher {
+            producer,
+            users_topic: config.users_topic.clone(),
+            organizations_topic: config.organizations_topic.clone(),
+            in_flight: FuturesUnordered::new(),
+            published: BTreeMap::new(),
+        })
+    }
+
+    async fn send(
+        &mut self,
+        kind: Kind,
+        message: &events::EventMessage,
+    ) -> Result<(), PublishError> {
+        while self.in_flight.len() >= MAX_IN_FLIGHT {
+            self.settle_one().await?;
+        }
+        let topic = match kind {
+            Kind::Users => self.users_topic.clone(),
+            Kind::Organizations | Kind::Memberships => self.organizations_topic.clone(),
+        };
+        let pairs = message.headers();
+        let headers = pairs.iter().fold(
+            OwnedHeaders::new_with_capacity(pairs.len()),
+            |h, (key, value)| {
+                h.insert(Header {
+                    key,
+                    value: Some(value.as_bytes()),
+                })
+            },
+        );
+        let payload = message.to_json();
+        let record = FutureRecord::to(&topic)
+            .key(message.subject_id.as_bytes())
+            .payload(&payload)
+            .headers(headers);
+        let delivery: DeliveryFuture = match self.producer.send_result(record) {
+            Ok(delivery) => delivery,
+            // librdkafka's local queue is full: it drains as the broker acknowledges.
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                if self.in_flight.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                } else {
+                    self.settle_one().await?;
+                }
+                return Box::pin(self.send(kind, message)).await;
+            }
+            Err((source, _)) => {
+                return Err(PublishError::Delivery {
+                    event_id: message.event_id.clone(),
+                    topic,
+                    source,
+                    published: self.published.values().sum(),
+                })
+            }
+        };
+        let event_id = message.event_id.clone();
+        self.in_flight.push(Box::pin(async move {
+            let result = match delivery.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((e, _))) => Err(e),
+                Err(_) => Err(KafkaError::Canceled),
+            };
+            (kind, event_id, topic, result)
+        }));
+        Ok(())
+    }
+
+    async fn settle_one(&mut self) -> Result<(), PublishError> {
+        let Some((kind, event_id, topic, result)) = self.in_flight.next().await else {
+            return Ok(());
+        };
+        match result {
+            Ok(()) => {
+                *self.published.entry(kind).or_default() += 1;
+                Ok(())
+            }
+            Err(source) => Err(PublishError::Delivery {
+                event_id,
+                topic,
+                source,
+                published: self.published.values().sum(),
+            }),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), PublishError> {
+        while !self.in_flight.is_empty() {
+            self.settle_one().await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,274 @@
+//! `user-sync reconcile`: documents whose object Clerk no longer has get the deletion event
+//! Clerk's lost webhook would have brought, so the ordinary order rules mark them deleted.
+//!
+//! Safe by construction, in this order:
+//! 1. Every id is listed from Clerk first, for every kind asked for. Any failure stops the
+//!    command before anything is published: a partial listing would make every object on
+//!    the missing pages look deleted.
+//! 2. Candidates are the documents not deleted, created before the listing began (an object
+//!    created during the listing may be on a page already read), whose id wasn't listed.
+//! 3. Each candidate is asked for by id: only a `404` confirms it. Offset pagination can
+//!    skip an object when another is deleted mid-listing; this check catches that.
+//! 4. Only with `--apply` are the deletions (`reconcile:<id>`, timed at the listing's start)
+//!    published.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bson::{doc, DateTime, Document};
+use futures::TryStreamExt;
+
+use crate::clerk_api::{ApiError, ClerkApi};
+use crate::entity::Entity;
+use crate::progress::Progress;
+use crate::publish::{PublishError, Sink};
+use crate::snapshot::{self, Kind};
+use crate::store::Store;
+
+/// What to reconcile.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Users and/or organizations (memberships aren't reconciled).
+    pub kinds: Vec<Kind>,
+    /// Objects per page.
+    pub page_size: u32,
+}
+
+/// Why reconcile stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// Clerk's API failed for good: nothing was published.
+    #[error("{0} (nothing was published)")]
+    Api(#[from] ApiError),
+    /// The database could not be read: nothing was published.
+    #[error("cannot read the documents: {0} (nothing was published)")]
+    Store(#[from] crate::Error),
+    /// The broker did not take a deletion.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// A kind that can't be reconciled.
+    #[error("{0} can't be reconciled (only users and organizations)")]
+    Kind(&'static str),
+}
+
+/// What one kind's reconciliation found.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Ids Clerk listed.
+    pub listed: u64,
+    /// Documents checked (not deleted, created before the listing).
+    pub documents: u64,
+    /// Ids confirmed missing from Clerk (404): deleted with `--apply`.
+    pub missing: Vec<String>,
+    /// Not listed, but Clerk still has them (skipped by the listing's paging).
+    pub still_there: Vec<String>,
+}
+
+/// What a run found and did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// By kind, in order.
+    pub kinds: Vec<(Kind, Found)>,
+    /// The deletions were published.
+    pub applied: bool,
+    /// When the listing began (the deletions' event time).
+    pub started_at: i64,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// Ids printed per kind; the count is always printed.
+const SHOWN_IDS: usize = 100;
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "reconcile {} in {:.1?}",
+            if self.applied {
+                "applied"
+            } else {
+                "dry run (add --apply to publish the deletions)"
+            },
+            self.elapsed
+        )?;
+        for (kind, found) in &self.kinds {
+            writeln!(
+                f,
+                "  {:<14} listed in Clerk {:>8}   documents checked {:>8}   missing from Clerk {:>6}",
+                kind.as_str(),
+                found.listed,
+                found.documents,
+                found.missing.len()
+            )?;
+            let verb = if self.applied {
+                "deleted"
+            } else {
+                "would delete"
+            };
+            for id in found.missing.iter().take(SHOWN_IDS) {
+                writeln!(f, "    {verb} {id}")?;
+            }
+            if found.missing.len() > SHOWN_IDS {
+                writeln!(f, "    … and {} more", found.missing.len() - SHOWN_IDS)?;
+            }
+            if !found.still_there.is_empty() {
+                writeln!(
+                    f,
+                    "    {} not listed but still in Clerk (left alone)",
+                    found.still_there.len()
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The ids among `documents` that `listed` lacks, in document order.
+pub fn candidates<'a>(
+    listed: &HashSet<String>,
+    documents: impl IntoIterator<Item = &'a str>,
+) -> Vec<String> {
+    documents
+        .into_iter()
+        .filter(|id| !listed.contains(*id))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs a reconciliation. With a dry-run `sink`, nothing is published.
+pub async fn run(
+    api: &ClerkApi,
+    store: &Store,
+    sink: &mut Sink,
+    options: &Options,
+    progress: &mut Progress,
+) -> Result<Report, ReconcileError> {
+    let started = Instant::now();
+    let started_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    // 1. Every listing, before anything else.
+    let mut listings = Vec::new();
+    for &kind in &options.kinds {
+        listings.push((kind, list(api, kind, options.page_size, progress).await?));
+    }
+    // 2. and 3. Candidates, confirmed one by one.
+    let mut report = Report {
+        started_at,
+        applied: !sink.is_dry_run(),
+        ..Report::default()
+    };
+    for (kind, listed) in listings {
+        let entity = match kind {
+            Kind::Users => Entity::User,
+            Kind::Organizations => Entity::Organization,
+            Kind::Memberships => return Err(ReconcileError::Kind(kind.as_str())),
+        };
+        let documents = live_ids(store, entity, started_at).await?;
+        let mut found = Found {
+            listed: listed.len() as u64,
+            documents: documents.len() as u64,
+            ..Found::default()
+        };
+        for id in candidates(&listed, documents.iter().map(String::as_str)) {
+            let there = match kind {
+                Kind::Users => api.user(&id).await?.is_some(),
+                _ => api.organization(&id).await?.is_some(),
+            };
+            if there {
+                found.still_there.push(id);
+            } else {
+                found.missing.push(id);
+            }
+        }
+        report.kinds.push((kind, found));
+    }
+    // 4. The deletions.
+    for (kind, found) in &report.kinds {
+        for id in &found.missing {
+            match snapshot::deletion(*kind, id, started_at) {
+                Ok(message) => sink.send(*kind, &message).await?,
+                Err(e) => {
+                    tracing::warn!(id, error = %e, "reconcile: no deletion event for this id")
+                }
+            }
+        }
+    }
+    sink.flush().await?;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// Every id Clerk has of `kind`; an error if any page fails.
+async fn list(
+    api: &ClerkApi,
+    kind: Kind,
+    page_size: u32,
+    progress: &mut Progress,
+) -> Result<HashSet<String>, ReconcileError> {
+    let total = match kind {
+        Kind::Users => api.users_count().await.ok(),
+        _ => None,
+    };
+    progress.start(kind, total);
+    let mut ids = HashSet::new();
+    let mut offset = 0u64;
+    let size = page_size.clamp(1, crate::clerk_api::MAX_PAGE_SIZE) as usize;
+    loop {
+        let page = match kind {
+            Kind::Users => api.users(offset, page_size).await?,
+            Kind::Organizations => api.organizations(offset, page_size).await?,
+            Kind::Memberships => return Err(ReconcileError::Kind(kind.as_str())),
+        };
+        for object in &page.items {
+            if let Some(id) = snapshot::id_of(object) {
+                ids.insert(id);
+            }
+            progress.advance(kind, 0);
+        }
+        offset += page.items.len() as u64;
+        if page.items.len() < size {
+            break;
+        }
+    }
+    progress.finish(kind);
+    Ok(ids)
+}
+
+/// The `clerkId`s of `entity`'s documents not deleted and created before `before` (ms).
+/// Documents without `createdAt` (written by something else) are never candidates.
+async fn live_ids(store: &Store, entity: Entity, before: i64) -> Result<Vec<String>, crate::Error> {
+    let filter = doc! {
+        "isDeleted": {"$ne": true},
+        "createdAt": {"$lt": DateTime::from_millis(before)},
+    };
+    let mut cursor = store
+        .collection(entity)
+        .find(filter)
+        .projection(doc! {"clerkId": 1, "_id": 0})
+        .await?;
+    let mut ids = Vec::new();
+    while let Some(document) = cursor.try_next().await? {
+        if let Ok(id) = Document::get_str(&document, "clerkId") {
+            ids.push(id.to_string());
+        }
+    }
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_are_the_documents_clerk_did_not_list() {
+        let listed: HashSet<String> = ["user_1", "user_3"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            candidates(&listed, ["user_1", "user_2", "user_3", "user_4"]),
+            vec!["user_2", "user_4"]
+        );
+        assert!(candidates(&listed, ["user_3"]).is_empty());
+        assert_eq!(candidates(&HashSet::new(), ["user_9"]), vec!["user_9"]);
+    }
+}

@@ -1,0 +1,553 @@
+//! Backfill and reconcile from Clerk's Backend API (a fake of it, the one outside service
+//! we can't run), into the real broker and store through the real consumer.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bson::{doc, DateTime, Document};
+use futures::TryStreamExt;
+use serde_json::Value;
+use test_support::fake_clerk::{FakeClerk, Fault};
+use test_support::TestEnv;
+use user_sync::backfill::{self, Summary};
+use user_sync::clerk_api::{ClerkApi, RetryPolicy};
+use user_sync::config::PublishConfig;
+use user_sync::progress::Progress;
+use user_sync::publish::{Publisher, Sink};
+use user_sync::reconcile;
+use user_sync::snapshot::Kind as Object;
+
+use crate::helpers::*;
+
+const KEY: &str = "sk_test_fake_backfill_key";
+
+fn api(fake: &FakeClerk) -> ClerkApi {
+    let policy = RetryPolicy {
+        first_backoff: Duration::from_millis(200),
+        ..RetryPolicy::default()
+    };
+    ClerkApi::new(&fake.url, KEY.to_string().into(), policy).unwrap()
+}
+
+async fn kafka_sink(app: &App) -> Sink {
+    let config = PublishConfig::from_vars(vars(&app.env, &app.names, &[])).unwrap();
+    Sink::Kafka(Publisher::new(&config).await.unwrap())
+}
+
+async fn run_backfill(app: &App, fake: &FakeClerk, options: &backfill::Options) -> Summary {
+    let mut sink = kafka_sink(app).await;
+    backfill::run(&api(fake), &mut sink, options, &mut Progress::hidden())
+        .await
+        .unwrap()
+}
+
+fn all(page_size: u32) -> backfill::Options {
+    backfill::Options {
+        kinds: Object::ALL.to_vec(),
+        page_size,
+        users: vec![],
+        organizations: vec![],
+    }
+}
+
+async fn count(db: &mongodb::Database, filter: Document) -> u64 {
+    db.collection::<Document>("webhook_events")
+        .count_documents(filter)
+        .await
+        .unwrap()
+}
+
+async fn documents(db: &mongodb::Database, collection: &str) -> HashMap<String, Document> {
+    db.collection::<Document>(collection)
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.get_str("clerkId").unwrap().to_string(), d))
+        .collect()
+}
+
+fn millis(v: &Value) -> DateTime {
+    DateTime::from_millis(v.as_i64().unwrap())
+}
+
+/// The issue's scenario: an instance that existed before the webhook. On FerretDB, whose
+/// writes take about 100 ms each, the instance is smaller; CI also runs this suite on the
+/// index-backed memory engine at the full size.
+#[tokio::test]
+async fn backfill_of_an_existing_instance_matches_clerk_and_respects_newer_webhooks() {
+    let app = spawn_app(TestEnv::new().await).await;
+    let ferretdb = test_support::is_ferretdb(app.db.client()).await;
+    let (n_users, n_orgs) = if ferretdb { (240, 10) } else { (2000, 50) };
+    let fake = FakeClerk::start(KEY).await;
+    fake.add_users("b", n_users);
+    fake.add_organizations("b", n_orgs, |i| 1 + i % 5);
+    let n_memberships: usize = fake.data().memberships.values().map(Vec::len).sum();
+    // Page 2 of the users is rate limited once (Retry-After: 1), page 3 fails once.
+    fake.fault(Fault {
+        path: "/v1/users".into(),
+        offset: 100,
+        status: 429,
+        retry_after: Some(1),
+        times: 1,
+    });
+    fake.fault(Fault {
+        path: "/v1/users".into(),
+        offset: 200,
+        status: 500,
+        retry_after: None,
+        times: 1,
+    });
+
+    // A webhook newer than the snapshot, sent before the backfill.
+    let p = producer(&app.env);
+    let newer = fake.data().users[0].clone();
+    let snapshot_time = newer["updated_at"].as_i64().unwrap();
+    let webhook = user_event(
+        Kind::Updated,
+        "user_b_0",
+        "msg_newer",
+        snapshot_time + 1000,
+        "Newer",
+    );
+    produce(&p, &app.names.topic, &webhook).await;
+    wait_records(&app.db, 1, Duration::from_secs(30)).await;
+
+    let summary = run_backfill(&app, &fake, &all(100)).await;
+    eprintln!("first backfill: {summary}");
+    let objects = n_users + n_orgs + n_memberships;
+    assert_eq!(summary.fetched.get(&Object::Users), Some(&(n_users as u64)));
+    assert_eq!(
+        summary.fetched.get(&Object::Organizations),
+        Some(&(n_orgs as u64))
+    );
+    assert_eq!(
+        summary.fetched.get(&Object::Memberships),
+        Some(&(n_memberships as u64))
+    );
+    assert_eq!(summary.published.values().sum::<u64>(), objects as u64);
+    assert_eq!(summary.skipped_count, 0);
+
+    // The 429 was waited out for as long as Retry-After said; the 500 was retried.
+    let requests = fake.requests();
+    let at = |offset: u64| -> Vec<_> {
+        requests
+            .iter()
+            .filter(|r| r.path == "/v1/users" && r.offset == offset)
+            .collect()
+    };
+    let limited = at(100);
+    assert_eq!(
+        limited.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [429, 200]
+    );
+    let waited = limited[1].at - limited[0].at;
+    eprintln!("429 with Retry-After: 1 → asked again after {waited:?}");
+    assert!(waited >= Duration::from_secs(1), "waited only {waited:?}");
+    assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+    let failed = at(200);
+    assert_eq!(
+        failed.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [500, 200]
+    );
+
+    wait_records(&app.db, 1 + objects as u64, Duration::from_secs(600)).await;
+
+    // Every document matches the fake's object.
+    let users = documents(&app.db, "users").await;
+    assert_eq!(users.len(), n_users);
+    for object in &fake.data().users {
+        let id = object["id"].as_str().unwrap();
+        let d = &users[id];
+        if id == "user_b_0" {
+            // The webhook was newer: the snapshot is stale and changed nothing.
+            assert_eq!(d.get_str("firstName").unwrap(), "Newer", "{d}");
+            assert_eq!(d.get_str("lastEventId").unwrap(), "msg_newer");
+            continue;
+        }
+        assert_eq!(
+            d.get_str("firstName").unwrap(),
+            object["first_name"].as_str().unwrap()
+        );
+        assert_eq!(
+            d.get_str("lastName").unwrap(),
+            object["last_name"].as_str().unwrap()
+        );
+        assert_eq!(d.get_str("email").unwrap(), format!("{id}@example.com"));
+        assert!(d.get_bool("emailVerified").unwrap());
+        assert_eq!(
+            d.get_str("imageUrl").unwrap(),
+            object["image_url"].as_str().unwrap()
+        );
+        assert_eq!(
+            d.get_datetime("clerkCreatedAt").unwrap(),
+            &millis(&object["created_at"])
+        );
+        assert_eq!(
+            d.get_datetime("clerkUpdatedAt").unwrap(),
+            &millis(&object["updated_at"])
+        );
+        assert_eq!(
+            d.get_datetime("lastSignInAt").unwrap(),
+            &millis(&object["last_sign_in_at"])
+        );
+        assert_eq!(
+            d.get_str("lastEventId").unwrap(),
+            format!("backfill:{id}:{}", object["updated_at"])
+        );
+        assert!(!d.get_bool("isDeleted").unwrap());
+        assert_eq!(d.get_str("syncStatus").unwrap(), "synced");
+    }
+    let stale = record(&app.db, &format!("backfill:user_b_0:{snapshot_time}")).await;
+    assert_eq!(stale.get_str("outcome").unwrap(), "stale", "{stale}");
+    assert_eq!(stale.get_str("origin").unwrap(), "backfill");
+    assert_eq!(
+        record(&app.db, "msg_newer")
+            .await
+            .get_str("origin")
+            .unwrap(),
+        "webhook"
+    );
+
+    let organizations = documents(&app.db, "organizations").await;
+    assert_eq!(organizations.len(), n_orgs);
+    for object in &fake.data().organizations {
+        let d = &organizations[object["id"].as_str().unwrap()];
+        assert_eq!(d.get_str("name").unwrap(), object["name"].as_str().unwrap());
+        assert_eq!(d.get_str("slug").unwrap(), object["slug"].as_str().unwrap());
+        assert_eq!(
+            d.get_i64("membersCount")
+                .ok()
+                .or(d.get_i32("membersCount").ok().map(i64::from)),
+            object["members_count"].as_i64()
+        );
+        assert_eq!(
+            d.get_datetime("clerkUpdatedAt").unwrap(),
+            &millis(&object["updated_at"])
+        );
+    }
+    let memberships = documents(&app.db, "organizationMemberships").await;
+    assert_eq!(memberships.len(), n_memberships);
+    for (org, list) in &fake.data().memberships {
+        for object in list {
+            let d = &memberships[object["id"].as_str().unwrap()];
+            assert_eq!(d.get_str("organizationId").unwrap(), org);
+            assert_eq!(
+                d.get_str("userId").unwrap(),
+                object["public_user_data"]["user_id"].as_str().unwrap()
+            );
+            assert_eq!(d.get_str("role").unwrap(), object["role"].as_str().unwrap());
+        }
+    }
+    let applied = count(&app.db, doc! {"origin": "backfill", "outcome": "applied"}).await;
+    assert_eq!(
+        applied,
+        objects as u64 - 1,
+        "all but the stale snapshot applied"
+    );
+
+    // A second run publishes the same ids: every one a duplicate, no document changed.
+    let before = (
+        documents(&app.db, "users").await,
+        documents(&app.db, "organizations").await,
+        documents(&app.db, "organizationMemberships").await,
+    );
+    let again = run_backfill(&app, &fake, &all(500)).await;
+    assert_eq!(again.published, summary.published);
+    test_support::eventually(
+        Duration::from_secs(300),
+        "the second run consumed",
+        || async {
+            let n = count(&app.db, doc! {"origin": "backfill", "duplicates": 1}).await;
+            (n == objects as u64).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        count(&app.db, doc! {}).await,
+        1 + objects as u64,
+        "no new event ids"
+    );
+    let after = (
+        documents(&app.db, "users").await,
+        documents(&app.db, "organizations").await,
+        documents(&app.db, "organizationMemberships").await,
+    );
+    assert!(before == after, "the second run changed documents");
+
+    // A webhook older than the snapshot, sent after it, is stale.
+    let old = user_event(Kind::Updated, "user_b_1", "msg_older", T0 - 1000, "Older");
+    produce(&p, &app.names.topic, &old).await;
+    wait_records(&app.db, 2 + objects as u64, Duration::from_secs(30)).await;
+    assert_eq!(
+        record(&app.db, "msg_older")
+            .await
+            .get_str("outcome")
+            .unwrap(),
+        "stale"
+    );
+    assert_eq!(
+        user_doc(&app.db, "user_b_1")
+            .await
+            .get_str("firstName")
+            .unwrap(),
+        "First1"
+    );
+    app.stop().await;
+}
+
+const T0: i64 = test_support::fake_clerk::CREATED;
+
+#[tokio::test]
+async fn reconcile_deletes_exactly_what_clerk_no_longer_has_and_only_after_a_full_listing() {
+    let app = spawn_app(TestEnv::new().await).await;
+    let fake = FakeClerk::start(KEY).await;
+    fake.add_users("r", 25);
+    fake.add_organizations("r", 3, |_| 2);
+    let objects = 25 + 3 + 6;
+    run_backfill(&app, &fake, &all(10)).await;
+    wait_records(&app.db, objects, Duration::from_secs(120)).await;
+
+    // Deleted in Clerk while the webhooks were lost.
+    for id in ["user_r_3", "user_r_11", "user_r_24"] {
+        fake.delete_user(id);
+    }
+    fake.data().organizations.retain(|o| o["id"] != "org_r_1");
+    let options = reconcile::Options {
+        kinds: vec![Object::Users, Object::Organizations],
+        page_size: 10,
+    };
+    let store = user_sync::store::Store::connect(
+        &user_sync::Config::from_vars(vars(&app.env, &app.names, &[]))
+            .unwrap()
+            .mongo,
+    )
+    .await
+    .unwrap();
+
+    // A listing that fails for good (page 2 of the users never comes) publishes nothing.
+    fake.fault(Fault {
+        path: "/v1/users".into(),
+        offset: 10,
+        status: 500,
+        retry_after: None,
+        times: u32::MAX,
+    });
+    let mut sink = kafka_sink(&app).await;
+    let fast = ClerkApi::new(
+        &fake.url,
+        KEY.to_string().into(),
+        RetryPolicy {
+            attempts: 2,
+            first_backoff: Duration::from_millis(50),
+            ..RetryPolicy::default()
+        },
+    )
+    .unwrap();
+    let err = reconcile::run(&fast, &store, &mut sink, &options, &mut Progress::hidden())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("nothing was published"), "{err}");
+    assert_eq!(sink.published_total(), 0);
+    fake.data().faults.clear();
+
+    // Dry run: found and printed, nothing published.
+    let mut dry = Sink::dry_run();
+    let report = reconcile::run(
+        &api(&fake),
+        &store,
+        &mut dry,
+        &options,
+        &mut Progress::hidden(),
+    )
+    .await
+    .unwrap();
+    let text = report.to_string();
+    eprintln!("{text}");
+    assert!(text.contains("would delete user_r_11"), "{text}");
+    let missing: Vec<(Object, Vec<String>)> = report
+        .kinds
+        .iter()
+        .map(|(k, f)| {
+            let mut ids = f.missing.clone();
+            ids.sort();
+            (*k, ids)
+        })
+        .collect();
+    assert_eq!(
+        missing,
+        [
+            (
+                Object::Users,
+                vec!["user_r_11".into(), "user_r_24".into(), "user_r_3".into()]
+            ),
+            (Object::Organizations, vec!["org_r_1".to_string()]),
+        ]
+    );
+    assert_eq!(dry.published_total(), 4, "counted, not sent");
+
+    // Applied: exactly those are deleted, through the ordinary rules.
+    let mut sink = kafka_sink(&app).await;
+    let report = reconcile::run(
+        &api(&fake),
+        &store,
+        &mut sink,
+        &options,
+        &mut Progress::hidden(),
+    )
+    .await
+    .unwrap();
+    assert!(report.applied);
+    wait_records(&app.db, objects + 4, Duration::from_secs(60)).await;
+    assert_eq!(count(&app.db, doc! {"origin": "reconcile"}).await, 4);
+    let users = documents(&app.db, "users").await;
+    let deleted: Vec<&str> = {
+        let mut v: Vec<&str> = users
+            .iter()
+            .filter(|(_, d)| d.get_bool("isDeleted").unwrap())
+            .map(|(id, _)| id.as_str())
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(deleted, ["user_r_11", "user_r_24", "user_r_3"]);
+    let d = &users["user_r_3"];
+    assert_eq!(d.get_str("lastEventId").unwrap(), "reconcile:user_r_3");
+    assert_eq!(
+        d.get_datetime("deletedAt").unwrap(),
+        &DateTime::from_millis(report.started_at)
+    );
+    let organizations = documents(&app.db, "organizations").await;
+    for (id, d) in &organizations {
+        assert_eq!(d.get_bool("isDeleted").unwrap(), id == "org_r_1", "{id}");
+    }
+
+    // Run again: nothing left to find.
+    let mut dry = Sink::dry_run();
+    let report = reconcile::run(
+        &api(&fake),
+        &store,
+        &mut dry,
+        &options,
+        &mut Progress::hidden(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        report.kinds.iter().all(|(_, f)| f.missing.is_empty()),
+        "{report}"
+    );
+    app.stop().await;
+}
+
+/// The binary: `--help`, a dry run's printout, the on-demand path (`--user`,
+/// `--organization`), and a wrong key named without its value.
+#[tokio::test]
+async fn the_command_line_backfills_on_demand_and_names_a_wrong_key_without_showing_it() {
+    let app = spawn_app(TestEnv::new().await).await;
+    let fake = FakeClerk::start(KEY).await;
+    fake.add_users("c", 12);
+    fake.add_organizations("c", 2, |_| 3);
+    let command = |args: &[&str], key: &str| {
+        let mut c = std::process::Command::new(BIN);
+        c.env_clear()
+            .envs(vars(&app.env, &app.names, &[]))
+            .env("CLERK_SECRET_KEY", key)
+            .env("CLERK_API_URL", &fake.url)
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .args(args);
+        c
+    };
+    let run = |args: &'static [&'static str], key: &'static str| {
+        let mut c = command(args, key);
+        async move {
+            tokio::task::spawn_blocking(move || c.output().unwrap())
+                .await
+                .unwrap()
+        }
+    };
+
+    let help = run(&["--help"], KEY).await;
+    let text = String::from_utf8_lossy(&help.stdout);
+    for sub in ["run", "show-user", "backfill", "reconcile"] {
+        assert!(text.contains(sub), "{sub} missing from\n{text}");
+    }
+
+    let dry = run(&["backfill", "--dry-run", "--page-size", "5"], KEY).await;
+    let out = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        dry.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert!(out.contains("nothing published"), "{out}");
+    for line in ["users", "organizations", "memberships"] {
+        let fetched = match line {
+            "users" => 12,
+            "organizations" => 2,
+            _ => 6,
+        };
+        assert!(
+            out.lines().any(|l| l.trim_start().starts_with(line)
+                && l.contains(&format!("fetched {fetched:>8}"))
+                && l.contains(&format!("would publish {fetched:>8}"))),
+            "{line}: {out}"
+        );
+    }
+
+    let targeted = run(
+        &[
+            "backfill",
+            "--user",
+            "user_c_7",
+            "--user",
+            "user_missing",
+            "--organization",
+            "org_c_1",
+        ],
+        KEY,
+    )
+    .await;
+    let out = String::from_utf8_lossy(&targeted.stdout);
+    assert!(
+        targeted.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&targeted.stderr)
+    );
+    assert!(out.contains("not found in Clerk: user_missing"), "{out}");
+    wait_records(&app.db, 1 + 1 + 3, Duration::from_secs(60)).await;
+    let d = user_doc(&app.db, "user_c_7").await;
+    assert_eq!(d.get_str("firstName").unwrap(), "First7");
+    assert_eq!(
+        app.db
+            .collection::<Document>("users")
+            .count_documents(doc! {})
+            .await
+            .unwrap(),
+        1,
+        "only the user asked for"
+    );
+    assert_eq!(
+        app.db
+            .collection::<Document>("organizationMemberships")
+            .count_documents(doc! {"organizationId": "org_c_1"})
+            .await
+            .unwrap(),
+        3
+    );
+
+    let wrong = run(&["backfill", "--dry-run"], "sk_test_WRONG_SECRET_VALUE").await;
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success());
+    assert!(err.contains("CLERK_SECRET_KEY"), "{err}");
+    assert!(!err.contains("WRONG_SECRET_VALUE"), "{err}");
+    assert!(!String::from_utf8_lossy(&wrong.stdout).contains("WRONG_SECRET_VALUE"));
+
+    let bad = run(&["backfill", "--entities", "users,teams"], KEY).await;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("teams"));
+    app.stop().await;
+}

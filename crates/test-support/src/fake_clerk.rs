@@ -1,0 +1,464 @@
+//! A fake of Clerk's Backend API: the one outside service the tests can't run.
+//!
+//! It serves what `user-sync backfill` and `reconcile` read, in Clerk's documented shapes
+//! (<https://clerk.com/docs/reference/backend-api>): `GET /v1/users` (a bare array, `limit`
+//! 1–500 and `offset`), `/v1/users/count`, `/v1/users/{id}`, `/v1/organizations` and
+//! `/v1/organizations/{id}/memberships` (`{"data": […], "total_count"}`),
+//! `/v1/organizations/{id}`; bearer authentication (401 with Clerk's error body
+//! otherwise); and faults a test schedules: a 429 with `Retry-After` or a 500 for a given
+//! page, any number of times. Every request is logged with its time and status.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// A time all fake objects are created around (2024-11-24, ms).
+pub const CREATED: i64 = 1_732_464_000_000;
+
+/// A scheduled fault: the next `times` requests for `path` at `offset` get it.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// The request path, such as `/v1/users`.
+    pub path: String,
+    /// The `offset` query parameter it applies to (0 when absent).
+    pub offset: u64,
+    /// 429 or 5xx.
+    pub status: u16,
+    /// `Retry-After` (seconds), for a 429.
+    pub retry_after: Option<u64>,
+    /// How many times; `u32::MAX` for a page that never comes.
+    pub times: u32,
+}
+
+/// One request the fake answered.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Its path.
+    pub path: String,
+    /// Its `offset`.
+    pub offset: u64,
+    /// The status answered.
+    pub status: u16,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+/// What the fake holds.
+#[derive(Debug, Default)]
+pub struct Data {
+    /// Users, oldest first.
+    pub users: Vec<Value>,
+    /// Organizations, oldest first.
+    pub organizations: Vec<Value>,
+    /// Memberships by organization id, oldest first.
+    pub memberships: BTreeMap<String, Vec<Value>>,
+    /// Faults still to happen.
+    pub faults: Vec<Fault>,
+    /// Every request answered.
+    pub requests: Vec<Request>,
+}
+
+struct Shared {
+    key: String,
+    data: Mutex<Data>,
+}
+
+/// A running fake; stops when dropped.
+pub struct FakeClerk {
+    /// Its base URL, for `CLERK_API_URL` (ends with `/v1`).
+    pub url: String,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeClerk {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeClerk {
+    /// Starts a fake that accepts the secret key `key`.
+    pub async fn start(key: &str) -> FakeClerk {
+        let shared = Arc::new(Shared {
+            key: key.to_string(),
+            data: Mutex::new(Data::default()),
+        });
+        let app = Router::new()
+            .route("/v1/users", get(users))
+            .route("/v1/users/count", get(users_count))
+            .route("/v1/users/{id}", get(user))
+            .route("/v1/organizations", get(organizations))
+            .route("/v1/organizations/{id}", get(organization))
+            .route("/v1/organizations/{id}/memberships", get(memberships))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind the fake Clerk API");
+        let address = listener.local_addr().expect("local address");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeClerk {
+            url: format!("http://{address}/v1"),
+            shared,
+            task,
+        }
+    }
+
+    /// The fake's data, to change or inspect.
+    pub fn data(&self) -> MutexGuard<'_, Data> {
+        self.shared.data.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds `n` users `user_<prefix>_<i>`, each with one verified email address and a
+    /// distinct `updated_at`.
+    pub fn add_users(&self, prefix: &str, n: usize) {
+        let mut data = self.data();
+        let start = data.users.len();
+        for i in 0..n {
+            let user = user_object(&format!("user_{prefix}_{i}"), (start + i) as i64);
+            data.users.push(user);
+        }
+    }
+
+    /// Adds `n` organizations `org_<prefix>_<i>`, organization `i` with `members(i)` of the
+    /// fake's users (taken in turn) as members.
+    pub fn add_organizations(&self, prefix: &str, n: usize, members: impl Fn(usize) -> usize) {
+        let mut data = self.data();
+        let mut next_user = 0;
+        for i in 0..n {
+            let id = format!("org_{prefix}_{i}");
+            let count = members(i);
+            let organization = json!({
+                "object": "organization",
+                "id": id,
+                "name": format!("Organization {i}"),
+                "slug": format!("{prefix}-{i}"),
+                "image_url": "https://img.clerk.com/org.png",
+                "has_image": false,
+                "members_count": count,
+                "pending_invitations_count": 0,
+                "max_allowed_memberships": 0,
+                "admin_delete_enabled": true,
+                "public_metadata": {"plan": if i % 2 == 0 { "pro" } else { "free" }},
+                "private_metadata": {},
+                "created_by": data.users.first().map_or(Value::Null, |u| u["id"].clone()),
+                "created_at": CREATED + i as i64,
+                "updated_at": CREATED + 10_000 + i as i64,
+            });
+            let mut list = Vec::new();
+            for m in 0..count {
+                let Some(user) = data.users.get(next_user % data.users.len().max(1)) else {
+                    break;
+                };
+                next_user += 1;
+                let user_id = user["id"].clone();
+                list.push(json!({
+                    "object": "organization_membership",
+                    "id": format!("orgmem_{prefix}_{i}_{m}"),
+                    "public_metadata": {},
+                    "private_metadata": {},
+                    "role": if m == 0 { "org:admin" } else { "org:member" },
+                    "role_name": if m == 0 { "Admin" } else { "Member" },
+                    "permissions": if m == 0 { json!(["org:sys_memberships:manage"]) } else { json!([]) },
+                    "created_at": CREATED + m as i64,
+                    "updated_at": CREATED + 20_000 + m as i64,
+                    "organization": organization.clone(),
+                    "public_user_data": {
+                        "user_id": user_id,
+                        "first_name": user["first_name"].clone(),
+                        "last_name": user["last_name"].clone(),
+                        "image_url": user["image_url"].clone(),
+                        "has_image": false,
+                        "identifier": user["email_addresses"][0]["email_address"].clone(),
+                    },
+                }));
+            }
+            data.memberships.insert(id, list);
+            data.organizations.push(organization);
+        }
+    }
+
+    /// Removes a user, as deleting it in Clerk's dashboard does.
+    pub fn delete_user(&self, id: &str) {
+        self.data().users.retain(|u| u["id"] != id);
+    }
+
+    /// Schedules a fault.
+    pub fn fault(&self, fault: Fault) {
+        self.data().faults.push(fault);
+    }
+
+    /// The requests answered so far.
+    pub fn requests(&self) -> Vec<Request> {
+        self.data().requests.clone()
+    }
+}
+
+/// A Clerk user object as `GET /v1/users` returns it.
+pub fn user_object(id: &str, i: i64) -> Value {
+    let email_id = format!("idn_{id}");
+    json!({
+        "id": id,
+        "object": "user",
+        "username": null,
+        "first_name": format!("First{i}"),
+        "last_name": format!("Last{i}"),
+        "image_url": format!("https://img.clerk.com/{id}.png"),
+        "has_image": false,
+        "primary_email_address_id": email_id,
+        "primary_phone_number_id": null,
+        "primary_web3_wallet_id": null,
+        "password_enabled": true,
+        "two_factor_enabled": false,
+        "totp_enabled": false,
+        "backup_code_enabled": false,
+        "email_addresses": [{
+            "id": email_id,
+            "object": "email_address",
+            "email_address": format!("{id}@example.com"),
+            "reserved": false,
+            "verification": {"status": "verified", "strategy": "email_code", "attempts": 1, "expire_at": null},
+            "linked_to": [],
+            "created_at": CREATED + i,
+            "updated_at": CREATED + i,
+        }],
+        "phone_numbers": [],
+        "web3_wallets": [],
+        "passkeys": [],
+        "external_accounts": [],
+        "saml_accounts": [],
+        "public_metadata": {"index": i},
+        "private_metadata": {},
+        "unsafe_metadata": {},
+        "external_id": null,
+        "last_sign_in_at": CREATED + 5_000 + i,
+        "banned": false,
+        "locked": false,
+        "lockout_expires_in_seconds": null,
+        "verification_attempts_remaining": 100,
+        "created_at": CREATED + i,
+        "updated_at": CREATED + 60_000 + i,
+        "delete_self_enabled": true,
+        "create_organization_enabled": true,
+        "last_active_at": CREATED + 5_000 + i,
+        "legal_accepted_at": null,
+    })
+}
+
+#[derive(Deserialize)]
+struct Paging {
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+fn clerk_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"errors": [{"message": message, "long_message": message, "code": code}]})),
+    )
+        .into_response()
+}
+
+/// Authentication, the scheduled faults and the log, around every answer.
+fn answer(
+    shared: &Shared,
+    headers: &HeaderMap,
+    path: &str,
+    offset: u64,
+    body: impl FnOnce(&Data) -> Response,
+) -> Response {
+    let mut data = shared.data.lock().unwrap_or_else(|e| e.into_inner());
+    let authorized = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        == Some(shared.key.as_str());
+    let response = if !authorized {
+        clerk_error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_invalid",
+            "The provided secret key is invalid.",
+        )
+    } else if let Some(fault) = data
+        .faults
+        .iter_mut()
+        .find(|f| f.path == path && f.offset == offset && f.times > 0)
+    {
+        fault.times = fault.times.saturating_sub(1);
+        let status =
+            StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = clerk_error(status, "fault", "scheduled by the test");
+        if let Some(seconds) = fault.retry_after {
+            response
+                .headers_mut()
+                .insert("retry-after", seconds.to_string().parse().expect("header"));
+        }
+        response
+    } else {
+        body(&data)
+    };
+    data.requests.push(Request {
+        path: path.to_string(),
+        offset,
+        status: response.status().as_u16(),
+        at: Instant::now(),
+    });
+    response
+}
+
+/// `limit` and `offset` as Clerk checks them: limit 1–500 (default 10).
+fn page(paging: &Paging) -> Option<(usize, usize)> {
+    let limit = paging.limit.as_deref().unwrap_or("10").parse::<usize>();
+    let offset = paging.offset.as_deref().unwrap_or("0").parse::<usize>();
+    match (limit, offset) {
+        (Ok(limit @ 1..=500), Ok(offset)) => Some((limit, offset)),
+        _ => None,
+    }
+}
+
+fn invalid_paging() -> Response {
+    clerk_error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "form_param_value_invalid",
+        "limit must be between 1 and 500, offset a whole number",
+    )
+}
+
+fn slice(items: &[Value], limit: usize, offset: usize) -> Vec<Value> {
+    items.iter().skip(offset).take(limit).cloned().collect()
+}
+
+fn offset_of(paging: &Paging) -> u64 {
+    paging
+        .offset
+        .as_deref()
+        .and_then(|o| o.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn users(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Query<Paging>,
+) -> Response {
+    answer(
+        &s,
+        &headers,
+        "/v1/users",
+        offset_of(&q),
+        |data| match page(&q) {
+            Some((limit, offset)) => Json(slice(&data.users, limit, offset)).into_response(),
+            None => invalid_paging(),
+        },
+    )
+}
+
+async fn users_count(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    answer(&s, &headers, "/v1/users/count", 0, |data| {
+        Json(json!({"object": "total_count", "total_count": data.users.len()})).into_response()
+    })
+}
+
+async fn user(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    answer(
+        &s,
+        &headers,
+        &format!("/v1/users/{id}"),
+        0,
+        |data| match data.users.iter().find(|u| u["id"] == id.as_str()) {
+            Some(u) => Json(u.clone()).into_response(),
+            None => clerk_error(
+                StatusCode::NOT_FOUND,
+                "resource_not_found",
+                "User not found",
+            ),
+        },
+    )
+}
+
+async fn organizations(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Query<Paging>,
+) -> Response {
+    answer(
+        &s,
+        &headers,
+        "/v1/organizations",
+        offset_of(&q),
+        |data| match page(&q) {
+            Some((limit, offset)) => Json(json!({
+                "data": slice(&data.organizations, limit, offset),
+                "total_count": data.organizations.len(),
+            }))
+            .into_response(),
+            None => invalid_paging(),
+        },
+    )
+}
+
+async fn organization(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    answer(
+        &s,
+        &headers,
+        &format!("/v1/organizations/{id}"),
+        0,
+        |data| match data
+            .organizations
+            .iter()
+            .find(|o| o["id"] == id.as_str() || o["slug"] == id.as_str())
+        {
+            Some(o) => Json(o.clone()).into_response(),
+            None => clerk_error(
+                StatusCode::NOT_FOUND,
+                "resource_not_found",
+                "Organization not found",
+            ),
+        },
+    )
+}
+
+async fn memberships(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<Paging>,
+) -> Response {
+    let path = format!("/v1/organizations/{id}/memberships");
+    answer(&s, &headers, &path, offset_of(&q), |data| {
+        let Some(list) = data.memberships.get(&id) else {
+            return clerk_error(
+                StatusCode::NOT_FOUND,
+                "resource_not_found",
+                "Organization not found",
+            );
+        };
+        match page(&q) {
+            Some((limit, offset)) => Json(json!({
+                "data": slice(list, limit, offset),
+                "total_count": list.len(),
+            }))
+            .into_response(),
+            None => invalid_paging(),
+        }
+    })
+}
