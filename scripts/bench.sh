@@ -2,7 +2,7 @@
 # Benchmark (not a test): N user events through Kafka into user-sync, and a plain driver
 # loop on the same store for comparison. Uses the servers of scripts/services.sh.
 #
-#   scripts/bench.sh [N]     (default 5000)
+#   scripts/bench.sh [N]     (default 5000; N/10 users, or BENCH_USERS)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/deps.sh

@@ -1,6 +1,6 @@
 //! Throughput of user-sync against the running servers (see scripts/bench.sh).
 //!
-//! Pushes N normalized user events (N/10 users, 10 updates each) through a fresh 6-partition
+//! Pushes N normalized user events (N/10 users, or `BENCH_USERS`) through a fresh 6-partition
 //! topic, runs user-sync on it, and reports events/s applied; then times a plain driver loop
 //! (one upsert per event, sequential) on the same store for comparison.
 
@@ -36,7 +36,10 @@ async fn main() -> anyhow::Result<()> {
         .await?;
 
     // Produce everything first, so the measurement is user-sync's alone.
-    let users = (n / 10).max(1);
+    let users = match std::env::var("BENCH_USERS") {
+        Ok(u) => u.parse::<usize>()?.max(1),
+        Err(_) => (n / 10).max(1),
+    };
     let producer: FutureProducer = kafka
         .client_config()
         .set("acks", "all")
@@ -79,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
         ("KAFKA_REPLICATION_FACTOR".to_string(), "1".to_string()),
     ])?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener_address = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let started = Instant::now();
     let app = tokio::spawn(user_sync::run_until(config, listener, async {
@@ -88,16 +92,23 @@ async fn main() -> anyhow::Result<()> {
     let client = mongodb::Client::with_uri_str(&uri).await?;
     let db = client.database(&database);
     let records = db.collection::<Document>("webhook_events");
+    // Progress from user-sync's own metrics, not the store: counting documents is a full
+    // scan on FerretDB, and polling it would itself be a cost that grows with history.
+    let metrics = format!("http://{}/metrics", listener_address);
+    let http = reqwest::Client::new();
     let mut first = None;
     loop {
-        let count = records.estimated_document_count().await? as usize;
+        let count = match http.get(&metrics).send().await {
+            Ok(r) => applied(&r.text().await.unwrap_or_default()),
+            Err(_) => 0,
+        };
         if count > 0 && first.is_none() {
             first = Some(Instant::now());
         }
         if count >= n {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let total = started.elapsed();
     let applying = first.map_or(total, |f| f.elapsed());
@@ -160,6 +171,15 @@ async fn main() -> anyhow::Result<()> {
     db.drop().await?;
     admin.delete_topics(&[&topic], &AdminOptions::new()).await?;
     Ok(())
+}
+
+/// Events user-sync has finished with, from its `/metrics` text.
+fn applied(metrics: &str) -> usize {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("user_sync_events_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as usize
 }
 
 fn event(user: usize, round: usize) -> EventMessage {

@@ -83,7 +83,8 @@ impl Slot {
                 Slot::Profile | Slot::Status | Slot::Activity | Slot::Pointer
             ),
             Some(Ordering::Less) => self == Slot::Final,
-            Some(Ordering::Equal) => self == Slot::Pointer,
+            // (A pointer's equal stamp is decided in `admits_alone`.)
+            Some(Ordering::Equal) => false,
             None => true,
         }
     }
@@ -134,6 +135,13 @@ impl Statement {
             (Slot::Status, _) if current.contains_key(Slot::Final.stamp_field()) => false,
             (Slot::Final, None) => current.get_bool("isDeleted") != Ok(true),
             (_, None) => true,
+            // The same event again: only to change what it says of the event (synced
+            // after a replay that follows a fix; failed when the database refused it after
+            // its pointer landed). A plain redelivery changes nothing, not even
+            // `lastSyncAttempt`.
+            (Slot::Pointer, Some(old)) if compare(&self.stamp, old) == Some(Ordering::Equal) => {
+                current.get("syncStatus") != self.set.get("syncStatus")
+            }
             (slot, Some(old)) => slot.beats(&self.stamp, old),
         }
     }
@@ -164,9 +172,11 @@ impl Statement {
             }
             Slot::Activity => vec![doc! {field: {"$lt": stamp}}, doc! {field: Bson::Null}],
             Slot::Pointer => {
+                let status = self.set.get("syncStatus").cloned().unwrap_or(Bson::Null);
                 vec![
-                    doc! {field: {"$lte": stamp}},
+                    doc! {field: {"$lt": stamp}},
                     doc! {field: {"$exists": false}},
+                    doc! {field: stamp, "syncStatus": {"$ne": status}},
                 ]
             }
             Slot::Final => vec![

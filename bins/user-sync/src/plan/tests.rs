@@ -15,6 +15,8 @@ use crate::entity::{self, Entity};
 struct Memory {
     docs: HashMap<(Entity, String), Document>,
     records: HashMap<String, (Outcome, u32)>,
+    /// Statements that landed.
+    writes: usize,
 }
 
 /// Which writes the "database" refuses: those that set `email` to this.
@@ -46,6 +48,7 @@ impl Memory {
                 for f in s.unsets() {
                     doc.remove(f);
                 }
+                self.writes += 1;
                 Written::Applied
             })
             .collect()
@@ -455,6 +458,24 @@ fn a_change_made_before_a_crash_is_recorded_as_a_duplicate() {
     let older = user("o", "user.updated", 500, "Old", "o@example.com");
     m.batch(&[older]);
     assert_eq!(m.outcome("o"), Outcome::Stale);
+}
+
+#[test]
+fn a_redelivery_writes_nothing_not_even_the_sync_time() {
+    // The pointer's rule admits its own event again only to change what it says of it
+    // (failed → synced after a replay): a second backfill must leave documents untouched.
+    for events in [
+        vec![user("p", "user.updated", 1_000, "Ada", "a@example.com")],
+        vec![organization("organization.updated", 1_000, "Acme")],
+        vec![session("session.created", 1_000, "active", 5_000)],
+    ] {
+        let mut m = run(&events, &[0], 1);
+        let writes = m.writes;
+        m.batch(&events);
+        m.records.clear();
+        m.batch(&events);
+        assert_eq!(m.writes, writes, "{:?}", events[0].event_type);
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! user-sync against the real broker and store.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod audit;
 mod backfill;
 mod entities;
 mod helpers;

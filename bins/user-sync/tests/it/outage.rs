@@ -232,6 +232,44 @@ async fn consumers_joining_and_leaving_mid_stream_end_exact() {
     }
     wait_records(&db, (USERS * 40) as u64, Duration::from_secs(120)).await;
     assert_final(&db, 40).await;
+
+    // Each partition's lag is reported by its owner alone: a replica forgets the gauges of
+    // partitions taken from it, or a dashboard summing replicas counts them twice.
+    test_support::eventually(
+        Duration::from_secs(30),
+        "each partition's lag reported by one replica",
+        || async {
+            let (mine_b, mine_c) = (lag_gauges(&b.health).await?, lag_gauges(&c.health).await?);
+            let users: std::collections::BTreeSet<&String> = mine_b
+                .iter()
+                .chain(&mine_c)
+                .filter(|(t, _)| t == &n.topic)
+                .map(|(_, p)| p)
+                .collect();
+            (mine_b.is_disjoint(&mine_c) && users.len() == 3).then_some(())
+        },
+    )
+    .await;
     sigterm_exits_zero(b).await;
     sigterm_exits_zero(c).await;
+}
+
+/// The (topic, partition) labels of a process's `user_sync_consumer_lag` gauges.
+async fn lag_gauges(health: &str) -> Option<std::collections::BTreeSet<(String, String)>> {
+    let text = reqwest::get(format!("{health}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.strip_prefix("user_sync_consumer_lag{topic=\""))
+            .filter_map(|l| {
+                let (topic, rest) = l.split_once("\",partition=\"")?;
+                let (partition, _) = rest.split_once('"')?;
+                Some((topic.to_string(), partition.to_string()))
+            })
+            .collect(),
+    )
 }

@@ -1,0 +1,87 @@
+//! `webhook_events` bookkeeping across retries: a batch retried after a failure part-way
+//! must not count its own events as redeliveries; a real redelivery is counted once.
+
+use bson::{doc, Bson, Document};
+use test_support::TestEnv;
+use user_sync::audit::{self, Record, Source};
+use user_sync::entity::Entity;
+use user_sync::plan::Outcome;
+
+use crate::helpers::*;
+
+fn records(delivery: &str) -> Vec<Record> {
+    (0..4)
+        .map(|i| Record {
+            id: format!("evt_retry_{i}"),
+            event_type: Some("user.updated".into()),
+            subject: Some(format!("user_retry_{i}")),
+            event_time: Some(1_732_464_000_000 + i),
+            origin: Some("webhook"),
+            payload: Bson::Document(doc! {"id": format!("user_retry_{i}")}),
+            raw: None,
+            outcome: Outcome::Applied,
+            error: None,
+            source: Source {
+                topic: "users".into(),
+                partition: 0,
+                offset: i,
+            },
+            delivery: delivery.into(),
+            repeat: false,
+        })
+        .collect()
+}
+
+async fn duplicates(db: &mongodb::Database) -> Vec<(String, i64, String)> {
+    let mut out = Vec::new();
+    for i in 0..4 {
+        let r = record(db, &format!("evt_retry_{i}")).await;
+        let n = r
+            .get_i64("duplicates")
+            .or_else(|_| r.get_i32("duplicates").map(i64::from))
+            .unwrap();
+        out.push((
+            r.get_str("_id").unwrap().to_string(),
+            n,
+            r.get_str("outcome").unwrap().to_string(),
+        ));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_batch_retried_after_a_failure_part_way_counts_no_redeliveries() {
+    let env = TestEnv::new().await;
+    let n = names(&env);
+    let config = user_sync::Config::from_vars(vars(&env, &n, &[])).unwrap();
+    let store = user_sync::store::Store::connect(&config.mongo)
+        .await
+        .unwrap();
+    store.ensure_indexes(&Entity::ALL).await.unwrap();
+    let db = env.mongo().await.database(&n.database);
+
+    // The first attempt wrote half its records, then failed (MongoDB went away).
+    let first = records("poll-1");
+    audit::record(&store, &first[..2], 5).await.unwrap();
+    // The retry of the same batch: the same delivery.
+    audit::record(&store, &first, 5).await.unwrap();
+    let want = |count: i64| -> Vec<(String, i64, String)> {
+        (0..4)
+            .map(|i| (format!("evt_retry_{i}"), count, "applied".to_string()))
+            .collect()
+    };
+    assert_eq!(duplicates(&db).await, want(0), "the retry counted itself");
+
+    // A real redelivery (a partition's new owner, after a rebalance) is counted once,
+    // however often its own batch is retried.
+    let second = records("poll-2");
+    audit::record(&store, &second[..3], 5).await.unwrap();
+    audit::record(&store, &second, 5).await.unwrap();
+    assert_eq!(duplicates(&db).await, want(1));
+    let counted = db
+        .collection::<Document>("webhook_events")
+        .count_documents(doc! {"deliveries": "poll-2"})
+        .await
+        .unwrap();
+    assert_eq!(counted, 4);
+}
