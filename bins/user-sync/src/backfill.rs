@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::clerk_api::{ApiError, ClerkApi, Page};
+use crate::clerk_api::{ApiError, ClerkApi, List};
 use crate::progress::Progress;
 use crate::publish::{PublishError, Sink};
 use crate::snapshot::{self, Kind};
@@ -128,37 +128,38 @@ pub async fn run(
         sink,
         progress,
         summary,
+        instance: instance_id(api).await,
     };
     if options.targeted() {
+        // `--user` and `--organization` name what to read; `--entities` still says whether
+        // an organization's memberships come with it.
         for id in &options.users {
             match api.user(id).await? {
                 Some(object) => run.publish(Kind::Users, &object).await?,
                 None => run.summary.not_found.push(id.clone()),
             }
         }
-        for id in &options.organizations {
-            let Some(object) = api.organization(id).await? else {
-                run.summary.not_found.push(id.clone());
+        for asked in &options.organizations {
+            let Some(object) = api.organization(asked).await? else {
+                run.summary.not_found.push(asked.clone());
                 continue;
             };
             if options.wants(Kind::Organizations) {
                 run.publish(Kind::Organizations, &object).await?;
             }
+            // Clerk also answers a slug: its memberships are listed by the id.
+            let id = snapshot::id_of(&object).unwrap_or_else(|| asked.clone());
             if options.wants(Kind::Memberships) {
-                run.memberships(api, id, options.page_size).await?;
+                run.memberships(api, &id, options.page_size).await?;
             }
         }
     } else {
         if options.wants(Kind::Users) {
-            run.progress
-                .start(Kind::Users, api.users_count().await.ok());
-            let mut offset = 0;
-            loop {
-                let page = api.users(offset, options.page_size).await?;
-                let last = run.page(Kind::Users, &page, options.page_size).await?;
-                offset += page.items.len() as u64;
-                if last {
-                    break;
+            run.progress.start(Kind::Users, users_count(api).await);
+            let mut users = api.listing(List::Users, options.page_size);
+            while let Some(page) = users.next().await? {
+                for object in &page.items {
+                    run.publish(Kind::Users, object).await?;
                 }
             }
             run.progress.finish(Kind::Users);
@@ -177,23 +178,11 @@ struct Run<'a> {
     sink: &'a mut Sink,
     progress: &'a mut Progress,
     summary: Summary,
+    /// The instance, as webhooks name it.
+    instance: Option<String>,
 }
 
 impl Run<'_> {
-    /// Publishes one page's objects; true when it was the last page.
-    async fn page(
-        &mut self,
-        kind: Kind,
-        page: &Page,
-        page_size: u32,
-    ) -> Result<bool, BackfillError> {
-        for object in &page.items {
-            self.publish(kind, object).await?;
-        }
-        Ok(page.items.is_empty()
-            || page.items.len() < page_size.clamp(1, crate::clerk_api::MAX_PAGE_SIZE) as usize)
-    }
-
     async fn publish(
         &mut self,
         kind: Kind,
@@ -201,7 +190,10 @@ impl Run<'_> {
     ) -> Result<(), BackfillError> {
         *self.summary.fetched.entry(kind).or_default() += 1;
         match snapshot::snapshot(kind, object) {
-            Ok(message) => self.sink.send(kind, &message).await?,
+            Ok(mut message) => {
+                message.instance_id.clone_from(&self.instance);
+                self.sink.send(kind, &message).await?
+            }
             Err(e) => {
                 // One malformed object must not stop the other 99,999: counted and shown.
                 self.summary.skipped_count += 1;
@@ -221,17 +213,19 @@ impl Run<'_> {
         api: &ClerkApi,
         options: &Options,
     ) -> Result<(), BackfillError> {
-        let first = api.organizations(0, options.page_size).await?;
         let shown = if options.wants(Kind::Organizations) {
             Kind::Organizations
         } else {
             Kind::Memberships
         };
-        self.progress
-            .start(shown, first.total.filter(|_| shown == Kind::Organizations));
-        let mut offset = 0;
-        let mut page = first;
-        loop {
+        let mut organizations = api.listing(List::Organizations, options.page_size);
+        let mut started = false;
+        while let Some(page) = organizations.next().await? {
+            if !started {
+                let total = page.total.filter(|_| shown == Kind::Organizations);
+                self.progress.start(shown, total);
+                started = true;
+            }
             for object in &page.items {
                 if options.wants(Kind::Organizations) {
                     self.publish(Kind::Organizations, object).await?;
@@ -242,12 +236,6 @@ impl Run<'_> {
                     }
                 }
             }
-            let size = options.page_size.clamp(1, crate::clerk_api::MAX_PAGE_SIZE) as usize;
-            if page.items.is_empty() || page.items.len() < size {
-                break;
-            }
-            offset += page.items.len() as u64;
-            page = api.organizations(offset, options.page_size).await?;
         }
         self.progress.finish(shown);
         Ok(())
@@ -259,14 +247,31 @@ impl Run<'_> {
         organization: &str,
         page_size: u32,
     ) -> Result<(), BackfillError> {
-        let mut offset = 0;
-        loop {
-            let page = api.memberships(organization, offset, page_size).await?;
-            let last = self.page(Kind::Memberships, &page, page_size).await?;
-            offset += page.items.len() as u64;
-            if last {
-                return Ok(());
+        let mut memberships = api.listing(List::Memberships(organization.to_string()), page_size);
+        while let Some(page) = memberships.next().await? {
+            for object in &page.items {
+                self.publish(Kind::Memberships, object).await?;
             }
         }
+        Ok(())
     }
+}
+
+/// The instance's id, for the messages' `instance_id`: asked once, and left out if Clerk
+/// doesn't answer within a few seconds (nothing depends on it).
+pub async fn instance_id(api: &ClerkApi) -> Option<String> {
+    tokio::time::timeout(std::time::Duration::from_secs(5), api.instance_id())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten()
+}
+
+/// How many users Clerk has, for the progress bar only: asked once, and given up on after
+/// a few seconds rather than waiting out rate limits for it.
+pub async fn users_count(api: &ClerkApi) -> Option<u64> {
+    tokio::time::timeout(std::time::Duration::from_secs(5), api.users_count())
+        .await
+        .ok()
+        .and_then(Result::ok)
 }

@@ -120,7 +120,7 @@ pub fn next_step(policy: &RetryPolicy, attempt: Attempt<'_>, failures: u32) -> S
     };
     match attempt {
         Attempt::Status(429, retry_after) => {
-            if failures + 1 >= policy.rate_limited {
+            if failures >= policy.rate_limited {
                 return Step::Fail;
             }
             // Retry-After is seconds here (Clerk sends seconds); an HTTP date or garbage
@@ -189,6 +189,123 @@ struct ErrorEntry {
     message: Option<String>,
 }
 
+/// Items re-read at the start of each page: offset paging skips an object when an earlier
+/// one is deleted between two requests; starting each page this many items early catches
+/// up to that many deletions per page (ids already seen are dropped).
+const OVERLAP: u64 = 20;
+
+/// Offset paging over a list sorted oldest first, without I/O: which offset to ask for
+/// next, which items of an answer are new, and when the list is done.
+#[derive(Debug)]
+pub struct Pager {
+    size: u32,
+    offset: u64,
+    previous: std::collections::HashSet<String>,
+    done: bool,
+}
+
+impl Pager {
+    /// Paging by `size` (clamped to 1..=[`MAX_PAGE_SIZE`]).
+    pub fn new(size: u32) -> Self {
+        Pager {
+            size: size.clamp(1, MAX_PAGE_SIZE),
+            offset: 0,
+            previous: std::collections::HashSet::new(),
+            done: false,
+        }
+    }
+
+    /// The offset to ask for next, or `None` when the list is done.
+    pub fn next_offset(&self) -> Option<u64> {
+        (!self.done).then_some(self.offset)
+    }
+
+    /// The page size to ask for.
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// Takes the answer for [`Pager::next_offset`]: the items not already seen, in order. A
+    /// full page with nothing new means the server ignores `offset` (it would never end).
+    pub fn take(
+        &mut self,
+        items: Vec<Box<RawValue>>,
+        id: impl Fn(&RawValue) -> Option<String>,
+    ) -> Result<Vec<Box<RawValue>>, String> {
+        let full = items.len() >= self.size as usize;
+        let ids: Vec<Option<String>> = items.iter().map(|item| id(item)).collect();
+        let fresh: Vec<Box<RawValue>> = items
+            .into_iter()
+            .zip(&ids)
+            .filter(|(_, id)| id.as_ref().is_none_or(|id| !self.previous.contains(id)))
+            .map(|(item, _)| item)
+            .collect();
+        if full && fresh.is_empty() {
+            return Err(format!(
+                "the page at offset {} holds only objects already read: the server ignores \
+                 `offset` (is CLERK_API_URL Clerk's Backend API?)",
+                self.offset
+            ));
+        }
+        if full {
+            let overlap = OVERLAP.min(u64::from(self.size) - 1);
+            self.offset += u64::from(self.size) - overlap;
+            self.previous = ids.into_iter().flatten().collect();
+        } else {
+            self.done = true;
+        }
+        Ok(fresh)
+    }
+}
+
+/// A list of the Backend API.
+#[derive(Debug, Clone)]
+pub enum List {
+    /// `/users`
+    Users,
+    /// `/organizations`
+    Organizations,
+    /// `/organizations/{id}/memberships`
+    Memberships(String),
+}
+
+/// A list read page by page (see [`Pager`]).
+pub struct Listing<'a> {
+    api: &'a ClerkApi,
+    list: List,
+    pager: Pager,
+}
+
+impl Listing<'_> {
+    /// The next page's new objects (and Clerk's total, where it gives one); `None` once
+    /// the list is done.
+    pub async fn next(&mut self) -> Result<Option<Page>, ApiError> {
+        let Some(offset) = self.pager.next_offset() else {
+            return Ok(None);
+        };
+        let size = self.pager.size();
+        let (path, page) = match &self.list {
+            List::Users => ("/users".to_string(), self.api.users(offset, size).await?),
+            List::Organizations => (
+                "/organizations".to_string(),
+                self.api.organizations(offset, size).await?,
+            ),
+            List::Memberships(id) => (
+                format!("/organizations/{}/memberships", segment(id)),
+                self.api.memberships(id, offset, size).await?,
+            ),
+        };
+        let items = self
+            .pager
+            .take(page.items, crate::snapshot::id_of)
+            .map_err(|reason| ApiError::Unexpected { path, reason })?;
+        Ok(Some(Page {
+            items,
+            total: page.total,
+        }))
+    }
+}
+
 /// A read-only client of the Backend API.
 #[derive(Clone)]
 pub struct ClerkApi {
@@ -221,6 +338,23 @@ impl ClerkApi {
     /// `GET /users`, oldest first.
     pub async fn users(&self, offset: u64, limit: u32) -> Result<Page, ApiError> {
         self.list("/users", offset, limit).await
+    }
+
+    /// Reads `list` page by page, `page_size` objects at a time.
+    pub fn listing(&self, list: List, page_size: u32) -> Listing<'_> {
+        Listing {
+            api: self,
+            list,
+            pager: Pager::new(page_size),
+        }
+    }
+
+    /// `GET /instance`: the instance's id (`ins_…`), which webhooks carry as `instance_id`.
+    pub async fn instance_id(&self) -> Result<Option<String>, ApiError> {
+        Ok(self
+            .object("/instance")
+            .await?
+            .and_then(|object| crate::snapshot::id_of(&object)))
     }
 
     /// `GET /users/count`: how many users the instance has (for progress).
@@ -493,9 +627,13 @@ mod tests {
             next_step(&p, Attempt::Status(429, Some("-1")), 0),
             Step::Retry(Duration::from_millis(100))
         );
-        // …until the request was rate limited `rate_limited` times.
+        // …`rate_limited` times for one request, then no more.
         assert_eq!(
             next_step(&p, Attempt::Status(429, Some("1")), 3),
+            Step::Retry(Duration::from_secs(1))
+        );
+        assert_eq!(
+            next_step(&p, Attempt::Status(429, Some("1")), 4),
             Step::Fail
         );
     }
@@ -534,6 +672,89 @@ mod tests {
                 Step::Fail
             );
         }
+    }
+
+    fn objects(ids: &[u32]) -> Vec<Box<RawValue>> {
+        ids.iter()
+            .map(|i| RawValue::from_string(format!(r#"{{"id":"u{i}"}}"#)).unwrap())
+            .collect()
+    }
+
+    fn ids(items: &[Box<RawValue>]) -> Vec<String> {
+        items
+            .iter()
+            .filter_map(|i| crate::snapshot::id_of(i))
+            .collect()
+    }
+
+    /// Serves `list` (oldest first) as Clerk would, and reads it with a pager.
+    fn read_all(
+        list: &[u32],
+        size: u32,
+        mut between_pages: impl FnMut(&mut Vec<u32>),
+    ) -> Vec<String> {
+        let mut list = list.to_vec();
+        let mut pager = Pager::new(size);
+        let mut read = Vec::new();
+        while let Some(offset) = pager.next_offset() {
+            let page: Vec<u32> = list
+                .iter()
+                .skip(offset as usize)
+                .take(pager.size() as usize)
+                .copied()
+                .collect();
+            read.extend(ids(&pager
+                .take(objects(&page), crate::snapshot::id_of)
+                .unwrap()));
+            between_pages(&mut list);
+        }
+        read
+    }
+
+    #[test]
+    fn paging_reads_everything_once_and_ends() {
+        let list: Vec<u32> = (0..95).collect();
+        for size in [1, 2, 10, 21, 50, 95, 500] {
+            let read = read_all(&list, size, |_| {});
+            let want: Vec<String> = list.iter().map(|i| format!("u{i}")).collect();
+            assert_eq!(read, want, "size {size}");
+        }
+        assert!(read_all(&[], 10, |_| {}).is_empty());
+    }
+
+    #[test]
+    fn paging_misses_nothing_when_objects_are_deleted_or_added_mid_listing() {
+        let list: Vec<u32> = (0..200).collect();
+        // Before each next page, the oldest remaining object is deleted and a new one added.
+        let mut next_new = 1000;
+        let read = read_all(&list, 30, |l| {
+            l.remove(0);
+            l.push(next_new);
+            next_new += 1;
+        });
+        for i in 30..200 {
+            assert!(read.contains(&format!("u{i}")), "u{i} skipped");
+        }
+        let mut unique = read.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), read.len(), "an object read twice");
+    }
+
+    #[test]
+    fn a_server_that_ignores_offset_is_an_error_not_an_endless_loop() {
+        let mut pager = Pager::new(3);
+        assert_eq!(
+            pager
+                .take(objects(&[1, 2, 3]), crate::snapshot::id_of)
+                .unwrap()
+                .len(),
+            3
+        );
+        let e = pager
+            .take(objects(&[1, 2, 3]), crate::snapshot::id_of)
+            .unwrap_err();
+        assert!(e.contains("ignores `offset`"), "{e}");
     }
 
     #[test]

@@ -70,6 +70,10 @@ enum Command {
         /// Publish the deletions (without it, only print what was found).
         #[arg(long)]
         apply: bool,
+        /// The most deletions to publish (default: 10% of the documents checked, at least
+        /// 10); more, and nothing is published.
+        #[arg(long, value_name = "N")]
+        max_deletions: Option<u64>,
         /// Objects per page (Clerk's maximum is 500).
         #[arg(long, default_value_t = MAX_PAGE_SIZE, value_parser = clap::value_parser!(u32).range(1..=MAX_PAGE_SIZE as i64))]
         page_size: u32,
@@ -148,6 +152,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             entities,
             apply,
             page_size,
+            max_deletions,
         } => {
             init_cli_logging()?;
             let api = clerk_api()?;
@@ -158,6 +163,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let options = user_sync::reconcile::Options {
                 kinds: entities,
                 page_size,
+                max_deletions,
             };
             let mut progress = Progress::new("reconcile", std::io::stdout().is_terminal());
             let report =

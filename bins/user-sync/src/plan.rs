@@ -172,7 +172,9 @@ impl Statement {
             }
             Slot::Activity => vec![doc! {field: {"$lt": stamp}}, doc! {field: Bson::Null}],
             Slot::Pointer => {
-                let status = self.set.get("syncStatus").cloned().unwrap_or(Bson::Null);
+                // Every pointer sets `syncStatus` (see `pointer`), so `$ne` here is exactly
+                // `admits_alone`'s inequality.
+                let status = self.set.get("syncStatus").cloned().unwrap_or_default();
                 vec![
                     doc! {field: {"$lt": stamp}},
                     doc! {field: {"$exists": false}},

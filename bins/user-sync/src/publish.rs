@@ -167,28 +167,29 @@ impl Publisher {
             },
         );
         let payload = message.to_json();
-        let record = FutureRecord::to(&topic)
-            .key(message.subject_id.as_bytes())
-            .payload(&payload)
-            .headers(headers);
-        let delivery: DeliveryFuture = match self.producer.send_result(record) {
-            Ok(delivery) => delivery,
-            // librdkafka's local queue is full: it drains as the broker acknowledges.
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                if self.in_flight.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                } else {
-                    self.settle_one().await?;
+        let delivery: DeliveryFuture = loop {
+            let record = FutureRecord::to(&topic)
+                .key(message.subject_id.as_bytes())
+                .payload(&payload)
+                .headers(headers.clone());
+            match self.producer.send_result(record) {
+                Ok(delivery) => break delivery,
+                // librdkafka's local queue is full: it drains as the broker acknowledges.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    if self.in_flight.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    } else {
+                        self.settle_one().await?;
+                    }
                 }
-                return Box::pin(self.send(kind, message)).await;
-            }
-            Err((source, _)) => {
-                return Err(PublishError::Delivery {
-                    event_id: message.event_id.clone(),
-                    topic,
-                    source,
-                    published: self.published.values().sum(),
-                })
+                Err((source, _)) => {
+                    return Err(PublishError::Delivery {
+                        event_id: message.event_id.clone(),
+                        topic,
+                        source,
+                        published: self.published.values().sum(),
+                    })
+                }
             }
         };
         let event_id = message.event_id.clone();

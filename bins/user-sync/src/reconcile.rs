@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bson::{doc, DateTime, Document};
 use futures::TryStreamExt;
 
-use crate::clerk_api::{ApiError, ClerkApi};
+use crate::clerk_api::{ApiError, ClerkApi, List};
 use crate::entity::Entity;
 use crate::progress::Progress;
 use crate::publish::{PublishError, Sink};
@@ -32,6 +32,15 @@ pub struct Options {
     pub kinds: Vec<Kind>,
     /// Objects per page.
     pub page_size: u32,
+    /// The most deletions `--apply` publishes (default: [`deletion_limit`]).
+    pub max_deletions: Option<u64>,
+}
+
+/// The default most deletions one run publishes: 10% of the documents checked, at least
+/// 10. A key of another instance (a development key against the production database)
+/// lists successfully and would make every document look deleted, and a deletion is final.
+pub fn deletion_limit(documents: u64) -> u64 {
+    (documents / 10).max(10)
 }
 
 /// Why reconcile stopped.
@@ -46,6 +55,18 @@ pub enum ReconcileError {
     /// The broker did not take a deletion.
     #[error(transparent)]
     Publish(#[from] PublishError),
+    /// More deletions than the limit: nothing was published.
+    #[error(
+        "{missing} documents have no object in Clerk, more than the limit of {limit} for one \
+         run: nothing was published. Check that CLERK_SECRET_KEY belongs to the instance this \
+         database follows; if these deletions are right, run again with --max-deletions {missing}"
+    )]
+    TooMany {
+        /// Confirmed missing.
+        missing: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// A kind that can't be reconciled.
     #[error("{0} can't be reconciled (only users and organizations)")]
     Kind(&'static str),
@@ -73,6 +94,8 @@ pub struct Report {
     pub applied: bool,
     /// When the listing began (the deletions' event time).
     pub started_at: i64,
+    /// The most deletions this run would publish.
+    pub limit: u64,
     /// How long it took.
     pub elapsed: Duration,
 }
@@ -92,6 +115,15 @@ impl std::fmt::Display for Report {
             },
             self.elapsed
         )?;
+        let missing: usize = self.kinds.iter().map(|(_, f)| f.missing.len()).sum();
+        if missing as u64 > self.limit {
+            writeln!(
+                f,
+                "  {missing} deletions are more than the limit of {} for one run: --apply would \
+                 refuse (see --max-deletions)",
+                self.limit
+            )?;
+        }
         for (kind, found) in &self.kinds {
             writeln!(
                 f,
@@ -184,11 +216,30 @@ pub async fn run(
         }
         report.kinds.push((kind, found));
     }
-    // 4. The deletions.
+    // 4. The deletions, within the limit.
+    let missing: u64 = report
+        .kinds
+        .iter()
+        .map(|(_, f)| f.missing.len() as u64)
+        .sum();
+    let documents: u64 = report.kinds.iter().map(|(_, f)| f.documents).sum();
+    report.limit = options
+        .max_deletions
+        .unwrap_or_else(|| deletion_limit(documents));
+    if missing > report.limit && !sink.is_dry_run() {
+        return Err(ReconcileError::TooMany {
+            missing,
+            limit: report.limit,
+        });
+    }
+    let instance = crate::backfill::instance_id(api).await;
     for (kind, found) in &report.kinds {
         for id in &found.missing {
             match snapshot::deletion(*kind, id, started_at) {
-                Ok(message) => sink.send(*kind, &message).await?,
+                Ok(mut message) => {
+                    message.instance_id.clone_from(&instance);
+                    sink.send(*kind, &message).await?
+                }
                 Err(e) => {
                     tracing::warn!(id, error = %e, "reconcile: no deletion event for this id")
                 }
@@ -207,29 +258,20 @@ async fn list(
     page_size: u32,
     progress: &mut Progress,
 ) -> Result<HashSet<String>, ReconcileError> {
-    let total = match kind {
-        Kind::Users => api.users_count().await.ok(),
-        _ => None,
+    let (list, total) = match kind {
+        Kind::Users => (List::Users, crate::backfill::users_count(api).await),
+        Kind::Organizations => (List::Organizations, None),
+        Kind::Memberships => return Err(ReconcileError::Kind(kind.as_str())),
     };
     progress.start(kind, total);
     let mut ids = HashSet::new();
-    let mut offset = 0u64;
-    let size = page_size.clamp(1, crate::clerk_api::MAX_PAGE_SIZE) as usize;
-    loop {
-        let page = match kind {
-            Kind::Users => api.users(offset, page_size).await?,
-            Kind::Organizations => api.organizations(offset, page_size).await?,
-            Kind::Memberships => return Err(ReconcileError::Kind(kind.as_str())),
-        };
+    let mut listing = api.listing(list, page_size);
+    while let Some(page) = listing.next().await? {
         for object in &page.items {
             if let Some(id) = snapshot::id_of(object) {
                 ids.insert(id);
             }
             progress.advance(kind, 0);
-        }
-        offset += page.items.len() as u64;
-        if page.items.len() < size {
-            break;
         }
     }
     progress.finish(kind);
@@ -260,6 +302,13 @@ async fn live_ids(store: &Store, entity: Entity, before: i64) -> Result<Vec<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_deletion_limit_is_a_tenth_of_the_documents_and_at_least_ten() {
+        assert_eq!(deletion_limit(0), 10);
+        assert_eq!(deletion_limit(99), 10);
+        assert_eq!(deletion_limit(2_000), 200);
+    }
 
     #[test]
     fn candidates_are_the_documents_clerk_did_not_list() {

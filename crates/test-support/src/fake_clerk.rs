@@ -4,7 +4,7 @@
 //! (<https://clerk.com/docs/reference/backend-api>): `GET /v1/users` (a bare array, `limit`
 //! 1–500 and `offset`), `/v1/users/count`, `/v1/users/{id}`, `/v1/organizations` and
 //! `/v1/organizations/{id}/memberships` (`{"data": […], "total_count"}`),
-//! `/v1/organizations/{id}`; bearer authentication (401 with Clerk's error body
+//! `/v1/organizations/{id}`, `/v1/instance`; bearer authentication (401 with Clerk's error body
 //! otherwise); and faults a test schedules: a 429 with `Retry-After` or a 500 for a given
 //! page, any number of times. Every request is logged with its time and status.
 
@@ -20,6 +20,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+/// The fake instance's id (`GET /v1/instance`).
+pub const INSTANCE: &str = "ins_fake_backfill";
 
 /// A time all fake objects are created around (2024-11-24, ms).
 pub const CREATED: i64 = 1_732_464_000_000;
@@ -94,6 +97,7 @@ impl FakeClerk {
             data: Mutex::new(Data::default()),
         });
         let app = Router::new()
+            .route("/v1/instance", get(instance))
             .route("/v1/users", get(users))
             .route("/v1/users/count", get(users_count))
             .route("/v1/users/{id}", get(user))
@@ -362,6 +366,13 @@ async fn users(
             None => invalid_paging(),
         },
     )
+}
+
+async fn instance(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    answer(&s, &headers, "/v1/instance", 0, |_| {
+        Json(json!({"object": "instance", "id": INSTANCE, "environment_type": "development"}))
+            .into_response()
+    })
 }
 
 async fn users_count(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
