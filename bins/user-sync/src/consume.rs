@@ -32,14 +32,28 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// librdkafka callbacks: lag from statistics, rebalances in the log.
 pub struct Context {
     metrics: Arc<Metrics>,
+    /// The partitions this consumer owns. Statistics also describe partitions it lost
+    /// (librdkafka keeps their state, and a report can be in flight across a rebalance):
+    /// only owned ones set a lag gauge, or replicas would report a partition twice.
+    owned: std::sync::Mutex<HashSet<(String, i32)>>,
+}
+
+impl Context {
+    fn owned(&self) -> std::sync::MutexGuard<'_, HashSet<(String, i32)>> {
+        self.owned.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl ClientContext for Context {
     fn stats(&self, statistics: Statistics) {
+        let owned = self.owned();
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
                 // -1 is librdkafka's internal "unassigned" partition; lag -1 means unknown.
-                if *partition >= 0 && p.consumer_lag >= 0 {
+                if *partition >= 0
+                    && p.consumer_lag >= 0
+                    && owned.contains(&(topic.clone(), *partition))
+                {
                     self.metrics.lag(topic, *partition, p.consumer_lag);
                 }
             }
@@ -54,10 +68,20 @@ impl ConsumerContext for Context {
         rebalance: &rdkafka::consumer::Rebalance<'_>,
     ) {
         tracing::info!(?rebalance, "rebalance");
-        if let rdkafka::consumer::Rebalance::Revoke(partitions) = rebalance {
-            for p in partitions.elements() {
-                self.metrics.forget_lag(p.topic(), p.partition());
+        let mut owned = self.owned();
+        match rebalance {
+            rdkafka::consumer::Rebalance::Assign(partitions) => {
+                for p in partitions.elements() {
+                    owned.insert((p.topic().to_string(), p.partition()));
+                }
             }
+            rdkafka::consumer::Rebalance::Revoke(partitions) => {
+                for p in partitions.elements() {
+                    owned.remove(&(p.topic().to_string(), p.partition()));
+                    self.metrics.forget_lag(p.topic(), p.partition());
+                }
+            }
+            rdkafka::consumer::Rebalance::Error(_) => {}
         }
     }
 }
@@ -87,7 +111,10 @@ pub fn consumer(
         .set("statistics.interval.ms", "5000")
         // Notice new partitions (scaling) within 30 s.
         .set("topic.metadata.refresh.interval.ms", "30000")
-        .create_with_context(Context { metrics })?;
+        .create_with_context(Context {
+            metrics,
+            owned: std::sync::Mutex::new(HashSet::new()),
+        })?;
     Ok(Arc::new(consumer))
 }
 

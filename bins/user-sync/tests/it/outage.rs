@@ -220,6 +220,16 @@ async fn consumers_joining_and_leaving_mid_stream_end_exact() {
         (events.count_documents(doc! {}).await.ok()? > 0).then_some(())
     })
     .await;
+    // Both report their partitions' lag before partitions move (statistics come every 5 s).
+    test_support::eventually(
+        Duration::from_secs(30),
+        "lag gauges from a and b",
+        || async {
+            let (ga, gb) = (lag_gauges(&a.health).await?, lag_gauges(&b.health).await?);
+            (!ga.is_empty() && !gb.is_empty()).then_some(())
+        },
+    )
+    .await;
     // A third joins while the first two are busy: the group rebalances mid-batch.
     let c = spawn_process(&env, &n, free_port()).await;
     for r in 15..30 {
