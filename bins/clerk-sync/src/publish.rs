@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use common::kafka::{broker_reachable, KafkaSettings};
 use events::{EventMessage, Family};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
@@ -126,15 +125,7 @@ impl Publisher {
         let topic = self.topics.for_family(Family::of(&message.event_type));
         let payload = message.to_json();
         let pairs = message.headers();
-        let headers = pairs.iter().fold(
-            OwnedHeaders::new_with_capacity(pairs.len()),
-            |h, (key, value)| {
-                h.insert(Header {
-                    key,
-                    value: Some(value.as_bytes()),
-                })
-            },
-        );
+        let headers = common::kafka::owned_headers(&pairs);
         let record = FutureRecord::to(topic)
             .key(message.subject_id.as_bytes())
             .payload(&payload)

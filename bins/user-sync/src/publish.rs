@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -157,15 +156,7 @@ impl Publisher {
             Kind::Organizations | Kind::Memberships => self.organizations_topic.clone(),
         };
         let pairs = message.headers();
-        let headers = pairs.iter().fold(
-            OwnedHeaders::new_with_capacity(pairs.len()),
-            |h, (key, value)| {
-                h.insert(Header {
-                    key,
-                    value: Some(value.as_bytes()),
-                })
-            },
-        );
+        let headers = common::kafka::owned_headers(&pairs);
         let payload = message.to_json();
         let delivery: DeliveryFuture = loop {
             let record = FutureRecord::to(&topic)

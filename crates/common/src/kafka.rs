@@ -345,6 +345,19 @@ fn parse_ca_cert(value: String) -> Result<CaCert, ConfigError> {
     }
 }
 
+/// Kafka headers from name/value pairs (what `EventMessage::headers` gives).
+pub fn owned_headers(pairs: &[(&str, String)]) -> rdkafka::message::OwnedHeaders {
+    pairs.iter().fold(
+        rdkafka::message::OwnedHeaders::new_with_capacity(pairs.len()),
+        |headers, (key, value)| {
+            headers.insert(rdkafka::message::Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
+        },
+    )
+}
+
 /// A message header's value as text.
 pub fn header<M: rdkafka::Message + ?Sized>(message: &M, name: &str) -> Option<String> {
     use rdkafka::message::Headers;

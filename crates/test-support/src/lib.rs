@@ -302,7 +302,14 @@ where
 {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(value) = check().await {
+        // A check is bounded too: a server that never answers (a reply can hang where a
+        // connection can't) must fail the test, not hold CI until its limit.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let checked = tokio::time::timeout(left.max(Duration::from_secs(5)), check()).await;
+        let Ok(checked) = checked else {
+            panic!("timed out after {timeout:?} waiting for {what}: a check did not return");
+        };
+        if let Some(value) = checked {
             return value;
         }
         assert!(

@@ -70,25 +70,6 @@ async fn documents(db: &mongodb::Database, collection: &str) -> HashMap<String, 
         .collect()
 }
 
-/// The first message of a topic.
-async fn read_topic_head(app: &App, topic: &str) -> rdkafka::message::OwnedMessage {
-    use rdkafka::consumer::{Consumer, StreamConsumer};
-    let c: StreamConsumer = app
-        .env
-        .kafka()
-        .client_config()
-        .set("group.id", format!("head-reader-{topic}"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    c.subscribe(&[topic]).unwrap();
-    let m = tokio::time::timeout(Duration::from_secs(30), c.recv())
-        .await
-        .expect("a message")
-        .unwrap();
-    m.detach()
-}
-
 fn millis(v: &Value) -> DateTime {
     DateTime::from_millis(v.as_i64().unwrap())
 }
@@ -222,7 +203,9 @@ async fn backfill_of_an_existing_instance_matches_clerk_and_respects_newer_webho
         assert_eq!(d.get_str("syncStatus").unwrap(), "synced");
     }
     // The messages say where they came from, as the records do.
-    let published = read_topic_head(&app, &app.names.organizations).await;
+    let published = read_topic(&app.env.brokers, &app.names.organizations, 1)
+        .await
+        .remove(0);
     assert_eq!(
         common::kafka::header(&published, "event-origin").as_deref(),
         Some("backfill")

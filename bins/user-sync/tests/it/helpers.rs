@@ -114,7 +114,13 @@ impl App {
             let _ = tx.send(());
         }
         if let Some(handle) = self.handle.take() {
-            handle.await.unwrap().unwrap();
+            // Shutdown is bounded (10 s for the batch in hand, 30 s a command): a hang here
+            // is a bug, and must fail the test rather than hold CI until its limit.
+            tokio::time::timeout(Duration::from_secs(90), handle)
+                .await
+                .expect("user-sync stopped within 90 s of its shutdown signal")
+                .unwrap()
+                .unwrap();
         }
     }
 }
@@ -358,4 +364,29 @@ pub fn set_data_field(message: &mut EventMessage, key: &str, value: serde_json::
     let mut data: serde_json::Value = serde_json::from_str(message.data.get()).unwrap();
     data[key] = value;
     message.data = serde_json::value::to_raw_value(&data).unwrap();
+}
+
+/// The first `n` messages of `topic`, read by a group of its own.
+pub async fn read_topic(
+    brokers: &str,
+    topic: &str,
+    n: usize,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let c: StreamConsumer = common::kafka::KafkaSettings::plaintext(brokers)
+        .client_config()
+        .set("group.id", format!("reader-{topic}"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let m = tokio::time::timeout(Duration::from_secs(30), c.recv())
+            .await
+            .expect("a message")
+            .unwrap();
+        out.push(m.detach());
+    }
+    out
 }

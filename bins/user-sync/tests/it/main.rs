@@ -363,7 +363,7 @@ async fn poison_messages_go_to_the_dlq_and_the_partition_moves_on() {
         let _ = code;
     }
 
-    let dlq = read_dlq(&app.env.brokers, &app.names.dlq, 3).await;
+    let dlq = read_topic(&app.env.brokers, &app.names.dlq, 3).await;
     assert_eq!(dlq.len(), 3);
     let mut codes: Vec<String> = dlq
         .iter()
@@ -419,26 +419,6 @@ async fn poison_messages_go_to_the_dlq_and_the_partition_moves_on() {
         assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
     }
     app.stop().await;
-}
-
-async fn read_dlq(brokers: &str, topic: &str, n: usize) -> Vec<rdkafka::message::OwnedMessage> {
-    use rdkafka::consumer::{Consumer, StreamConsumer};
-    let c: StreamConsumer = common::kafka::KafkaSettings::plaintext(brokers)
-        .client_config()
-        .set("group.id", format!("dlq-reader-{topic}"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    c.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    while out.len() < n {
-        let m = tokio::time::timeout(Duration::from_secs(30), c.recv())
-            .await
-            .expect("DLQ message")
-            .unwrap();
-        out.push(m.detach());
-    }
-    out
 }
 
 use common::kafka::header;
@@ -777,7 +757,7 @@ async fn a_poison_message_too_large_for_the_dlq_is_dead_lettered_without_its_val
         "Ada"
     );
 
-    let dlq = read_dlq(&env.brokers, &n.dlq, 1).await;
+    let dlq = read_topic(&env.brokers, &n.dlq, 1).await;
     assert_eq!(
         header(&dlq[0], "dlq-value-dropped").as_deref(),
         Some("true")
