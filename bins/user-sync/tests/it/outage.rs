@@ -206,7 +206,10 @@ async fn sigkill_mid_stream_then_restart_reaches_the_expected_state() {
 /// once (redeliveries to a partition's new owner are counted, never applied twice).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumers_joining_and_leaving_mid_stream_end_exact() {
-    let env = TestEnv::new().await;
+    // Alone, like the outage tests: three processes and a stream load the machine, and on
+    // FerretDB another test's MongoDB reply stalled past 120 s twice in CI while this one
+    // ran beside it (cause not found; see the session note of 2026-11-24).
+    let env = TestEnv::exclusive().await;
     let n = names(&env);
     let a = spawn_process(&env, &n, free_port()).await;
     let b = spawn_process(&env, &n, free_port()).await;
