@@ -128,7 +128,7 @@ pub async fn run(
         sink,
         progress,
         summary,
-        instance: instance_id(api).await,
+        instance: api.instance_id().await,
     };
     if options.targeted() {
         // `--user` and `--organization` name what to read; `--entities` still says whether
@@ -155,7 +155,7 @@ pub async fn run(
         }
     } else {
         if options.wants(Kind::Users) {
-            run.progress.start(Kind::Users, users_count(api).await);
+            run.progress.start(Kind::Users, api.users_count().await);
             let mut users = api.listing(List::Users, options.page_size);
             while let Some(page) = users.next().await? {
                 for object in &page.items {
@@ -255,23 +255,4 @@ impl Run<'_> {
         }
         Ok(())
     }
-}
-
-/// The instance's id, for the messages' `instance_id`: asked once, and left out if Clerk
-/// doesn't answer within a few seconds (nothing depends on it).
-pub async fn instance_id(api: &ClerkApi) -> Option<String> {
-    tokio::time::timeout(std::time::Duration::from_secs(5), api.instance_id())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .flatten()
-}
-
-/// How many users Clerk has, for the progress bar only: asked once, and given up on after
-/// a few seconds rather than waiting out rate limits for it.
-pub async fn users_count(api: &ClerkApi) -> Option<u64> {
-    tokio::time::timeout(std::time::Duration::from_secs(5), api.users_count())
-        .await
-        .ok()
-        .and_then(Result::ok)
 }

@@ -13,8 +13,14 @@ use common::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::snapshot::id_of;
+
 /// Clerk's documented maximum page size for its list endpoints.
 pub const MAX_PAGE_SIZE: u32 = 500;
+
+/// How long a best-effort call ([`ClerkApi::instance_id`], [`ClerkApi::users_count`]) may
+/// take.
+const BEST_EFFORT: Duration = Duration::from_secs(5);
 
 /// The longest answer read (a page of 500 users is about 1.5 MB).
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
@@ -227,13 +233,9 @@ impl Pager {
 
     /// Takes the answer for [`Pager::next_offset`]: the items not already seen, in order. A
     /// full page with nothing new means the server ignores `offset` (it would never end).
-    pub fn take(
-        &mut self,
-        items: Vec<Box<RawValue>>,
-        id: impl Fn(&RawValue) -> Option<String>,
-    ) -> Result<Vec<Box<RawValue>>, String> {
+    pub fn take(&mut self, items: Vec<Box<RawValue>>) -> Result<Vec<Box<RawValue>>, String> {
         let full = items.len() >= self.size as usize;
-        let ids: Vec<Option<String>> = items.iter().map(|item| id(item)).collect();
+        let ids: Vec<Option<String>> = items.iter().map(|item| id_of(item)).collect();
         let fresh: Vec<Box<RawValue>> = items
             .into_iter()
             .zip(&ids)
@@ -269,10 +271,21 @@ pub enum List {
     Memberships(String),
 }
 
+impl List {
+    /// Its path under the API's base.
+    fn path(&self) -> String {
+        match self {
+            List::Users => "/users".to_string(),
+            List::Organizations => "/organizations".to_string(),
+            List::Memberships(id) => format!("/organizations/{}/memberships", segment(id)),
+        }
+    }
+}
+
 /// A list read page by page (see [`Pager`]).
 pub struct Listing<'a> {
     api: &'a ClerkApi,
-    list: List,
+    path: String,
     pager: Pager,
 }
 
@@ -283,22 +296,14 @@ impl Listing<'_> {
         let Some(offset) = self.pager.next_offset() else {
             return Ok(None);
         };
-        let size = self.pager.size();
-        let (path, page) = match &self.list {
-            List::Users => ("/users".to_string(), self.api.users(offset, size).await?),
-            List::Organizations => (
-                "/organizations".to_string(),
-                self.api.organizations(offset, size).await?,
-            ),
-            List::Memberships(id) => (
-                format!("/organizations/{}/memberships", segment(id)),
-                self.api.memberships(id, offset, size).await?,
-            ),
-        };
+        let page = self.api.page(&self.path, offset, self.pager.size()).await?;
         let items = self
             .pager
-            .take(page.items, crate::snapshot::id_of)
-            .map_err(|reason| ApiError::Unexpected { path, reason })?;
+            .take(page.items)
+            .map_err(|reason| ApiError::Unexpected {
+                path: self.path.clone(),
+                reason,
+            })?;
         Ok(Some(Page {
             items,
             total: page.total,
@@ -335,65 +340,35 @@ impl ClerkApi {
         })
     }
 
-    /// `GET /users`, oldest first.
-    pub async fn users(&self, offset: u64, limit: u32) -> Result<Page, ApiError> {
-        self.list("/users", offset, limit).await
-    }
-
-    /// Reads `list` page by page, `page_size` objects at a time.
+    /// Reads `list` page by page, `page_size` objects at a time, oldest first.
     pub fn listing(&self, list: List, page_size: u32) -> Listing<'_> {
         Listing {
             api: self,
-            list,
+            path: list.path(),
             pager: Pager::new(page_size),
         }
     }
 
     /// `GET /instance`: the instance's id (`ins_…`), which webhooks carry as `instance_id`.
-    pub async fn instance_id(&self) -> Result<Option<String>, ApiError> {
-        Ok(self
-            .object("/instance")
-            .await?
-            .and_then(|object| crate::snapshot::id_of(&object)))
+    /// Best effort: nothing depends on it, so `None` when Clerk doesn't answer within
+    /// [`BEST_EFFORT`] (no waiting out rate limits for it).
+    pub async fn instance_id(&self) -> Option<String> {
+        let object = tokio::time::timeout(BEST_EFFORT, self.object("/instance")).await;
+        id_of(&object.ok()?.ok()??)
     }
 
-    /// `GET /users/count`: how many users the instance has (for progress).
-    pub async fn users_count(&self) -> Result<u64, ApiError> {
+    /// `GET /users/count`: how many users the instance has, for the progress bar only.
+    /// Best effort, as [`ClerkApi::instance_id`].
+    pub async fn users_count(&self) -> Option<u64> {
         #[derive(Deserialize)]
         struct Count {
             total_count: u64,
         }
-        let path = "/users/count";
-        let (status, body) = self.get(path, &[]).await?;
-        if status != 200 {
-            return Err(refusal(status, path, &body));
-        }
-        serde_json::from_slice::<Count>(&body)
+        let object = tokio::time::timeout(BEST_EFFORT, self.object("/users/count")).await;
+        let object = object.ok()?.ok()??;
+        serde_json::from_str::<Count>(object.get())
+            .ok()
             .map(|c| c.total_count)
-            .map_err(|e| ApiError::Unexpected {
-                path: path.to_string(),
-                reason: e.to_string(),
-            })
-    }
-
-    /// `GET /organizations`, oldest first.
-    pub async fn organizations(&self, offset: u64, limit: u32) -> Result<Page, ApiError> {
-        self.list("/organizations", offset, limit).await
-    }
-
-    /// `GET /organizations/{id}/memberships`, oldest first.
-    pub async fn memberships(
-        &self,
-        organization: &str,
-        offset: u64,
-        limit: u32,
-    ) -> Result<Page, ApiError> {
-        self.list(
-            &format!("/organizations/{}/memberships", segment(organization)),
-            offset,
-            limit,
-        )
-        .await
     }
 
     /// `GET /users/{id}`: `None` when Clerk has no such user (404).
@@ -407,7 +382,8 @@ impl ClerkApi {
             .await
     }
 
-    async fn list(&self, path: &str, offset: u64, limit: u32) -> Result<Page, ApiError> {
+    /// One page of the list at `path`, oldest first.
+    async fn page(&self, path: &str, offset: u64, limit: u32) -> Result<Page, ApiError> {
         let limit = limit.clamp(1, MAX_PAGE_SIZE);
         let query = [
             ("limit", limit.to_string()),
@@ -681,10 +657,7 @@ mod tests {
     }
 
     fn ids(items: &[Box<RawValue>]) -> Vec<String> {
-        items
-            .iter()
-            .filter_map(|i| crate::snapshot::id_of(i))
-            .collect()
+        items.iter().filter_map(|i| id_of(i)).collect()
     }
 
     /// Serves `list` (oldest first) as Clerk would, and reads it with a pager.
@@ -703,9 +676,7 @@ mod tests {
                 .take(pager.size() as usize)
                 .copied()
                 .collect();
-            read.extend(ids(&pager
-                .take(objects(&page), crate::snapshot::id_of)
-                .unwrap()));
+            read.extend(ids(&pager.take(objects(&page)).unwrap()));
             between_pages(&mut list);
         }
         read
@@ -744,16 +715,8 @@ mod tests {
     #[test]
     fn a_server_that_ignores_offset_is_an_error_not_an_endless_loop() {
         let mut pager = Pager::new(3);
-        assert_eq!(
-            pager
-                .take(objects(&[1, 2, 3]), crate::snapshot::id_of)
-                .unwrap()
-                .len(),
-            3
-        );
-        let e = pager
-            .take(objects(&[1, 2, 3]), crate::snapshot::id_of)
-            .unwrap_err();
+        assert_eq!(pager.take(objects(&[1, 2, 3])).unwrap().len(), 3);
+        let e = pager.take(objects(&[1, 2, 3])).unwrap_err();
         assert!(e.contains("ignores `offset`"), "{e}");
     }
 

@@ -232,7 +232,7 @@ pub async fn run(
             limit: report.limit,
         });
     }
-    let instance = crate::backfill::instance_id(api).await;
+    let instance = api.instance_id().await;
     for (kind, found) in &report.kinds {
         for id in &found.missing {
             match snapshot::deletion(*kind, id, started_at) {
@@ -259,7 +259,7 @@ async fn list(
     progress: &mut Progress,
 ) -> Result<HashSet<String>, ReconcileError> {
     let (list, total) = match kind {
-        Kind::Users => (List::Users, crate::backfill::users_count(api).await),
+        Kind::Users => (List::Users, api.users_count().await),
         Kind::Organizations => (List::Organizations, None),
         Kind::Memberships => return Err(ReconcileError::Kind(kind.as_str())),
     };

@@ -339,8 +339,34 @@ fn invalid_paging() -> Response {
     )
 }
 
-fn slice(items: &[Value], limit: usize, offset: usize) -> Vec<Value> {
-    items.iter().skip(offset).take(limit).cloned().collect()
+/// A page of `items` for `paging`: the objects, or Clerk's 422 for bad paging.
+fn page_of(items: &[Value], paging: &Paging) -> Option<Vec<Value>> {
+    let (limit, offset) = page(paging)?;
+    Some(items.iter().skip(offset).take(limit).cloned().collect())
+}
+
+/// `/users`' answer: a bare array.
+fn bare_page(items: &[Value], paging: &Paging) -> Response {
+    match page_of(items, paging) {
+        Some(data) => Json(data).into_response(),
+        None => invalid_paging(),
+    }
+}
+
+/// The other lists' answer: `{"data": […], "total_count"}`.
+fn wrapped_page(items: &[Value], paging: &Paging) -> Response {
+    match page_of(items, paging) {
+        Some(data) => Json(json!({"data": data, "total_count": items.len()})).into_response(),
+        None => invalid_paging(),
+    }
+}
+
+fn not_found(what: &str) -> Response {
+    clerk_error(
+        StatusCode::NOT_FOUND,
+        "resource_not_found",
+        &format!("{what} not found"),
+    )
 }
 
 fn offset_of(paging: &Paging) -> u64 {
@@ -356,16 +382,9 @@ async fn users(
     headers: HeaderMap,
     Query(q): Query<Paging>,
 ) -> Response {
-    answer(
-        &s,
-        &headers,
-        "/v1/users",
-        offset_of(&q),
-        |data| match page(&q) {
-            Some((limit, offset)) => Json(slice(&data.users, limit, offset)).into_response(),
-            None => invalid_paging(),
-        },
-    )
+    answer(&s, &headers, "/v1/users", offset_of(&q), |data| {
+        bare_page(&data.users, &q)
+    })
 }
 
 async fn instance(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
@@ -393,11 +412,7 @@ async fn user(
         0,
         |data| match data.users.iter().find(|u| u["id"] == id.as_str()) {
             Some(u) => Json(u.clone()).into_response(),
-            None => clerk_error(
-                StatusCode::NOT_FOUND,
-                "resource_not_found",
-                "User not found",
-            ),
+            None => not_found("User"),
         },
     )
 }
@@ -407,20 +422,9 @@ async fn organizations(
     headers: HeaderMap,
     Query(q): Query<Paging>,
 ) -> Response {
-    answer(
-        &s,
-        &headers,
-        "/v1/organizations",
-        offset_of(&q),
-        |data| match page(&q) {
-            Some((limit, offset)) => Json(json!({
-                "data": slice(&data.organizations, limit, offset),
-                "total_count": data.organizations.len(),
-            }))
-            .into_response(),
-            None => invalid_paging(),
-        },
-    )
+    answer(&s, &headers, "/v1/organizations", offset_of(&q), |data| {
+        wrapped_page(&data.organizations, &q)
+    })
 }
 
 async fn organization(
@@ -439,11 +443,7 @@ async fn organization(
             .find(|o| o["id"] == id.as_str() || o["slug"] == id.as_str())
         {
             Some(o) => Json(o.clone()).into_response(),
-            None => clerk_error(
-                StatusCode::NOT_FOUND,
-                "resource_not_found",
-                "Organization not found",
-            ),
+            None => not_found("Organization"),
         },
     )
 }
@@ -456,20 +456,9 @@ async fn memberships(
 ) -> Response {
     let path = format!("/v1/organizations/{id}/memberships");
     answer(&s, &headers, &path, offset_of(&q), |data| {
-        let Some(list) = data.memberships.get(&id) else {
-            return clerk_error(
-                StatusCode::NOT_FOUND,
-                "resource_not_found",
-                "Organization not found",
-            );
-        };
-        match page(&q) {
-            Some((limit, offset)) => Json(json!({
-                "data": slice(list, limit, offset),
-                "total_count": list.len(),
-            }))
-            .into_response(),
-            None => invalid_paging(),
+        match data.memberships.get(&id) {
+            Some(list) => wrapped_page(list, &q),
+            None => not_found("Organization"),
         }
     })
 }

@@ -4,7 +4,6 @@
 use bson::{doc, Bson, Document};
 use test_support::TestEnv;
 use user_sync::audit::{self, Record, Source};
-use user_sync::entity::Entity;
 use user_sync::plan::Outcome;
 
 use crate::helpers::*;
@@ -53,11 +52,7 @@ async fn duplicates(db: &mongodb::Database) -> Vec<(String, i64, String)> {
 async fn a_batch_retried_after_a_failure_part_way_counts_no_redeliveries() {
     let env = TestEnv::new().await;
     let n = names(&env);
-    let config = user_sync::Config::from_vars(vars(&env, &n, &[])).unwrap();
-    let store = user_sync::store::Store::connect(&config.mongo)
-        .await
-        .unwrap();
-    store.ensure_indexes(&Entity::ALL).await.unwrap();
+    let store = store(&env, &n).await;
     let db = env.mongo().await.database(&n.database);
 
     // The first attempt wrote half its records, then failed (MongoDB went away).

@@ -70,6 +70,17 @@ async fn documents(db: &mongodb::Database, collection: &str) -> HashMap<String, 
         .collect()
 }
 
+/// A command's stdout, once it is known to have succeeded (its output shown otherwise).
+fn succeeded(output: &std::process::Output) -> String {
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out
+}
+
 fn millis(v: &Value) -> DateTime {
     DateTime::from_millis(v.as_i64().unwrap())
 }
@@ -355,13 +366,7 @@ async fn reconcile_deletes_exactly_what_clerk_no_longer_has_and_only_after_a_ful
         page_size: 10,
         max_deletions: None,
     };
-    let store = user_sync::store::Store::connect(
-        &user_sync::Config::from_vars(vars(&app.env, &app.names, &[]))
-            .unwrap()
-            .mongo,
-    )
-    .await
-    .unwrap();
+    let store = store(&app.env, &app.names).await;
 
     // A listing that fails for good (page 2 of the users never comes) publishes nothing.
     fake.fault(Fault {
@@ -508,7 +513,7 @@ async fn the_command_line_backfills_on_demand_and_names_a_wrong_key_without_show
     let fake = FakeClerk::start(KEY).await;
     fake.add_users("c", 12);
     fake.add_organizations("c", 2, |_| 3);
-    let command = |args: &[&str], key: &str| {
+    let run = |args: &'static [&'static str], key: &'static str| {
         let mut c = std::process::Command::new(BIN);
         c.env_clear()
             .envs(vars(&app.env, &app.names, &[]))
@@ -516,10 +521,6 @@ async fn the_command_line_backfills_on_demand_and_names_a_wrong_key_without_show
             .env("CLERK_API_URL", &fake.url)
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .args(args);
-        c
-    };
-    let run = |args: &'static [&'static str], key: &'static str| {
-        let mut c = command(args, key);
         async move {
             tokio::task::spawn_blocking(move || c.output().unwrap())
                 .await
@@ -534,12 +535,7 @@ async fn the_command_line_backfills_on_demand_and_names_a_wrong_key_without_show
     }
 
     let dry = run(&["backfill", "--dry-run", "--page-size", "5"], KEY).await;
-    let out = String::from_utf8_lossy(&dry.stdout);
-    assert!(
-        dry.status.success(),
-        "{out}\n{}",
-        String::from_utf8_lossy(&dry.stderr)
-    );
+    let out = succeeded(&dry);
     assert!(out.contains("nothing published"), "{out}");
     for line in ["users", "organizations", "memberships"] {
         let fetched = match line {
@@ -568,12 +564,7 @@ async fn the_command_line_backfills_on_demand_and_names_a_wrong_key_without_show
         KEY,
     )
     .await;
-    let out = String::from_utf8_lossy(&targeted.stdout);
-    assert!(
-        targeted.status.success(),
-        "{out}\n{}",
-        String::from_utf8_lossy(&targeted.stderr)
-    );
+    let out = succeeded(&targeted);
     assert!(out.contains("not found in Clerk: user_missing"), "{out}");
     wait_records(&app.db, 1 + 1 + 3, Duration::from_secs(60)).await;
     let d = user_doc(&app.db, "user_c_7").await;
@@ -599,24 +590,14 @@ async fn the_command_line_backfills_on_demand_and_names_a_wrong_key_without_show
     // Deleted in Clerk, webhook lost: reconcile finds it, and deletes it only with --apply.
     fake.delete_user("user_c_7");
     let dry = run(&["reconcile"], KEY).await;
-    let out = String::from_utf8_lossy(&dry.stdout);
-    assert!(
-        dry.status.success(),
-        "{out}\n{}",
-        String::from_utf8_lossy(&dry.stderr)
-    );
+    let out = succeeded(&dry);
     assert!(out.contains("would delete user_c_7"), "{out}");
     assert!(!user_doc(&app.db, "user_c_7")
         .await
         .get_bool("isDeleted")
         .unwrap());
     let applied = run(&["reconcile", "--apply"], KEY).await;
-    let out = String::from_utf8_lossy(&applied.stdout);
-    assert!(
-        applied.status.success(),
-        "{out}\n{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
+    let out = succeeded(&applied);
     assert!(out.contains("deleted user_c_7"), "{out}");
     test_support::eventually(
         Duration::from_secs(60),

@@ -390,3 +390,17 @@ pub async fn read_topic(
     }
     out
 }
+
+/// The store of a test's database, its collections and indexes ready, for tests that call
+/// the library without running the consumer.
+pub async fn store(env: &TestEnv, n: &Names) -> user_sync::store::Store {
+    let config = Config::from_vars(vars(env, n, &[])).unwrap();
+    let store = user_sync::store::Store::connect(&config.mongo)
+        .await
+        .unwrap();
+    store
+        .ensure_indexes(&user_sync::entity::Entity::ALL)
+        .await
+        .unwrap();
+    store
+}

@@ -465,11 +465,7 @@ async fn two_writers_racing_on_new_users_converge() {
     use user_sync::entity::Entity;
     let env = TestEnv::new().await;
     let n = names(&env);
-    let config = user_sync::Config::from_vars(vars(&env, &n, &[])).unwrap();
-    let store = user_sync::store::Store::connect(&config.mongo)
-        .await
-        .unwrap();
-    store.ensure_indexes(&Entity::ALL).await.unwrap();
+    let store = store(&env, &n).await;
     let ferretdb = test_support::is_ferretdb(&env.mongo().await).await;
     let incoming = |m| Incoming {
         message: m,
