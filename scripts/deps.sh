@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # Installs the system packages the build needs when they are missing (Debian/Ubuntu):
-# rdkafka builds its bundled librdkafka with cmake and links OpenSSL, zlib and libcurl.
+# rdkafka builds its bundled librdkafka with cmake and links OpenSSL (zlib is built from
+# source and linked statically; libcurl isn't used).
 # Sourced by scripts/test.sh and scripts/quickstart.sh.
 missing=()
 command -v cmake >/dev/null || missing+=(cmake)
 [[ -f /usr/include/openssl/ssl.h ]] || missing+=(libssl-dev)
-[[ -f /usr/include/zlib.h ]] || missing+=(zlib1g-dev)
-[[ -f /usr/include/x86_64-linux-gnu/curl/curl.h || -f /usr/include/curl/curl.h ]] || missing+=(libcurl4-openssl-dev)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v make >/dev/null || missing+=(make)
 command -v cc >/dev/null || missing+=(gcc g++)

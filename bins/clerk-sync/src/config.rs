@@ -50,8 +50,11 @@ fn default_topic_other() -> String {
     "clerk-other-events".into()
 }
 fn default_port() -> u16 {
-    8788
+    DEFAULT_PORT
 }
+
+/// `PORT` when unset.
+pub const DEFAULT_PORT: u16 = 8788;
 fn default_max_body_bytes() -> usize {
     common::kafka::DEFAULT_MAX_BODY_BYTES
 }

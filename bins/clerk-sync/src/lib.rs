@@ -24,7 +24,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Config, Limits, Topics};
+pub use config::{Config, Limits, Topics, DEFAULT_PORT};
 pub use error::{Error, Result};
 
 use in_flight::InFlight;

@@ -49,33 +49,14 @@ pub fn sign(
     })
 }
 
-/// The `sign` subcommand; `args` are the words after `sign`.
-pub fn cli(args: &[String]) -> Result<String, String> {
-    let mut secret = None;
-    let mut id = None;
-    let mut timestamp = None;
-    let mut file = None;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
-        match arg.as_str() {
-            "--secret" => secret = Some(value("--secret")?),
-            "--id" => id = Some(value("--id")?),
-            "--timestamp" => {
-                let v = value("--timestamp")?;
-                timestamp = Some(
-                    v.parse::<i64>()
-                        .map_err(|_| format!("--timestamp: `{v}` is not Unix seconds"))?,
-                );
-            }
-            "-h" | "--help" => return Err(
-                "usage: clerk-sync sign --secret whsec_… [--id msg_…] [--timestamp SECS] [FILE]"
-                    .into(),
-            ),
-            other if other.starts_with('-') => return Err(format!("unknown option {other}")),
-            path => file = Some(path.to_string()),
-        }
-    }
+/// The `sign` subcommand: the headers for `payload`, as lines. Without `secret`, the first
+/// entry of `CLERK_WEBHOOK_SECRET`; without `id`, a fresh `msg_…`; without `timestamp`, now.
+pub fn cli(
+    secret: Option<String>,
+    id: Option<String>,
+    timestamp: Option<i64>,
+    payload: &[u8],
+) -> Result<String, String> {
     let secret = secret
         .or_else(|| {
             std::env::var("CLERK_WEBHOOK_SECRET").ok().and_then(|s| {
@@ -85,22 +66,26 @@ pub fn cli(args: &[String]) -> Result<String, String> {
             })
         })
         .ok_or("--secret (or CLERK_WEBHOOK_SECRET) is required")?;
-    let payload = match file {
-        Some(path) => std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?,
-        None => {
-            let mut buf = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .map_err(|e| format!("stdin: {e}"))?;
-            buf
-        }
-    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or_default();
     let id = id.unwrap_or_else(|| format!("msg_{:x}{:x}", now, std::process::id()));
-    Ok(sign(&secret, &id, timestamp.unwrap_or(now), &payload)?.lines())
+    Ok(sign(&secret, &id, timestamp.unwrap_or(now), payload)?.lines())
+}
+
+/// The payload to sign: the file's bytes, or stdin's when there is no file.
+pub fn read_payload(file: Option<&std::path::Path>) -> Result<Vec<u8>, String> {
+    match file {
+        Some(path) => std::fs::read(path).map_err(|e| format!("{}: {e}", path.display())),
+        None => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| format!("stdin: {e}"))?;
+            Ok(buf)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,19 @@ use crate::{Error, Result};
 /// whatever the payloads.
 const MAX_COMMAND_BYTES: usize = 8 * 1024 * 1024;
 
+/// Most statements in one command: MongoDB's `maxWriteBatchSize`.
+const MAX_STATEMENTS: usize = 100_000;
+
+/// Most statements in one `update` command on FerretDB. FerretDB 1.24 opens a query per
+/// statement and closes them all only when the command ends, and its SQLite backend
+/// allows 100 connections per database: an `update` of 100 statements or more waits
+/// for a connection that only its own end would free, and the database hangs (every
+/// command on it, from any client) until the client disconnects. Seen as a test's count
+/// that never returned (three CI runs); FerretDB's goroutines then showed 100 open
+/// queries and the `update` that held them waiting for a connection. Well under 100, so
+/// that several commands in flight at once can't add up to it either.
+const FERRETDB_MAX_STATEMENTS: usize = 10;
+
 /// A statement's write error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteError {
@@ -57,8 +70,12 @@ pub async fn run(
     let mut results: Vec<Result<(), WriteError>> = Vec::with_capacity(statements.len());
     let mut matched = Some(0);
     let mut rest = statements.as_slice();
+    let most = match kind {
+        Kind::Update if store.is_ferretdb() => FERRETDB_MAX_STATEMENTS,
+        _ => MAX_STATEMENTS,
+    };
     while !rest.is_empty() {
-        let chunk = chunk(rest);
+        let chunk = chunk(rest, most);
         let (field, name) = match kind {
             Kind::Update => ("updates", "update"),
             Kind::Insert => ("documents", "insert"),
@@ -135,8 +152,10 @@ pub async fn bounded<T>(future: impl std::future::Future<Output = T>) -> Result<
         .map_err(|_| Error::Write(format!("no reply within {COMMAND_TIMEOUT:?}")))
 }
 
-/// The longest prefix of `statements` under [`MAX_COMMAND_BYTES`] (at least one).
-fn chunk(statements: &[Document]) -> &[Document] {
+/// The longest prefix of `statements` under [`MAX_COMMAND_BYTES`] and of at most `most`
+/// statements (at least one).
+fn chunk(statements: &[Document], most: usize) -> &[Document] {
+    let statements = &statements[..statements.len().min(most.max(1))];
     let mut bytes = 0;
     for (i, s) in statements.iter().enumerate() {
         bytes += bson::to_vec(s).map_or(0, |v| v.len());
@@ -204,9 +223,22 @@ mod tests {
     fn chunks_stay_under_the_message_limit() {
         let big = "x".repeat(3 * 1024 * 1024);
         let statements: Vec<Document> = (0..5).map(|_| doc! {"u": &big}).collect();
-        assert_eq!(chunk(&statements).len(), 2);
-        assert_eq!(chunk(&statements[4..]).len(), 1);
+        assert_eq!(chunk(&statements, MAX_STATEMENTS).len(), 2);
+        assert_eq!(chunk(&statements[4..], MAX_STATEMENTS).len(), 1);
         let huge = vec![doc! {"u": "x".repeat(9 * 1024 * 1024)}];
-        assert_eq!(chunk(&huge).len(), 1, "one statement always goes");
+        assert_eq!(
+            chunk(&huge, MAX_STATEMENTS).len(),
+            1,
+            "one statement always goes"
+        );
+    }
+
+    #[test]
+    fn chunks_hold_at_most_the_statements_allowed() {
+        let statements: Vec<Document> = (0..25).map(|i| doc! {"q": {"_id": i}}).collect();
+        assert_eq!(chunk(&statements, FERRETDB_MAX_STATEMENTS).len(), 10);
+        assert_eq!(chunk(&statements[20..], FERRETDB_MAX_STATEMENTS).len(), 5);
+        assert_eq!(chunk(&statements, MAX_STATEMENTS).len(), 25);
+        assert_eq!(chunk(&statements, 0).len(), 1, "one statement always goes");
     }
 }

@@ -55,8 +55,11 @@ fn default_users_collection() -> String {
     "users".into()
 }
 fn default_health_port() -> u16 {
-    8789
+    DEFAULT_HEALTH_PORT
 }
+
+/// `HEALTH_PORT` when unset.
+pub const DEFAULT_HEALTH_PORT: u16 = 8789;
 
 /// The database used when neither `MONGODB_DATABASE` nor the URI names one.
 pub const DEFAULT_DATABASE: &str = "clerk_sync";

@@ -78,6 +78,9 @@ enum Command {
         #[arg(long, default_value_t = MAX_PAGE_SIZE, value_parser = clap::value_parser!(u32).range(1..=MAX_PAGE_SIZE as i64))]
         page_size: u32,
     },
+    /// Exit 0 if the user-sync on this host (127.0.0.1:HEALTH_PORT) answers /ready with
+    /// 200, 1 otherwise: for container health checks, where the image has no shell or curl.
+    Healthcheck,
 }
 
 fn kind(name: &str) -> Result<Kind, String> {
@@ -169,6 +172,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let report =
                 user_sync::reconcile::run(&api, &store, &mut sink, &options, &mut progress).await?;
             print!("{report}");
+        }
+        Command::Healthcheck => {
+            let port = common::healthcheck::port_from_env(
+                "HEALTH_PORT",
+                user_sync::config::DEFAULT_HEALTH_PORT,
+            )?;
+            common::healthcheck::probe(port, "/ready").await?;
         }
     }
     Ok(())

@@ -6,8 +6,10 @@
 //!   mapped to a librdkafka configuration, and topic creation at start-up.
 //! - [`telemetry`]: `LOG_FORMAT`/`RUST_LOG` logging.
 //! - [`shutdown`]: the SIGTERM/SIGINT future.
+//! - [`healthcheck`]: the `healthcheck` subcommand's probe of `/ready`.
 
 pub mod config;
+pub mod healthcheck;
 pub mod kafka;
 pub mod shutdown;
 pub mod telemetry;

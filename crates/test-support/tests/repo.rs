@@ -148,11 +148,24 @@ fn compose_file_matches_the_contract() {
         .iter()
         .any(|e| e.ends_with("/user-sync")));
 
-    // Ports and the variables that set them agree.
-    assert_eq!(strings(&clerk["ports"]), ["8788:8788"]);
+    // Ports and the variables that set them agree; the host side can be moved.
+    assert_eq!(
+        strings(&clerk["ports"]),
+        ["${CLERK_SYNC_HOST_PORT:-8788}:8788"]
+    );
     assert_eq!(str_of(clerk, &["environment", "PORT"]), "8788");
-    assert_eq!(strings(&user["ports"]), ["8789:8789"]);
+    assert_eq!(
+        strings(&user["ports"]),
+        ["${USER_SYNC_HOST_PORT:-8789}:8789"]
+    );
     assert_eq!(str_of(user, &["environment", "HEALTH_PORT"]), "8789");
+    for (service, variable) in [("kafka", "KAFKA_HOST_PORT"), ("mongo", "MONGO_HOST_PORT")] {
+        let ports = strings(&services[service]["ports"]);
+        assert!(
+            ports.len() == 1 && ports[0].starts_with(&format!("${{{variable}:-")),
+            "{service}: {ports:?}"
+        );
+    }
 
     // Only contract names, and the required ones.
     for (service, allowed, required) in [
@@ -188,11 +201,18 @@ fn compose_file_matches_the_contract() {
     }
     assert!(str_of(user, &["environment", "MONGODB_URI"]).starts_with("mongodb://mongo:"));
 
-    // Health checks, and start order: topics first, then the services.
+    // Health checks, and start order: topics first, then the services. The image has no
+    // shell: the services check themselves with their `healthcheck` subcommand.
     for name in ["kafka", "mongo", "clerk-sync", "user-sync"] {
         assert!(
             services[name]["healthcheck"]["test"].is_sequence(),
             "{name} has no healthcheck"
+        );
+    }
+    for name in ["clerk-sync", "user-sync"] {
+        assert_eq!(
+            strings(&services[name]["healthcheck"]["test"]),
+            ["CMD", &format!("/usr/local/bin/{name}"), "healthcheck"]
         );
     }
     assert_eq!(
@@ -243,6 +263,25 @@ fn dockerfile_is_multi_stage_and_non_root() {
             "{bin} is not built"
         );
     }
+    // The runtime stage is distroless: nothing installed into it, no shell to run.
+    let runtime = &dockerfile[dockerfile.rfind("\nFROM ").expect("a runtime stage")..];
+    assert!(
+        runtime.starts_with("\nFROM gcr.io/distroless/"),
+        "{runtime}"
+    );
+    assert!(
+        !runtime.contains("\nRUN "),
+        "the runtime stage runs a command"
+    );
+    assert!(
+        !dockerfile.contains("curl"),
+        "libcurl: the binaries don't link it (ldd)"
+    );
+    let healthcheck = runtime
+        .lines()
+        .find(|l| l.trim_start().starts_with("CMD "))
+        .expect("a HEALTHCHECK CMD");
+    assert!(healthcheck.contains(r#""healthcheck"]"#), "{healthcheck}");
 }
 
 #[test]

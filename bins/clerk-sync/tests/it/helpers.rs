@@ -157,9 +157,18 @@ pub fn read_topic(
     timeout: Duration,
 ) -> Vec<OwnedMessage> {
     let consumer: BaseConsumer = test_support_config(brokers).create().unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
+    let deadline = std::time::Instant::now() + timeout;
+    // A metadata request can time out on a loaded machine (a hostile test beside this
+    // one): asked again until the caller's deadline.
+    let metadata = loop {
+        match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
+            Ok(metadata) => break metadata,
+            Err(e) if std::time::Instant::now() >= deadline => {
+                panic!("metadata of {topic}: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
     let partitions = metadata.topics()[0].partitions().len();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions as i32 {
@@ -167,7 +176,6 @@ pub fn read_topic(
             .unwrap();
     }
     consumer.assign(&tpl).unwrap();
-    let deadline = std::time::Instant::now() + timeout;
     let mut out = Vec::new();
     while std::time::Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {

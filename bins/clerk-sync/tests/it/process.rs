@@ -57,6 +57,17 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
     let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
     let users_topic = users_topic(&env);
     let http = reqwest::Client::new();
+    // The container health check: the binary asks the running one's /ready.
+    let healthcheck = || {
+        Command::new(BIN)
+            .arg("healthcheck")
+            .env_clear()
+            .env("PORT", port.to_string())
+            .output()
+            .unwrap()
+    };
+    let healthy = healthcheck();
+    assert_eq!(healthy.status.code(), Some(0), "{healthy:?}");
 
     // A request whose body is still arriving when SIGTERM lands.
     let body = fixture("user.created");
@@ -101,6 +112,12 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
         .expect("exits after SIGTERM")
         .unwrap();
     assert_eq!(status.code(), Some(0));
+    let gone = healthcheck();
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains(&format!("cannot reach 127.0.0.1:{port}")),
+        "{gone:?}"
+    );
 
     let messages = read_topic(&env.brokers, &users_topic, 1, Duration::from_secs(10));
     assert_eq!(messages.len(), 1);

@@ -1,5 +1,6 @@
 //! `webhook_events` bookkeeping across retries: a batch retried after a failure part-way
-//! must not count its own events as redeliveries; a real redelivery is counted once.
+//! must not count its own events as redeliveries; a real redelivery is counted once, however
+//! many arrive together.
 
 use bson::{doc, Bson, Document};
 use test_support::TestEnv;
@@ -9,14 +10,18 @@ use user_sync::plan::Outcome;
 use crate::helpers::*;
 
 fn records(delivery: &str) -> Vec<Record> {
-    (0..4)
+    many("retry", 4, delivery)
+}
+
+fn many(prefix: &str, count: i64, delivery: &str) -> Vec<Record> {
+    (0..count)
         .map(|i| Record {
-            id: format!("evt_retry_{i}"),
+            id: format!("evt_{prefix}_{i}"),
             event_type: Some("user.updated".into()),
-            subject: Some(format!("user_retry_{i}")),
+            subject: Some(format!("user_{prefix}_{i}")),
             event_time: Some(1_732_464_000_000 + i),
             origin: Some("webhook"),
-            payload: Bson::Document(doc! {"id": format!("user_retry_{i}")}),
+            payload: Bson::Document(doc! {"id": format!("user_{prefix}_{i}")}),
             raw: None,
             outcome: Outcome::Applied,
             error: None,
@@ -79,4 +84,32 @@ async fn a_batch_retried_after_a_failure_part_way_counts_no_redeliveries() {
         .await
         .unwrap();
     assert_eq!(counted, 4);
+}
+
+/// 150 redeliveries in one batch: FerretDB 1.24 hung (the whole database, until the client
+/// went away) on an `update` command of 100 statements or more, so they go in smaller ones.
+#[tokio::test]
+async fn many_redeliveries_in_one_batch_are_all_counted() {
+    let env = TestEnv::new().await;
+    let n = names(&env);
+    let store = store(&env, &n).await;
+    let db = env.mongo().await.database(&n.database);
+
+    audit::record(&store, &many("many", 150, "poll-1"), 5)
+        .await
+        .unwrap();
+    let again = many("many", 150, "poll-2");
+    let recorded = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        audit::record(&store, &again, 5),
+    )
+    .await
+    .expect("recording 150 redeliveries returned");
+    recorded.unwrap();
+    let counted = db
+        .collection::<Document>("webhook_events")
+        .count_documents(doc! {"duplicates": 1})
+        .await
+        .unwrap();
+    assert_eq!(counted, 150);
 }

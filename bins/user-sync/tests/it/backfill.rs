@@ -530,7 +530,7 @@ async fn the_command_line_backfills_on_demand_and_names_a_wrong_key_without_show
 
     let help = run(&["--help"], KEY).await;
     let text = String::from_utf8_lossy(&help.stdout);
-    for sub in ["run", "show-user", "backfill", "reconcile"] {
+    for sub in ["run", "show-user", "backfill", "reconcile", "healthcheck"] {
         assert!(text.contains(sub), "{sub} missing from\n{text}");
     }
 

@@ -181,6 +181,21 @@ pub async fn spawn_process(env: &TestEnv, n: &Names, port: u16) -> Process {
     process
 }
 
+/// `user-sync healthcheck` run against `process` (what a container health check runs).
+pub async fn healthcheck(process: &Process) -> std::process::Output {
+    let port = process.health.rsplit(':').next().unwrap().to_string();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .arg("healthcheck")
+            .env_clear()
+            .env("HEALTH_PORT", port)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 pub async fn ready_status(health: &str) -> Option<u16> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))

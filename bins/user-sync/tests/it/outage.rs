@@ -110,6 +110,13 @@ async fn mongodb_down_for_10_s_loses_nothing_and_the_process_waits() {
         (ready_status(&process.health).await == Some(503)).then_some(())
     })
     .await;
+    // The container health check says so too, and why.
+    let unhealthy = healthcheck(&process).await;
+    assert_eq!(unhealthy.status.code(), Some(1), "{unhealthy:?}");
+    assert!(
+        String::from_utf8_lossy(&unhealthy.stderr).contains(" 503 Service Unavailable`"),
+        "{unhealthy:?}"
+    );
     tokio::time::sleep_until(down + Duration::from_secs(10)).await;
     assert_eq!(
         ready_status(&process.health).await,
@@ -123,6 +130,8 @@ async fn mongodb_down_for_10_s_loses_nothing_and_the_process_waits() {
     assert_final(&db, 6).await;
     assert!(alive(&mut process));
     wait_ready(&process.health).await;
+    let healthy = healthcheck(&process).await;
+    assert_eq!(healthy.status.code(), Some(0), "{healthy:?}");
     let metrics = reqwest::get(format!("{}/metrics", process.health))
         .await
         .unwrap()
