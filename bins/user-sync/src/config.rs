@@ -233,9 +233,57 @@ impl Config {
     {
         let vars: Vec<(String, String)> = vars.into_iter().collect();
         let env: Env = common::config::from_iter(vars.clone())?;
-        let kafka = KafkaSettings::from_raw(common::config::from_iter(vars.clone())?)?;
+        let queue = QueueConfig::from_vars(vars.clone())?;
+        let mongo = MongoConfig::from_vars(vars)?;
+        let batch_size = match env.sync_batch_size.as_deref().map(str::trim) {
+            None | Some("") => DEFAULT_BATCH_SIZE,
+            Some(text) => match text.parse::<usize>() {
+                Ok(n) if (1..=10_000).contains(&n) => n,
+                _ => {
+                    return Err(ConfigError::new(
+                        "SYNC_BATCH_SIZE",
+                        "must be a whole number from 1 to 10000",
+                    ))
+                }
+            },
+        };
 
-        let mongo = MongoConfig::from_vars(vars.clone())?;
+        Ok(Config {
+            kafka: queue.kafka,
+            group_id: queue.group_id,
+            topics: queue.topics,
+            entities: queue.entities,
+            batch_size,
+            mongo,
+            health_port: env.health_port,
+            log_format: LogFormat::parse(env.log_format.as_deref())?,
+        })
+    }
+}
+
+/// The Kafka side of the settings: the broker, the consumer group and the topics consumed
+/// with their DLQs. All that `user-sync dlq` needs (it doesn't touch MongoDB).
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Broker connection and topic creation.
+    pub kafka: KafkaSettings,
+    /// `KAFKA_GROUP_ID`
+    pub group_id: String,
+    /// The topics consumed (`SYNC_ENTITIES`), each with its DLQ.
+    pub topics: Vec<TopicConfig>,
+    /// The kinds of document kept.
+    pub entities: Vec<Entity>,
+}
+
+impl QueueConfig {
+    /// Reads and validates the Kafka variables, `KAFKA_GROUP_ID` and `SYNC_ENTITIES`.
+    pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let env: Env = common::config::from_iter(vars.clone())?;
+        let kafka = KafkaSettings::from_raw(common::config::from_iter(vars)?)?;
         if env.kafka_group_id.trim().is_empty() {
             return Err(ConfigError::new("KAFKA_GROUP_ID", "must not be empty"));
         }
@@ -269,28 +317,11 @@ impl Config {
                  and sessions (see KAFKA_TOPIC_* and KAFKA_DLQ_TOPIC*)",
             ));
         }
-        let batch_size = match env.sync_batch_size.as_deref().map(str::trim) {
-            None | Some("") => DEFAULT_BATCH_SIZE,
-            Some(text) => match text.parse::<usize>() {
-                Ok(n) if (1..=10_000).contains(&n) => n,
-                _ => {
-                    return Err(ConfigError::new(
-                        "SYNC_BATCH_SIZE",
-                        "must be a whole number from 1 to 10000",
-                    ))
-                }
-            },
-        };
-
-        Ok(Config {
+        Ok(QueueConfig {
             kafka,
             group_id: env.kafka_group_id,
             topics,
             entities,
-            batch_size,
-            mongo,
-            health_port: env.health_port,
-            log_format: LogFormat::parse(env.log_format.as_deref())?,
         })
     }
 }

@@ -24,6 +24,19 @@ pub const HEADER_SOURCE_OFFSET: &str = "dlq-source-offset";
 /// Header, `true` when the value was too large for the DLQ and was left out.
 pub const HEADER_VALUE_DROPPED: &str = "dlq-value-dropped";
 
+/// Kafka Connect's dead-letter context headers (`errors.deadletterqueue.context.headers`),
+/// beside ours, so tools written for Connect's DLQs read these too: the source topic,
+/// partition and offset, the connector's name (`user-sync`), and the error as an
+/// "exception" (class name: our code; message: the error).
+pub const CONNECT_HEADERS: [&str; 6] = [
+    "__connect.errors.topic",
+    "__connect.errors.partition",
+    "__connect.errors.offset",
+    "__connect.errors.connector.name",
+    "__connect.errors.exception.class.name",
+    "__connect.errors.exception.message",
+];
+
 /// Produces to the DLQ of each consumed topic.
 #[derive(Clone)]
 pub struct Dlq {
@@ -89,6 +102,7 @@ impl Dlq {
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
         let truncated = (payload.is_none() && message.payload().is_some()).then_some("true");
+        let [c_topic, c_partition, c_offset, c_connector, c_class, c_message] = CONNECT_HEADERS;
         for (key, value) in [
             (HEADER_ERROR_CODE, Some(code)),
             (HEADER_ERROR, Some(error)),
@@ -96,6 +110,12 @@ impl Dlq {
             (HEADER_SOURCE_PARTITION, Some(partition.as_str())),
             (HEADER_SOURCE_OFFSET, Some(offset.as_str())),
             (HEADER_VALUE_DROPPED, truncated),
+            (c_topic, Some(message.topic())),
+            (c_partition, Some(partition.as_str())),
+            (c_offset, Some(offset.as_str())),
+            (c_connector, Some("user-sync")),
+            (c_class, Some(code)),
+            (c_message, Some(error)),
         ] {
             if let Some(value) = value {
                 headers = headers.insert(Header {

@@ -6,9 +6,11 @@
 //! - [`plan`]: the order rules, as a plan of conditional writes computed without I/O.
 //! - [`apply`] and [`write`]: running the plan against MongoDB.
 //! - [`audit`]: the `webhook_events` records.
-//! - [`dlq`]: the dead-letter topics.
+//! - [`dlq`]: the dead-letter topics; [`dead_letters`]: the `dlq list` and `dlq replay`
+//!   commands over them.
 //! - [`store`]: MongoDB collections and indexes.
 //! - [`http`]: `/health`, `/ready`, `/metrics`.
+//! - [`status`]: the `status` command's one screen for the person on call.
 //! - [`backfill`] and [`reconcile`]: the commands that read Clerk's Backend API
 //!   ([`clerk_api`]) and publish [`snapshot`] events ([`publish`]), with [`progress`].
 
@@ -19,6 +21,7 @@ pub mod clerk_api;
 pub mod command;
 pub mod config;
 pub mod consume;
+pub mod dead_letters;
 pub mod dlq;
 pub mod entity;
 pub mod error;
@@ -30,6 +33,7 @@ pub mod progress;
 pub mod publish;
 pub mod reconcile;
 pub mod snapshot;
+pub mod status;
 pub mod store;
 pub mod write;
 

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use user_sync::clerk_api::{ClerkApi, RetryPolicy, MAX_PAGE_SIZE};
-use user_sync::config::{ClerkConfig, MongoConfig, PublishConfig};
+use user_sync::config::{ClerkConfig, MongoConfig, PublishConfig, QueueConfig};
+use user_sync::dead_letters;
 use user_sync::progress::Progress;
 use user_sync::publish::{Publisher, Sink};
 use user_sync::snapshot::Kind;
@@ -78,9 +79,62 @@ enum Command {
         #[arg(long, default_value_t = MAX_PAGE_SIZE, value_parser = clap::value_parser!(u32).range(1..=MAX_PAGE_SIZE as i64))]
         page_size: u32,
     },
+    /// One screen for the person on call: documents per collection (total, deleted,
+    /// failed), webhook_events outcomes over the last hour and day, messages in each DLQ,
+    /// the consumer group's lag per partition (from the broker: works while user-sync is
+    /// down) and the last error.
+    Status {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the dead-letter topics hold, and sending messages back once their cause is
+    /// fixed (needs only the Kafka variables, KAFKA_GROUP_ID and SYNC_ENTITIES).
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Exit 0 if the user-sync on this host (127.0.0.1:HEALTH_PORT) answers /ready with
     /// 200, 1 otherwise: for container health checks, where the image has no shell or curl.
     Healthcheck,
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Count each DLQ topic's messages by dlq-error-code, with the oldest and newest and a
+    /// few reasons, and how many the replay group hasn't reached yet. Changes nothing.
+    List {
+        /// Only this DLQ topic (or the DLQ of this topic).
+        #[arg(long)]
+        topic: Option<String>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send dead-lettered messages back to the topics they came from, with their key,
+    /// value and headers (not the dlq-* ones) plus dlq-replayed-from.
+    ///
+    /// Reads each DLQ up to its end at the start. Progress is kept in the consumer group
+    /// <KAFKA_GROUP_ID>-dlq-replay (-<code> with --code), committed after the broker
+    /// acknowledged what was sent: a second replay of the same selection sends only what
+    /// arrived since. Replaying a message twice is harmless (its event id makes the second
+    /// a duplicate).
+    Replay {
+        /// Only messages with this dlq-error-code (undecodable, unsupported_schema_version,
+        /// invalid_record, rejected_by_database).
+        #[arg(long)]
+        code: Option<String>,
+        /// Only messages dead-lettered at or after TIME: RFC 3339 (2026-11-24T14:00:00Z)
+        /// or an age (90m, 2h, 7d). Older ones are passed over for good in this group.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only this DLQ topic (or the DLQ of this topic).
+        #[arg(long)]
+        topic: Option<String>,
+        /// Count what would be sent; send and commit nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn kind(name: &str) -> Result<Kind, String> {
@@ -172,6 +226,58 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let report =
                 user_sync::reconcile::run(&api, &store, &mut sink, &options, &mut progress).await?;
             print!("{report}");
+        }
+        Command::Status { json } => {
+            init_cli_logging()?;
+            let vars: Vec<(String, String)> = std::env::vars().collect();
+            let queue = QueueConfig::from_vars(vars.clone())?;
+            let store = user_sync::store::Store::connect(&MongoConfig::from_vars(vars)?).await?;
+            let now = bson::DateTime::now().timestamp_millis();
+            let mut status = user_sync::status::from_store(&store, &queue.entities, now).await?;
+            let status = tokio::task::spawn_blocking(move || {
+                user_sync::status::fill_from_broker(&mut status, &queue).map(|()| status)
+            })
+            .await??;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{status}");
+            }
+        }
+        Command::Dlq { command } => {
+            init_cli_logging()?;
+            let config = QueueConfig::from_vars(std::env::vars())?;
+            match command {
+                DlqCommand::List { topic, json } => {
+                    let topics = tokio::task::spawn_blocking(move || {
+                        dead_letters::list(&config, topic.as_deref())
+                    })
+                    .await??;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&topics)?);
+                    } else {
+                        print!("{}", dead_letters::render_list(&topics));
+                    }
+                }
+                DlqCommand::Replay {
+                    code,
+                    since,
+                    topic,
+                    dry_run,
+                } => {
+                    let now = bson::DateTime::now().timestamp_millis();
+                    let since = since
+                        .map(|s| dead_letters::parse_since(&s, now))
+                        .transpose()
+                        .map_err(|e| anyhow::anyhow!("--since {e}"))?;
+                    let selection = dead_letters::Selection { code, since };
+                    let report = tokio::task::spawn_blocking(move || {
+                        dead_letters::replay(&config, topic.as_deref(), &selection, dry_run)
+                    })
+                    .await??;
+                    print!("{report}");
+                }
+            }
         }
         Command::Healthcheck => {
             let port = common::healthcheck::port_from_env(

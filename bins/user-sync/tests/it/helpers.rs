@@ -110,6 +110,17 @@ pub async fn spawn_app_configured(env: TestEnv, names: Names, extra: &[(&str, &s
 
 impl App {
     pub async fn stop(mut self) {
+        self.halt().await;
+    }
+
+    /// Stops user-sync and hands back the servers' view, for a test that goes on with
+    /// user-sync down (dropping it deletes the test's topics and database).
+    pub async fn stop_keeping_env(mut self) -> TestEnv {
+        self.halt().await;
+        self.env
+    }
+
+    async fn halt(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -3,6 +3,7 @@
 
 mod audit;
 mod backfill;
+mod dlq;
 mod entities;
 mod helpers;
 mod outage;
@@ -392,6 +393,20 @@ async fn poison_messages_go_to_the_dlq_and_the_partition_moves_on() {
             .parse::<i64>()
             .is_ok());
         assert!(!header(m, "dlq-error").unwrap().is_empty());
+        // Kafka Connect's names for the same context, beside ours.
+        for (connect, ours) in [
+            ("__connect.errors.topic", "dlq-source-topic"),
+            ("__connect.errors.partition", "dlq-source-partition"),
+            ("__connect.errors.offset", "dlq-source-offset"),
+            ("__connect.errors.exception.class.name", "dlq-error-code"),
+            ("__connect.errors.exception.message", "dlq-error"),
+        ] {
+            assert_eq!(header(m, connect), header(m, ours), "{connect}");
+        }
+        assert_eq!(
+            header(m, "__connect.errors.connector.name").as_deref(),
+            Some("user-sync")
+        );
         assert_eq!(m.key(), Some(user.as_bytes()), "original key kept");
         assert!(header(m, "event-id").is_some(), "original headers kept");
     }

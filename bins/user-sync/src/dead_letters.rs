@@ -1,0 +1,787 @@
+//! `user-sync dlq list` and `user-sync dlq replay`: what the dead-letter topics hold, and
+//! sending chosen messages back to the topics they came from once their cause is fixed.
+//!
+//! Both read each DLQ partition up to the end it had when the command started (the high
+//! watermark then), so a replay never chases the messages it sends back and that fail
+//! again. `list` reads without a consumer group and changes nothing. `replay` keeps its
+//! progress in a consumer group on the DLQ topics ([`replay_group`]): offsets are committed
+//! only after the broker acknowledged every message replayed before them, so an
+//! interrupted replay resends at most a batch, and a second replay of the same selection
+//! sends only what arrived since. A message sent twice is harmless: its event id makes
+//! the second one a duplicate.
+//!
+//! The decisions (which message is chosen, the headers it goes back with, the summary)
+//! are plain functions over [`Letter`], tested without a broker.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use common::kafka::KafkaSettings;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+
+use crate::config::{QueueConfig, TopicConfig};
+use crate::dlq;
+
+/// Header on a replayed message: the DLQ position it was replayed from
+/// (`<dlq topic>:<partition>:<offset>`).
+pub const HEADER_REPLAYED_FROM: &str = "dlq-replayed-from";
+
+/// Kafka Connect's DLQ context headers start with this; like `dlq-*`, they describe a
+/// failure, not the event, and don't travel back with a replay.
+const CONNECT_PREFIX: &str = "__connect.errors.";
+
+/// How long a read may go without a message while the partition isn't at its end.
+const READ_STALL: Duration = Duration::from_secs(30);
+
+/// Messages replayed between commits (each batch is acknowledged before its commit).
+const BATCH: usize = 500;
+
+/// A `dlq` command's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    /// The broker refused or didn't answer.
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// A DLQ topic the broker doesn't have.
+    #[error("topic {0} does not exist")]
+    NoTopic(String),
+    /// `--topic` names neither a consumed topic nor a DLQ.
+    #[error("--topic {0}: not one of the DLQ topics ({1}) nor the topics they belong to")]
+    UnknownTopic(String, String),
+    /// No message arrived while a partition wasn't at its end yet.
+    #[error("no message from {topic} partition {partition} within {READ_STALL:?} (at offset {at}, end {end})")]
+    Stalled {
+        /// The DLQ topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The next offset wanted.
+        at: i64,
+        /// Its end when the command started.
+        end: i64,
+    },
+    /// A replayed message the broker didn't acknowledge: nothing after it was committed.
+    #[error("replaying {from} to {to}: {error} (progress kept up to the last acknowledged batch; run the replay again)")]
+    Replay {
+        /// Where the message was in the DLQ.
+        from: String,
+        /// The topic it was sent to.
+        to: String,
+        /// The broker's error, as text.
+        error: String,
+    },
+}
+
+/// One dead-lettered message, as the commands see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Letter {
+    /// The DLQ topic it is in.
+    pub dlq: String,
+    /// Its partition there.
+    pub partition: i32,
+    /// Its offset there.
+    pub offset: i64,
+    /// `dlq-error-code` (empty when missing).
+    pub code: String,
+    /// `dlq-error`.
+    pub error: String,
+    /// `dlq-source-topic`, when present.
+    pub source_topic: Option<String>,
+    /// When it was dead-lettered (the DLQ message's timestamp, Unix ms), when known.
+    pub time: Option<i64>,
+}
+
+impl Letter {
+    /// Reads the headers of `message`, a message of a DLQ topic.
+    pub fn of(message: &OwnedMessage) -> Letter {
+        let header = |name: &str| common::kafka::header(message, name);
+        Letter {
+            dlq: message.topic().to_string(),
+            partition: message.partition(),
+            offset: message.offset(),
+            code: header(dlq::HEADER_ERROR_CODE).unwrap_or_default(),
+            error: header(dlq::HEADER_ERROR).unwrap_or_default(),
+            source_topic: header(dlq::HEADER_SOURCE_TOPIC),
+            time: message.timestamp().to_millis(),
+        }
+    }
+
+    /// `<dlq>:<partition>:<offset>`.
+    pub fn position(&self) -> String {
+        format!("{}:{}:{}", self.dlq, self.partition, self.offset)
+    }
+}
+
+/// Which messages a replay sends back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Only this `dlq-error-code`.
+    pub code: Option<String>,
+    /// Only messages dead-lettered at or after this time (Unix ms).
+    pub since: Option<i64>,
+}
+
+impl Selection {
+    /// Whether `letter` is chosen. A message with no time is chosen only without `since`.
+    pub fn matches(&self, letter: &Letter) -> bool {
+        self.code.as_ref().is_none_or(|c| *c == letter.code)
+            && self
+                .since
+                .is_none_or(|since| letter.time.is_some_and(|t| t >= since))
+    }
+}
+
+/// The consumer group that remembers how far replays of `code` (or of every code) got:
+/// `<KAFKA_GROUP_ID>-dlq-replay[-<code>]`. One per code, so replaying one code after a fix
+/// and another after a later fix each finds its own messages; `--since` narrows a run
+/// without a group of its own (older messages are passed over for good in that group).
+pub fn replay_group(group_id: &str, code: Option<&str>) -> String {
+    match code {
+        Some(code) => format!("{group_id}-dlq-replay-{code}"),
+        None => format!("{group_id}-dlq-replay"),
+    }
+}
+
+/// `--since`: an RFC 3339 time (`2026-11-24T14:00:00Z`) or an age (`90m`, `2h`, `7d`,
+/// `30s`) before `now_ms`.
+pub fn parse_since(text: &str, now_ms: i64) -> Result<i64, String> {
+    let text = text.trim();
+    let unit = |c: char| match c {
+        's' => Some(1_000),
+        'm' => Some(60_000),
+        'h' => Some(3_600_000),
+        'd' => Some(86_400_000),
+        _ => None,
+    };
+    if let Some(last) = text.chars().last() {
+        if let (Some(ms), Ok(n)) = (unit(last), text[..text.len() - 1].parse::<i64>()) {
+            if n >= 0 {
+                return Ok(now_ms - n.saturating_mul(ms));
+            }
+        }
+    }
+    bson::DateTime::parse_rfc3339_str(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| {
+            format!(
+                "`{text}`: expected a time like 2026-11-24T14:00:00Z or an age like 90m, 2h, 7d"
+            )
+        })
+}
+
+/// The headers a replayed message goes back with: the original ones (the event's), without
+/// the failure's (`dlq-*`, `__connect.errors.*`), plus [`HEADER_REPLAYED_FROM`].
+pub fn replay_headers<'a>(
+    original: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+    from: &str,
+) -> Vec<(String, Option<Vec<u8>>)> {
+    let mut headers: Vec<(String, Option<Vec<u8>>)> = original
+        .into_iter()
+        .filter(|(key, _)| !key.starts_with("dlq-") && !key.starts_with(CONNECT_PREFIX))
+        .map(|(key, value)| (key.to_string(), value.map(<[u8]>::to_vec)))
+        .collect();
+    headers.push((
+        HEADER_REPLAYED_FROM.to_string(),
+        Some(from.as_bytes().to_vec()),
+    ));
+    headers
+}
+
+/// One code's messages in one DLQ topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CodeSummary {
+    /// `dlq-error-code`.
+    pub code: String,
+    /// How many.
+    pub count: u64,
+    /// The oldest dead-lettering time (Unix ms).
+    pub oldest: Option<i64>,
+    /// The newest.
+    pub newest: Option<i64>,
+    /// Up to three different reasons (`dlq-error`).
+    pub samples: Vec<String>,
+}
+
+/// One DLQ topic's content.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TopicSummary {
+    /// The DLQ topic.
+    pub topic: String,
+    /// The topic its messages came from.
+    pub source: String,
+    /// Messages in it (what retention kept).
+    pub messages: u64,
+    /// Messages after the point the all-codes replay group reached (not replayed yet by
+    /// `dlq replay` without `--code`).
+    pub not_replayed: u64,
+    /// Per code, by code.
+    pub codes: Vec<CodeSummary>,
+}
+
+impl TopicSummary {
+    /// Counts `letter` in.
+    pub fn add(&mut self, letter: &Letter) {
+        self.messages += 1;
+        let at = match self
+            .codes
+            .binary_search_by(|c| c.code.as_str().cmp(&letter.code))
+        {
+            Ok(at) => at,
+            Err(at) => {
+                self.codes.insert(
+                    at,
+                    CodeSummary {
+                        code: letter.code.clone(),
+                        ..CodeSummary::default()
+                    },
+                );
+                at
+            }
+        };
+        let code = &mut self.codes[at];
+        code.count += 1;
+        if let Some(t) = letter.time {
+            code.oldest = Some(code.oldest.map_or(t, |o| o.min(t)));
+            code.newest = Some(code.newest.map_or(t, |n| n.max(t)));
+        }
+        if code.samples.len() < 3 && !code.samples.contains(&letter.error) {
+            code.samples.push(letter.error.clone());
+        }
+    }
+}
+
+/// What `dlq replay` did (or, with `--dry-run`, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReplayReport {
+    /// The consumer group holding the progress.
+    pub group: String,
+    /// Nothing was sent or committed.
+    pub dry_run: bool,
+    /// Messages read from the DLQs (after the group's progress).
+    pub read: u64,
+    /// Sent back (or, dry run, would be): per target topic.
+    pub replayed: BTreeMap<String, u64>,
+    /// Read and not chosen (another code, older than `--since`).
+    pub passed_over: u64,
+}
+
+impl ReplayReport {
+    /// Messages sent back in all.
+    pub fn total(&self) -> u64 {
+        self.replayed.values().sum()
+    }
+}
+
+impl std::fmt::Display for ReplayReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verb = if self.dry_run {
+            "would replay"
+        } else {
+            "replayed"
+        };
+        writeln!(
+            f,
+            "dlq replay (group {}){}: read {}, {verb} {}, passed over {}",
+            self.group,
+            if self.dry_run { ", dry run" } else { "" },
+            self.read,
+            self.total(),
+            self.passed_over
+        )?;
+        for (topic, n) in &self.replayed {
+            writeln!(f, "  {verb} {n:>6} to {topic}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Text for a terminal: a block per DLQ topic.
+pub fn render_list(topics: &[TopicSummary]) -> String {
+    let mut out = String::new();
+    for t in topics {
+        out.push_str(&format!(
+            "{} (from {}): {} message{}, {} not replayed yet\n",
+            t.topic,
+            t.source,
+            t.messages,
+            if t.messages == 1 { "" } else { "s" },
+            t.not_replayed
+        ));
+        if t.codes.is_empty() {
+            continue;
+        }
+        out.push_str(&format!(
+            "  {:<28} {:>7}  {:<24} {:<24}\n",
+            "code", "count", "oldest", "newest"
+        ));
+        for c in &t.codes {
+            out.push_str(&format!(
+                "  {:<28} {:>7}  {:<24} {:<24}\n",
+                if c.code.is_empty() { "(none)" } else { &c.code },
+                c.count,
+                time_text(c.oldest),
+                time_text(c.newest)
+            ));
+            for s in &c.samples {
+                out.push_str(&format!("      e.g. {}\n", one_line(s, 100)));
+            }
+        }
+    }
+    out
+}
+
+/// A Unix-ms time as RFC 3339 with milliseconds (`2026-11-24T14:00:00.040Z`), or `-`.
+pub fn time_text(ms: Option<i64>) -> String {
+    let Some(ms) = ms else {
+        return "-".into();
+    };
+    let seconds = bson::DateTime::from_millis(ms - ms.rem_euclid(1000));
+    match seconds.try_to_rfc3339_string() {
+        Ok(text) => match text.strip_suffix('Z') {
+            Some(base) => format!("{base}.{:03}Z", ms.rem_euclid(1000)),
+            None => text,
+        },
+        Err(_) => ms.to_string(),
+    }
+}
+
+fn one_line(text: &str, most: usize) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    match flat.char_indices().nth(most) {
+        Some((at, _)) => format!("{}…", &flat[..at]),
+        None => flat,
+    }
+}
+
+/// The DLQ topics `topic` selects (all without it): a DLQ's name or its source topic's.
+pub fn chosen<'a>(
+    config: &'a QueueConfig,
+    topic: Option<&str>,
+) -> Result<Vec<&'a TopicConfig>, DlqError> {
+    let Some(topic) = topic else {
+        return Ok(config.topics.iter().collect());
+    };
+    let found: Vec<&TopicConfig> = config
+        .topics
+        .iter()
+        .filter(|t| t.dlq == topic || t.topic == topic)
+        .collect();
+    if found.is_empty() {
+        let known: Vec<&str> = config.topics.iter().map(|t| t.dlq.as_str()).collect();
+        return Err(DlqError::UnknownTopic(topic.to_string(), known.join(", ")));
+    }
+    Ok(found)
+}
+
+/// The partitions of `topic` with their (low, high) watermarks.
+fn extent(consumer: &BaseConsumer, topic: &str) -> Result<Vec<(i32, i64, i64)>, DlqError> {
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    if partitions.is_empty() {
+        return Err(DlqError::NoTopic(topic.to_string()));
+    }
+    partitions
+        .into_iter()
+        .map(|p| {
+            let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+            Ok((p, low, high))
+        })
+        .collect()
+}
+
+/// Where `group` got to in each partition of `topic` (the low watermark where it has no
+/// offset, or an offset retention already removed).
+fn progress(
+    consumer: &BaseConsumer,
+    topic: &str,
+    extent: &[(i32, i64, i64)],
+) -> Result<HashMap<i32, i64>, DlqError> {
+    let mut tpl = TopicPartitionList::new();
+    for (p, _, _) in extent {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(extent
+        .iter()
+        .map(|(p, low, _)| {
+            let at = committed
+                .find_partition(topic, *p)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+                .unwrap_or(*low);
+            (*p, at.max(*low))
+        })
+        .collect())
+}
+
+/// Reads `topic` from `from` (per partition) to the high watermarks in `extent`, handing
+/// each message to `each`, in offset order within a partition.
+fn read_until_end(
+    consumer: &BaseConsumer,
+    topic: &str,
+    extent: &[(i32, i64, i64)],
+    from: &HashMap<i32, i64>,
+    mut each: impl FnMut(&OwnedMessage) -> Result<(), DlqError>,
+) -> Result<(), DlqError> {
+    let mut next: HashMap<i32, i64> = HashMap::new();
+    let mut ends: HashMap<i32, i64> = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for (p, _, high) in extent {
+        let start = from.get(p).copied().unwrap_or(0);
+        if start < *high {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(start))?;
+            next.insert(*p, start);
+            ends.insert(*p, *high);
+        }
+    }
+    if next.is_empty() {
+        return Ok(());
+    }
+    consumer.assign(&tpl)?;
+    let mut last = std::time::Instant::now();
+    while !next.is_empty() {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(message)) => {
+                last = std::time::Instant::now();
+                let p = message.partition();
+                let (Some(at), Some(end)) = (next.get(&p).copied(), ends.get(&p).copied()) else {
+                    continue;
+                };
+                if message.offset() < at {
+                    continue;
+                }
+                if message.offset() < end {
+                    each(&message.detach())?;
+                }
+                if message.offset() + 1 >= end {
+                    next.remove(&p);
+                } else {
+                    next.insert(p, message.offset() + 1);
+                }
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None if last.elapsed() > READ_STALL => {
+                let (&partition, &at) = next.iter().next().expect("a partition left");
+                return Err(DlqError::Stalled {
+                    topic: topic.to_string(),
+                    partition,
+                    at,
+                    end: ends[&partition],
+                });
+            }
+            None => {}
+        }
+    }
+    consumer.unassign()?;
+    Ok(())
+}
+
+fn reader(kafka: &KafkaSettings, group: &str) -> Result<BaseConsumer, DlqError> {
+    Ok(kafka
+        .client_config()
+        .set("group.id", group)
+        .set("client.id", "user-sync-dlq-tool")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("fetch.message.max.bytes", "4194304")
+        .create()?)
+}
+
+/// `dlq list`: every chosen DLQ topic, read to its end, summarized.
+pub fn list(config: &QueueConfig, topic: Option<&str>) -> Result<Vec<TopicSummary>, DlqError> {
+    // Reading needs no group; the all-codes replay group is asked how far it got.
+    let consumer = reader(&config.kafka, &replay_group(&config.group_id, None))?;
+    let mut out = Vec::new();
+    for t in chosen(config, topic)? {
+        let extent = extent(&consumer, &t.dlq)?;
+        let replayed = progress(&consumer, &t.dlq, &extent)?;
+        let mut summary = TopicSummary {
+            topic: t.dlq.clone(),
+            source: t.topic.clone(),
+            not_replayed: extent
+                .iter()
+                .map(|(p, _, high)| (high - replayed[p]).max(0) as u64)
+                .sum(),
+            ..TopicSummary::default()
+        };
+        let from: HashMap<i32, i64> = extent.iter().map(|(p, low, _)| (*p, *low)).collect();
+        read_until_end(&consumer, &t.dlq, &extent, &from, |m| {
+            summary.add(&Letter::of(m));
+            Ok(())
+        })?;
+        out.push(summary);
+    }
+    Ok(out)
+}
+
+/// `dlq replay`: sends the chosen messages of every chosen DLQ topic back to the topics
+/// they came from, from where the selection's group got to, and moves the group on.
+/// Blocking (a command's whole work): run it on a blocking thread.
+pub fn replay(
+    config: &QueueConfig,
+    topic: Option<&str>,
+    selection: &Selection,
+    dry_run: bool,
+) -> Result<ReplayReport, DlqError> {
+    let group = replay_group(&config.group_id, selection.code.as_deref());
+    let consumer = reader(&config.kafka, &group)?;
+    let producer: FutureProducer = config
+        .kafka
+        .client_config()
+        .set("client.id", "user-sync-dlq-replay")
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "30000")
+        .set(
+            "message.max.bytes",
+            common::kafka::max_message_bytes(common::kafka::DEFAULT_MAX_BODY_BYTES).to_string(),
+        )
+        .create()?;
+    let mut report = ReplayReport {
+        group,
+        dry_run,
+        ..ReplayReport::default()
+    };
+    for t in chosen(config, topic)? {
+        let extent = extent(&consumer, &t.dlq)?;
+        let from = progress(&consumer, &t.dlq, &extent)?;
+        // A batch at a time: sent, acknowledged, and only then is the position after it
+        // committed. Memory holds one batch, whatever the DLQ's size.
+        let mut batch: Vec<(Letter, OwnedMessage)> = Vec::new();
+        let mut reached: HashMap<i32, i64> = HashMap::new();
+        let flush = |batch: &mut Vec<(Letter, OwnedMessage)>,
+                     reached: &HashMap<i32, i64>,
+                     report: &mut ReplayReport|
+         -> Result<(), DlqError> {
+            for (letter, _) in batch.iter() {
+                let target = target(letter, &t.topic);
+                *report.replayed.entry(target).or_default() += 1;
+            }
+            if !dry_run {
+                futures::executor::block_on(send(&producer, &t.topic, batch))?;
+                commit(&consumer, &t.dlq, reached)?;
+            }
+            batch.clear();
+            Ok(())
+        };
+        read_until_end(&consumer, &t.dlq, &extent, &from, |m| {
+            report.read += 1;
+            reached.insert(m.partition(), m.offset() + 1);
+            let letter = Letter::of(m);
+            if selection.matches(&letter) {
+                batch.push((letter, m.clone()));
+            } else {
+                report.passed_over += 1;
+            }
+            if batch.len() >= BATCH {
+                flush(&mut batch, &reached, &mut report)?;
+            }
+            Ok(())
+        })?;
+        flush(&mut batch, &reached, &mut report)?;
+    }
+    Ok(report)
+}
+
+/// The topic `letter` goes back to: its `dlq-source-topic`, else the topic of its DLQ.
+fn target(letter: &Letter, dlq_source: &str) -> String {
+    letter
+        .source_topic
+        .clone()
+        .unwrap_or_else(|| dlq_source.to_string())
+}
+
+/// Sends `batch` back and waits until the broker acknowledged all of it.
+async fn send(
+    producer: &FutureProducer,
+    dlq_source: &str,
+    batch: &[(Letter, OwnedMessage)],
+) -> Result<(), DlqError> {
+    let sends = batch.iter().map(|(letter, message)| {
+        let target = target(letter, dlq_source);
+        let original = message
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key, h.value)).collect::<Vec<_>>())
+            .unwrap_or_default();
+        let headers = replay_headers(original, &letter.position()).iter().fold(
+            OwnedHeaders::new(),
+            |headers, (key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: value.as_deref(),
+                })
+            },
+        );
+        async move {
+            let mut record: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&target).headers(headers);
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            if let Some(payload) = message.payload() {
+                record = record.payload(payload);
+            }
+            let sent = producer
+                .send(record, Timeout::After(Duration::from_secs(30)))
+                .await;
+            sent.map(|_| ()).map_err(|(error, _)| DlqError::Replay {
+                from: letter.position(),
+                to: target.clone(),
+                error: error.to_string(),
+            })
+        }
+    });
+    for result in futures::future::join_all(sends).await {
+        result?;
+    }
+    Ok(())
+}
+
+fn commit(
+    consumer: &BaseConsumer,
+    topic: &str,
+    reached: &HashMap<i32, i64>,
+) -> Result<(), DlqError> {
+    if reached.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (p, offset) in reached {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*offset))?;
+    }
+    consumer.commit(&tpl, CommitMode::Sync)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(code: &str, time: Option<i64>, error: &str) -> Letter {
+        Letter {
+            dlq: "users.dlq".into(),
+            partition: 2,
+            offset: 7,
+            code: code.into(),
+            error: error.into(),
+            source_topic: Some("users".into()),
+            time,
+        }
+    }
+
+    #[test]
+    fn a_selection_chooses_by_code_and_time() {
+        let all = Selection::default();
+        let code = Selection {
+            code: Some("undecodable".into()),
+            since: None,
+        };
+        let since = Selection {
+            code: None,
+            since: Some(1_000),
+        };
+        let old = letter("undecodable", Some(999), "x");
+        let new = letter("rejected_by_database", Some(1_000), "x");
+        let timeless = letter("undecodable", None, "x");
+        assert!(all.matches(&old) && all.matches(&new) && all.matches(&timeless));
+        assert!(code.matches(&old) && !code.matches(&new) && code.matches(&timeless));
+        assert!(!since.matches(&old) && since.matches(&new) && !since.matches(&timeless));
+    }
+
+    #[test]
+    fn each_code_keeps_its_own_progress() {
+        assert_eq!(replay_group("user-sync", None), "user-sync-dlq-replay");
+        assert_eq!(
+            replay_group("user-sync", Some("rejected_by_database")),
+            "user-sync-dlq-replay-rejected_by_database"
+        );
+    }
+
+    #[test]
+    fn since_takes_a_time_or_an_age() {
+        let now = 1_800_000_000_000;
+        assert_eq!(parse_since("90m", now), Ok(now - 90 * 60_000));
+        assert_eq!(parse_since(" 2h ", now), Ok(now - 7_200_000));
+        assert_eq!(parse_since("7d", now), Ok(now - 7 * 86_400_000));
+        assert_eq!(
+            parse_since("2026-11-24T14:00:00Z", now),
+            Ok(1_795_528_800_000)
+        );
+        for bad in ["", "yesterday", "-5m", "5w", "2026-13-01"] {
+            assert!(parse_since(bad, now).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_replay_carries_the_event_not_the_failure() {
+        let original: Vec<(&str, Option<&[u8]>)> = vec![
+            ("event-id", Some(b"evt_1")),
+            ("event-type", Some(b"user.created")),
+            ("dlq-error-code", Some(b"rejected_by_database")),
+            ("dlq-error", Some(b"E11000")),
+            ("__connect.errors.topic", Some(b"users")),
+            ("dlq-replayed-from", Some(b"users.dlq:0:1")),
+            ("empty", None),
+        ];
+        let headers = replay_headers(original, "users.dlq:2:7");
+        let keys: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["event-id", "event-type", "empty", "dlq-replayed-from"]
+        );
+        assert_eq!(headers[0].1.as_deref(), Some(&b"evt_1"[..]));
+        assert_eq!(headers[2].1, None);
+        assert_eq!(headers[3].1.as_deref(), Some(&b"users.dlq:2:7"[..]));
+    }
+
+    #[test]
+    fn a_summary_counts_per_code_with_times_and_a_few_reasons() {
+        let mut s = TopicSummary::default();
+        for (code, time, error) in [
+            ("undecodable", Some(30), "a"),
+            ("rejected_by_database", Some(10), "E11000 email"),
+            ("undecodable", Some(20), "b"),
+            ("undecodable", None, "a"),
+            ("undecodable", Some(40), "c"),
+            ("undecodable", Some(25), "d"),
+        ] {
+            s.add(&letter(code, time, error));
+        }
+        assert_eq!(s.messages, 6);
+        let codes: Vec<(&str, u64, Option<i64>, Option<i64>)> = s
+            .codes
+            .iter()
+            .map(|c| (c.code.as_str(), c.count, c.oldest, c.newest))
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                ("rejected_by_database", 1, Some(10), Some(10)),
+                ("undecodable", 5, Some(20), Some(40)),
+            ]
+        );
+        assert_eq!(s.codes[1].samples, ["a", "b", "c"]);
+        let text = render_list(&[s]);
+        assert!(text.contains("undecodable"), "{text}");
+        assert!(text.contains("1970-01-01T00:00:00.040Z"), "{text}");
+    }
+}

@@ -1,0 +1,362 @@
+//! `user-sync status`: one screen for the person on call. Documents per collection, what
+//! happened to events over the last hour and day, the DLQ depths, the consumer group's lag
+//! per partition and the last error.
+//!
+//! Everything comes from MongoDB and the broker, not from a running user-sync, so it works
+//! when user-sync is down (which is when it is needed most). The lag is the broker's view:
+//! the group's committed offsets against each partition's end.
+
+use std::collections::BTreeMap;
+use std::future::IntoFuture;
+use std::time::Duration;
+
+use bson::{doc, Document};
+use futures::TryStreamExt;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+
+use crate::config::QueueConfig;
+use crate::dead_letters::time_text;
+use crate::entity::Entity;
+use crate::store::{Store, EVENTS_COLLECTION};
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// Everything `status` shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// When it was taken (Unix ms).
+    pub at: i64,
+    /// The MongoDB database.
+    pub database: String,
+    /// The consumer group.
+    pub group: String,
+    /// One row per collection kept.
+    pub collections: Vec<Collection>,
+    /// `webhook_events` outcomes over the last hour.
+    pub last_hour: BTreeMap<String, u64>,
+    /// And over the last day.
+    pub last_day: BTreeMap<String, u64>,
+    /// Messages in each DLQ topic.
+    pub dlq: BTreeMap<String, u64>,
+    /// Per partition of the consumed topics.
+    pub lag: Vec<PartitionLag>,
+    /// The sum of [`PartitionLag::lag`].
+    pub total_lag: u64,
+    /// The newest `webhook_events` record that says `dead_lettered`.
+    pub last_error: Option<LastError>,
+}
+
+/// A collection's documents.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Collection {
+    /// Its name.
+    pub name: String,
+    /// All documents.
+    pub total: u64,
+    /// `isDeleted: true`.
+    pub deleted: u64,
+    /// `syncStatus: "failed"`.
+    pub failed: u64,
+}
+
+/// One partition's lag.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PartitionLag {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The group's committed offset, if it has one.
+    pub committed: Option<i64>,
+    /// The partition's end (high watermark).
+    pub end: i64,
+    /// Messages after the committed offset (all that retention kept, without one).
+    pub lag: u64,
+}
+
+/// The last event that couldn't be applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LastError {
+    /// Its event id.
+    pub event_id: String,
+    /// Its type, when known.
+    pub event_type: Option<String>,
+    /// When it was processed (Unix ms).
+    pub at: Option<i64>,
+    /// Why.
+    pub error: String,
+}
+
+/// The MongoDB half (documents, outcomes, last error), at `now` (Unix ms).
+pub async fn from_store(store: &Store, entities: &[Entity], now: i64) -> crate::Result<Status> {
+    let mut status = Status {
+        at: now,
+        database: store.database().name().to_string(),
+        ..Status::default()
+    };
+    for &entity in entities {
+        let c = store.collection(entity);
+        let count = |filter: Document| async move {
+            let n: u64 = crate::command::bounded(c.count_documents(filter).into_future())
+                .await?
+                .map_err(crate::Error::from)?;
+            Ok::<u64, crate::Error>(n)
+        };
+        status.collections.push(Collection {
+            name: store.collection_name(entity).to_string(),
+            total: count(doc! {}).await?,
+            deleted: count(doc! {"isDeleted": true}).await?,
+            failed: count(doc! {"syncStatus": "failed"}).await?,
+        });
+    }
+    let events = store.database().collection::<Document>(EVENTS_COLLECTION);
+    for (window, into) in [
+        (HOUR_MS, &mut status.last_hour),
+        (DAY_MS, &mut status.last_day),
+    ] {
+        let since = bson::DateTime::from_millis(now - window);
+        let pipeline = [
+            doc! {"$match": {"processedAt": {"$gte": since}}},
+            doc! {"$group": {"_id": "$outcome", "n": {"$sum": 1}}},
+        ];
+        let rows: Vec<Document> = crate::command::bounded(async {
+            events.aggregate(pipeline).await?.try_collect().await
+        })
+        .await??;
+        for row in rows {
+            let outcome = row.get_str("_id").unwrap_or("(none)").to_string();
+            let n = match row.get("n") {
+                Some(bson::Bson::Int32(n)) => *n as u64,
+                Some(bson::Bson::Int64(n)) => *n as u64,
+                Some(bson::Bson::Double(n)) => *n as u64,
+                _ => 0,
+            };
+            into.insert(outcome, n);
+        }
+    }
+    let last = crate::command::bounded(
+        events
+            .find_one(doc! {"outcome": "dead_lettered"})
+            .sort(doc! {"processedAt": -1})
+            .into_future(),
+    )
+    .await??;
+    status.last_error = last.map(|d| LastError {
+        event_id: d.get_str("_id").unwrap_or_default().to_string(),
+        event_type: d.get_str("eventType").ok().map(str::to_string),
+        at: d
+            .get_datetime("processedAt")
+            .ok()
+            .map(|t| t.timestamp_millis()),
+        error: d.get_str("error").unwrap_or_default().to_string(),
+    });
+    Ok(status)
+}
+
+/// The broker half: DLQ depths and the group's lag. Blocking: run it on a blocking thread.
+pub fn fill_from_broker(
+    status: &mut Status,
+    config: &QueueConfig,
+) -> Result<(), rdkafka::error::KafkaError> {
+    // The group's own id, to read its committed offsets; this client never subscribes, so
+    // it doesn't join the group or disturb its members.
+    let consumer: BaseConsumer = config
+        .kafka
+        .client_config()
+        .set("group.id", &config.group_id)
+        .set("client.id", "user-sync-status")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let timeout = Duration::from_secs(10);
+    status.group = config.group_id.clone();
+    for t in &config.topics {
+        let dlq_depth: i64 = partitions(&consumer, &t.dlq, timeout)?
+            .into_iter()
+            .map(|p| consumer.fetch_watermarks(&t.dlq, p, timeout))
+            .map(|w| w.map(|(low, high)| high - low))
+            .sum::<Result<i64, _>>()?;
+        status.dlq.insert(t.dlq.clone(), dlq_depth.max(0) as u64);
+
+        let mut tpl = TopicPartitionList::new();
+        let ids = partitions(&consumer, &t.topic, timeout)?;
+        for p in &ids {
+            tpl.add_partition(&t.topic, *p);
+        }
+        let committed = consumer.committed_offsets(tpl, timeout)?;
+        for p in ids {
+            let (low, high) = consumer.fetch_watermarks(&t.topic, p, timeout)?;
+            let offset = committed
+                .find_partition(&t.topic, p)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            status.lag.push(PartitionLag {
+                topic: t.topic.clone(),
+                partition: p,
+                committed: offset,
+                end: high,
+                lag: lag(offset, low, high),
+            });
+        }
+    }
+    status.total_lag = status.lag.iter().map(|l| l.lag).sum();
+    Ok(())
+}
+
+/// Messages a group at `committed` has yet to read of a partition holding `low..high`.
+fn lag(committed: Option<i64>, low: i64, high: i64) -> u64 {
+    (high - committed.unwrap_or(low).max(low)).max(0) as u64
+}
+
+fn partitions(
+    consumer: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, rdkafka::error::KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "user-sync status at {} (database {}, group {})",
+            time_text(Some(self.at)),
+            self.database,
+            self.group
+        )?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:<34} {:>10} {:>10} {:>10}",
+            "documents", "total", "deleted", "failed"
+        )?;
+        for c in &self.collections {
+            writeln!(
+                f,
+                "  {:<32} {:>10} {:>10} {:>10}",
+                c.name, c.total, c.deleted, c.failed
+            )?;
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:<34} {:>10} {:>10}",
+            "webhook_events", "last hour", "last day"
+        )?;
+        let outcomes: std::collections::BTreeSet<&String> =
+            self.last_hour.keys().chain(self.last_day.keys()).collect();
+        if outcomes.is_empty() {
+            writeln!(f, "  (none in the last day)")?;
+        }
+        for o in outcomes {
+            writeln!(
+                f,
+                "  {:<32} {:>10} {:>10}",
+                o,
+                self.last_hour.get(o).copied().unwrap_or(0),
+                self.last_day.get(o).copied().unwrap_or(0)
+            )?;
+        }
+        writeln!(f)?;
+        writeln!(f, "{:<34} {:>10}", "dead-letter topics", "messages")?;
+        for (topic, n) in &self.dlq {
+            writeln!(f, "  {topic:<32} {n:>10}")?;
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "consumer lag: {} in all   {:>10} {:>10} {:>10}",
+            self.total_lag, "committed", "end", "lag"
+        )?;
+        for l in &self.lag {
+            let committed = l.committed.map_or("-".to_string(), |c| c.to_string());
+            writeln!(
+                f,
+                "  {:<28} {:>3} {:>10} {:>10} {:>10}",
+                l.topic, l.partition, committed, l.end, l.lag
+            )?;
+        }
+        writeln!(f)?;
+        match &self.last_error {
+            None => writeln!(f, "last error: none recorded")?,
+            Some(e) => writeln!(
+                f,
+                "last error: {} {} ({}): {}",
+                time_text(e.at),
+                e.event_id,
+                e.event_type.as_deref().unwrap_or("unknown type"),
+                e.error
+            )?,
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_counts_what_the_group_has_yet_to_read() {
+        assert_eq!(lag(Some(7), 0, 10), 3);
+        assert_eq!(lag(Some(10), 0, 10), 0);
+        // No committed offset: everything retention kept.
+        assert_eq!(lag(None, 4, 10), 6);
+        // An offset retention already removed counts from what is left.
+        assert_eq!(lag(Some(2), 4, 10), 6);
+        assert_eq!(lag(Some(12), 0, 10), 0);
+    }
+
+    #[test]
+    fn the_table_has_every_section() {
+        let status = Status {
+            at: 0,
+            database: "clerk_sync".into(),
+            group: "user-sync".into(),
+            collections: vec![Collection {
+                name: "users".into(),
+                total: 12,
+                deleted: 1,
+                failed: 2,
+            }],
+            last_hour: [("applied".to_string(), 3)].into(),
+            last_day: [("applied".to_string(), 9), ("stale".to_string(), 1)].into(),
+            dlq: [("users.dlq".to_string(), 4)].into(),
+            lag: vec![PartitionLag {
+                topic: "users".into(),
+                partition: 0,
+                committed: None,
+                end: 5,
+                lag: 5,
+            }],
+            total_lag: 5,
+            last_error: Some(LastError {
+                event_id: "evt_1".into(),
+                event_type: Some("user.created".into()),
+                at: Some(0),
+                error: "E11000".into(),
+            }),
+        };
+        let text = status.to_string();
+        for line in [
+            "  users                                    12          1          2",
+            "  stale                                     0          1",
+            "  users.dlq                                 4",
+            "consumer lag: 5 in all",
+            "last error: 1970-01-01T00:00:00.000Z evt_1 (user.created): E11000",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from\n{text}");
+        }
+    }
+}
