@@ -31,10 +31,18 @@ pub struct PublishLabels {
     pub result: String,
 }
 
+/// Labels of the `build_info` metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// The crate version.
+    pub version: String,
+}
+
 /// Every metric, and the registry that renders them.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    ready: prometheus_client::metrics::gauge::Gauge,
     requests: Family<RequestLabels, Counter>,
     verification_failures: Family<ReasonLabels, Counter>,
     publish_duration: Family<PublishLabels, Histogram>,
@@ -50,6 +58,25 @@ impl Metrics {
     /// Registers the metrics.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("clerk_sync");
+        // `clerk_sync_build_info{version="…"} 1`: which build runs where (a dashboard joins
+        // on it, an alert can say "two versions running").
+        let build_info = Family::<BuildLabels, prometheus_client::metrics::gauge::Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the labels say which build this is",
+            build_info,
+        );
+        let ready = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "ready",
+            "1 when /ready would answer 200, else 0 (checked on every scrape and probe)",
+            ready.clone(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "webhook_requests",
@@ -73,6 +100,7 @@ impl Metrics {
         );
         Metrics {
             registry,
+            ready,
             requests,
             verification_failures,
             publish_duration,
@@ -106,6 +134,11 @@ impl Metrics {
                 result: if ok { "ok" } else { "error" }.to_string(),
             })
             .observe(seconds);
+    }
+
+    /// Records the outcome of a readiness check.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
     }
 
     /// The Prometheus text exposition.

@@ -129,6 +129,17 @@ pub(crate) async fn health() -> impl IntoResponse {
 
 /// `GET /ready`: the producer has no fatal error, and a broker answers a metadata request.
 pub(crate) async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    match check(&state).await {
+        None => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "reason": reason})),
+        ),
+    }
+}
+
+/// Why clerk-sync can't take webhooks now, if it can't; the `ready` gauge says the same.
+async fn check(state: &AppState) -> Option<&'static str> {
     // librdkafka may report it between publishes; finding it here stops the server too.
     let fatal = state.publisher.fatal_error();
     let reachable = fatal.is_none()
@@ -136,13 +147,9 @@ pub(crate) async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             .publisher
             .broker_reachable(Duration::from_secs(2))
             .await;
-    match readiness(fatal.is_some(), reachable) {
-        None => (StatusCode::OK, Json(json!({"status": "ready"}))),
-        Some(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "reason": reason})),
-        ),
-    }
+    let reason = readiness(fatal.is_some(), reachable);
+    state.metrics.set_ready(reason.is_none());
+    reason
 }
 
 /// Why clerk-sync can't take webhooks now, if it can't.
@@ -158,6 +165,8 @@ fn readiness(fatal: bool, broker_reachable: bool) -> Option<&'static str> {
 
 /// `GET /metrics`: Prometheus text format.
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // The readiness gauge is as fresh as the scrape: alerts read it.
+    check(&state).await;
     (
         [(
             header::CONTENT_TYPE,

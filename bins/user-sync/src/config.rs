@@ -4,6 +4,8 @@ use common::kafka::KafkaSettings;
 use common::{ConfigError, ExposeSecret, LogFormat, SecretString};
 use serde::Deserialize;
 
+use crate::link::LinkConfig;
+
 use crate::entity::Entity;
 use crate::store::EVENTS_COLLECTION;
 
@@ -22,6 +24,9 @@ struct Env {
     kafka_dlq_topic_sessions: Option<String>,
     sync_entities: Option<String>,
     sync_batch_size: Option<String>,
+    link_collection: Option<String>,
+    link_email_field: Option<String>,
+    link_clerk_id_field: Option<String>,
     #[serde(default = "default_health_port")]
     health_port: u16,
     log_format: Option<String>,
@@ -218,6 +223,8 @@ pub struct Config {
     pub health_port: u16,
     /// `LOG_FORMAT`
     pub log_format: LogFormat,
+    /// `LINK_COLLECTION` and the fields: linking pre-registered records (off when unset).
+    pub link: Option<LinkConfig>,
 }
 
 impl Config {
@@ -248,7 +255,9 @@ impl Config {
             },
         };
 
+        let link = link_config(&env, &mongo)?;
         Ok(Config {
+            link,
             kafka: queue.kafka,
             group_id: queue.group_id,
             topics: queue.topics,
@@ -412,6 +421,63 @@ impl PublishConfig {
     }
 }
 
+/// The `LINK_*` settings: `None` without `LINK_COLLECTION`.
+fn link_config(env: &Env, mongo: &MongoConfig) -> Result<Option<LinkConfig>, ConfigError> {
+    let text = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let Some(collection) = text(&env.link_collection) else {
+        for (name, value) in [
+            ("LINK_EMAIL_FIELD", &env.link_email_field),
+            ("LINK_CLERK_ID_FIELD", &env.link_clerk_id_field),
+        ] {
+            if text(value).is_some() {
+                return Err(ConfigError::new(name, "needs LINK_COLLECTION"));
+            }
+        }
+        return Ok(None);
+    };
+    let ours = [
+        mongo.users_collection.as_str(),
+        mongo.organizations_collection.as_str(),
+        mongo.memberships_collection.as_str(),
+        mongo.sessions_collection.as_str(),
+        crate::store::EVENTS_COLLECTION,
+    ];
+    if ours.contains(&collection.as_str()) || collection.starts_with("system.") {
+        return Err(ConfigError::new(
+            "LINK_COLLECTION",
+            "must be the application's own collection, not one user-sync keeps",
+        ));
+    }
+    let field = |name: &str, value: &Option<String>, default: &str| {
+        let field = text(value).unwrap_or_else(|| default.to_string());
+        if field.starts_with('$') || field.split('.').any(str::is_empty) {
+            return Err(ConfigError::new(
+                name,
+                "is not a field name (a.b.c, no leading $)",
+            ));
+        }
+        Ok(field)
+    };
+    let email_field = field("LINK_EMAIL_FIELD", &env.link_email_field, "email")?;
+    let id_field = field("LINK_CLERK_ID_FIELD", &env.link_clerk_id_field, "clerkId")?;
+    if email_field == id_field {
+        return Err(ConfigError::new(
+            "LINK_CLERK_ID_FIELD",
+            "must differ from LINK_EMAIL_FIELD",
+        ));
+    }
+    Ok(Some(LinkConfig {
+        collection,
+        email_field,
+        id_field,
+    }))
+}
+
 /// Reads `SYNC_ENTITIES` (default: all three).
 fn feeds(value: Option<&str>) -> Result<Vec<Feed>, ConfigError> {
     let value = value.map(str::trim).filter(|v| !v.is_empty());
@@ -483,6 +549,49 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(e.to_string().contains("CLERK_API_URL"), "{e}");
+    }
+
+    #[test]
+    fn linking_is_off_unless_a_collection_is_named_and_checks_its_fields() {
+        let base = [("KAFKA_BROKERS", "k:9092"), ("MONGODB_URI", "mongodb://m")];
+        let with = |extra: &[(&str, &str)]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(extra);
+            config(&all)
+        };
+        assert_eq!(with(&[]).unwrap().link, None);
+        let c = with(&[("LINK_COLLECTION", "mentorados")]).unwrap();
+        assert_eq!(
+            c.link,
+            Some(LinkConfig {
+                collection: "mentorados".into(),
+                email_field: "email".into(),
+                id_field: "clerkId".into(),
+            })
+        );
+        for (extra, variable) in [
+            (&[("LINK_EMAIL_FIELD", "mail")][..], "LINK_EMAIL_FIELD"),
+            (&[("LINK_COLLECTION", "users")][..], "LINK_COLLECTION"),
+            (
+                &[("LINK_COLLECTION", "webhook_events")][..],
+                "LINK_COLLECTION",
+            ),
+            (
+                &[("LINK_COLLECTION", "m"), ("LINK_EMAIL_FIELD", "$where")][..],
+                "LINK_EMAIL_FIELD",
+            ),
+            (
+                &[("LINK_COLLECTION", "m"), ("LINK_CLERK_ID_FIELD", "a..b")][..],
+                "LINK_CLERK_ID_FIELD",
+            ),
+            (
+                &[("LINK_COLLECTION", "m"), ("LINK_CLERK_ID_FIELD", "email")][..],
+                "LINK_CLERK_ID_FIELD",
+            ),
+        ] {
+            let e = with(extra).unwrap_err();
+            assert_eq!(e.variable, variable, "{extra:?}: {e}");
+        }
     }
 
     #[test]

@@ -130,6 +130,8 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     /// Most messages in one batch.
     pub batch_size: usize,
+    /// Linking pre-registered records, when configured.
+    pub link: Option<crate::link::LinkConfig>,
 }
 
 /// Names each consumption of a message (see [`crate::audit`]).
@@ -320,6 +322,24 @@ impl Worker {
                     offset = m.offset(),
                     "dead-lettered"
                 );
+            }
+        }
+        if let Some(link) = &self.link {
+            // After the writes, from the users' current documents; before the records, so
+            // a failure here retries the batch (linking is idempotent).
+            let mut users: Vec<&str> = incoming
+                .iter()
+                .enumerate()
+                .filter(|(i, e)| {
+                    e.message.event_type.starts_with("user.") && !rejected.contains_key(i)
+                })
+                .map(|(_, e)| e.message.subject_id.as_str())
+                .collect();
+            users.sort_unstable();
+            users.dedup();
+            let links = crate::link::run(self.applier.store(), link, &users).await?;
+            for l in &links {
+                tracing::info!(clerk_id = l.clerk_id, record = %l.record, "linked a pre-registered record");
             }
         }
         for (i, e) in incoming.into_iter().enumerate() {

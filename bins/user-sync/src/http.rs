@@ -45,14 +45,7 @@ async fn health() -> impl IntoResponse {
 /// 200 when the consumer runs, MongoDB answers a ping and a broker answers a metadata
 /// request.
 async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
-    let timeout = Duration::from_secs(2);
-    let consumer = state.consumer.clone();
-    let kafka = tokio::task::spawn_blocking(move || {
-        common::kafka::broker_reachable(consumer.client(), timeout)
-    });
-    let (mongo, kafka) = tokio::join!(state.store.ping(timeout), kafka);
-    let kafka = kafka.unwrap_or(false);
-    let consuming = state.consuming.load(Ordering::Acquire);
+    let (consuming, mongo, kafka) = check(&state).await;
     let status = if consuming && mongo && kafka {
         StatusCode::OK
     } else {
@@ -70,7 +63,24 @@ async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
     )
 }
 
+/// Whether the consumer runs, MongoDB answers and a broker answers; the `ready` gauge
+/// records whether all three do.
+async fn check(state: &HealthState) -> (bool, bool, bool) {
+    let timeout = Duration::from_secs(2);
+    let consumer = state.consumer.clone();
+    let kafka = tokio::task::spawn_blocking(move || {
+        common::kafka::broker_reachable(consumer.client(), timeout)
+    });
+    let (mongo, kafka) = tokio::join!(state.store.ping(timeout), kafka);
+    let kafka = kafka.unwrap_or(false);
+    let consuming = state.consuming.load(Ordering::Acquire);
+    state.metrics.set_ready(consuming && mongo && kafka);
+    (consuming, mongo, kafka)
+}
+
 async fn metrics(State(state): State<HealthState>) -> impl IntoResponse {
+    // The readiness gauge is as fresh as the scrape: alerts read it.
+    check(&state).await;
     (
         [(
             header::CONTENT_TYPE,

@@ -10,6 +10,7 @@
 //!   commands over them.
 //! - [`store`]: MongoDB collections and indexes.
 //! - [`http`]: `/health`, `/ready`, `/metrics`.
+//! - [`link`]: linking an application's pre-registered records to their Clerk users.
 //! - [`status`]: the `status` command's one screen for the person on call.
 //! - [`backfill`] and [`reconcile`]: the commands that read Clerk's Backend API
 //!   ([`clerk_api`]) and publish [`snapshot`] events ([`publish`]), with [`progress`].
@@ -26,6 +27,7 @@ pub mod dlq;
 pub mod entity;
 pub mod error;
 pub mod http;
+pub mod link;
 pub mod metrics;
 pub mod payload;
 pub mod plan;
@@ -170,6 +172,7 @@ where
         dlq: dlq::Dlq::new(&config.kafka, dlqs)?,
         metrics,
         batch_size: config.batch_size,
+        link: config.link.clone(),
     };
     consuming.store(true, Ordering::Release);
     let result = worker.run(&topics, stop.clone()).await;

@@ -32,10 +32,18 @@ pub struct PartitionLabels {
     pub partition: String,
 }
 
+/// Labels of the `build_info` metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// The crate version.
+    pub version: String,
+}
+
 /// Every metric, and the registry that renders them.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    ready: prometheus_client::metrics::gauge::Gauge,
     events: Family<EventLabels, Counter>,
     dlq: Family<ReasonLabels, Counter>,
     retries: Family<ReasonLabels, Counter>,
@@ -53,6 +61,25 @@ impl Metrics {
     /// Registers the metrics.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("user_sync");
+        // `user_sync_build_info{version="…"} 1`: which build runs where (a dashboard joins
+        // on it, an alert can say "two versions running").
+        let build_info = Family::<BuildLabels, prometheus_client::metrics::gauge::Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the labels say which build this is",
+            build_info,
+        );
+        let ready = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "ready",
+            "1 when /ready would answer 200, else 0 (checked on every scrape and probe)",
+            ready.clone(),
+        );
         let events = Family::<EventLabels, Counter>::default();
         registry.register(
             "events",
@@ -85,6 +112,7 @@ impl Metrics {
         );
         Metrics {
             registry,
+            ready,
             events,
             dlq,
             retries,
@@ -143,6 +171,11 @@ impl Metrics {
             topic: topic.to_string(),
             partition: partition.to_string(),
         });
+    }
+
+    /// Records the outcome of a readiness check.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
     }
 
     /// The Prometheus text exposition.

@@ -19,6 +19,22 @@ pub const HEADER_SCHEMA_VERSION: &str = "schema-version";
 /// Kafka header carrying the message's [`Origin`] (`webhook`, `backfill`, `reconcile`).
 pub const HEADER_EVENT_ORIGIN: &str = "event-origin";
 
+/// CloudEvents' Kafka binary-mode headers (CloudEvents 1.0, Kafka protocol binding), beside
+/// ours, so tools that speak CloudEvents read the messages as events: `ce_id` (the event
+/// id), `ce_type` (Clerk's type), `ce_source` (`urn:clerk:instance:<instance_id>`, or
+/// `…:unknown`), `ce_subject` (the subject id), `ce_time` (the event time, RFC 3339),
+/// `ce_specversion` (`1.0`) and `content-type` (`application/json`: the value, our message,
+/// is the event's data).
+pub const CLOUDEVENTS_HEADERS: [&str; 7] = [
+    "ce_specversion",
+    "ce_id",
+    "ce_type",
+    "ce_source",
+    "ce_subject",
+    "ce_time",
+    "content-type",
+];
+
 /// Where a message came from. Every origin goes through the same order rules; the origin
 /// is there for people reading `webhook_events` and the topics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -258,14 +274,33 @@ impl EventMessage {
         Ok(())
     }
 
-    /// The Kafka headers of the message: event id, type, schema version and origin.
-    pub fn headers(&self) -> [(&'static str, String); 4] {
-        [
+    /// The Kafka headers of the message: event id, type, schema version and origin, and the
+    /// same event as CloudEvents binary-mode headers ([`CLOUDEVENTS_HEADERS`]; `ce_time` is
+    /// left out for an event time RFC 3339 can't write, outside years 0 to 9999).
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let [spec, id, kind, source, subject, time, content_type] = CLOUDEVENTS_HEADERS;
+        let mut headers = vec![
             (HEADER_EVENT_ID, self.event_id.clone()),
             (HEADER_EVENT_TYPE, self.event_type.clone()),
             (HEADER_SCHEMA_VERSION, self.schema_version.to_string()),
             (HEADER_EVENT_ORIGIN, self.origin.as_str().to_string()),
-        ]
+            (spec, "1.0".to_string()),
+            (id, self.event_id.clone()),
+            (kind, self.event_type.clone()),
+            (
+                source,
+                format!(
+                    "urn:clerk:instance:{}",
+                    self.instance_id.as_deref().unwrap_or("unknown")
+                ),
+            ),
+            (subject, self.subject_id.clone()),
+        ];
+        if let Some(at) = rfc3339_millis(self.event_time) {
+            headers.push((time, at));
+        }
+        headers.push((content_type, "application/json".to_string()));
+        headers
     }
 
     /// The user record, for `user.*` messages.
@@ -274,5 +309,54 @@ impl EventMessage {
             Record::User(user) => Some(user),
             _ => None,
         }
+    }
+}
+
+/// Unix milliseconds as RFC 3339 in UTC with milliseconds (`2024-11-24T16:00:00.000Z`);
+/// `None` outside what RFC 3339 can write (years 0 to 9999).
+fn rfc3339_millis(ms: i64) -> Option<String> {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+    (0..=9999)
+        .contains(&t.year())
+        .then(|| t.format(&format).ok())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_event_also_travels_as_cloudevents_headers() {
+        let body = br#"{"type":"user.updated","object":"event","instance_id":"ins_2abc","timestamp":1732464000,
+            "data":{"id":"user_1","object":"user","updated_at":1732464000123,"email_addresses":[]}}"#;
+        let message = crate::normalize("msg_1", body).unwrap();
+        let headers: std::collections::HashMap<&str, String> =
+            message.headers().into_iter().collect();
+        assert_eq!(headers["ce_specversion"], "1.0");
+        assert_eq!(headers["ce_id"], "msg_1");
+        assert_eq!(headers["ce_id"], headers[HEADER_EVENT_ID]);
+        assert_eq!(headers["ce_type"], "user.updated");
+        assert_eq!(headers["ce_source"], "urn:clerk:instance:ins_2abc");
+        assert_eq!(headers["ce_subject"], "user_1");
+        assert_eq!(headers["ce_time"], "2024-11-24T16:00:00.123Z");
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(headers.len(), 11, "no name twice");
+    }
+
+    #[test]
+    fn times_rfc3339_cannot_write_leave_ce_time_out() {
+        assert_eq!(
+            rfc3339_millis(0).as_deref(),
+            Some("1970-01-01T00:00:00.000Z")
+        );
+        assert_eq!(
+            rfc3339_millis(-1).as_deref(),
+            Some("1969-12-31T23:59:59.999Z")
+        );
+        assert_eq!(rfc3339_millis(i64::MAX), None);
+        assert_eq!(rfc3339_millis(-62_167_219_200_001), None, "before year 0");
     }
 }

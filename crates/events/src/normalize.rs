@@ -193,8 +193,11 @@ fn family_record(
             }
             let updated_at = user.updated_at;
             let user = if user.deleted {
+                // A deletion carries the id, and the external id when Clerk sends it: an
+                // application keyed on its own ids needs it to find what to delete.
                 UserRecord {
                     id: user.id,
+                    external_id: user.external_id,
                     deleted: true,
                     ..UserRecord::default()
                 }

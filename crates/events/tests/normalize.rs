@@ -108,7 +108,22 @@ fn user_deleted_is_timed_by_the_envelope() {
     assert!(u.deleted);
     assert_eq!(u.primary_email, None);
     assert_eq!(u.first_name, None);
+    assert_eq!(u.external_id, None, "this one has none");
     assert_eq!(Family::of(&m.event_type), Family::Users);
+}
+
+#[test]
+fn user_deleted_keeps_the_external_id_clerk_sends() {
+    let body = serde_json::json!({
+        "type": "user.deleted", "object": "event", "timestamp": 1_732_471_200_000_i64,
+        "data": {"id": USER_ID, "object": "user", "deleted": true, "external_id": "crm-42"},
+    });
+    let m = normalize("msg_1", body.to_string().as_bytes()).unwrap();
+    let u = m.user().unwrap();
+    assert!(u.deleted);
+    assert_eq!(u.external_id.as_deref(), Some("crm-42"));
+    let v: Value = serde_json::from_slice(&m.to_json()).unwrap();
+    assert_eq!(v["record"]["external_id"], "crm-42");
 }
 
 #[test]

@@ -12,6 +12,7 @@
 //!   mid-test; whatever it stopped is started again when it is dropped.
 
 pub mod fake_clerk;
+pub mod monitoring;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

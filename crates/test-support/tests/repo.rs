@@ -65,6 +65,9 @@ const USER_SYNC_VARS: &[&str] = &[
     "KAFKA_REPLICATION_FACTOR",
     "LOG_FORMAT",
     "RUST_LOG",
+    "LINK_COLLECTION",
+    "LINK_EMAIL_FIELD",
+    "LINK_CLERK_ID_FIELD",
 ];
 
 const TOPICS: &[&str] = &[
@@ -413,5 +416,60 @@ fn readme_starts_with_the_two_commands_and_names_every_variable() {
             readme.contains(&format!("`{code}`")),
             "README does not document {code}"
         );
+    }
+}
+
+#[test]
+fn every_alert_has_a_summary_a_severity_and_a_runbook_entry() {
+    let rules: Value = serde_yaml::from_str(&read("deploy/monitoring/alerts.yaml")).unwrap();
+    let runbook = read("deploy/README.md");
+    let anchors: Vec<String> = runbook
+        .lines()
+        .filter_map(|l| l.strip_prefix("### "))
+        .map(|h| {
+            h.to_lowercase()
+                .chars()
+                .filter_map(|c| match c {
+                    ' ' => Some('-'),
+                    c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect();
+    let mut alerts = Vec::new();
+    for group in rules["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            let name = str_of(rule, &["alert"]);
+            alerts.push(name.to_string());
+            assert!(!str_of(rule, &["expr"]).trim().is_empty(), "{name}");
+            assert!(
+                ["page", "ticket"].contains(&str_of(rule, &["labels", "severity"])),
+                "{name}"
+            );
+            assert!(
+                !str_of(rule, &["annotations", "summary"]).is_empty(),
+                "{name}"
+            );
+            let url = str_of(rule, &["annotations", "runbook_url"]);
+            let anchor = url
+                .strip_prefix("deploy/README.md#")
+                .unwrap_or_else(|| panic!("{name}: {url}"));
+            assert!(
+                anchors.iter().any(|a| a == anchor),
+                "{name}: no heading for #{anchor} in deploy/README.md"
+            );
+        }
+    }
+    // The five situations the on-call person must hear about.
+    for alert in [
+        "UserSyncLagGrowing",
+        "UserSyncDlqReceiving",
+        "ClerkSyncWebhook5xx",
+        "ClerkSyncNoWebhooks",
+        "UserSyncNotReady",
+        "ClerkSyncNotReady",
+    ] {
+        assert!(alerts.iter().any(|a| a == alert), "{alert} missing");
     }
 }

@@ -161,3 +161,34 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
         );
     }
 }
+
+/// The alert rules and the dashboard in deploy/monitoring name only metrics the running
+/// binary exports (user-sync's test checks its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitoring_files_name_only_metrics_clerk_sync_exports() {
+    let env = TestEnv::new().await;
+    let (mut child, base) = spawn_binary(&env, &[], true).await;
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let names = test_support::monitoring::names("clerk_sync_");
+    assert!(names.len() >= 5, "{names:?}");
+    for name in &names {
+        assert!(
+            test_support::monitoring::exported(&text, name),
+            "{name} is in deploy/monitoring but not in clerk-sync's /metrics:\n{text}"
+        );
+    }
+    assert!(text.contains("clerk_sync_ready 1"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "clerk_sync_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+    child.kill().await.unwrap();
+}

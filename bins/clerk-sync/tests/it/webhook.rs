@@ -30,6 +30,19 @@ async fn signed_user_created_is_published_with_key_headers_and_record() {
     assert_eq!(header(m, "event-id").as_deref(), Some("msg_created_1"));
     assert_eq!(header(m, "event-type").as_deref(), Some("user.created"));
     assert_eq!(header(m, "schema-version").as_deref(), Some("1"));
+    // The same event as CloudEvents binary-mode headers.
+    assert_eq!(header(m, "ce_specversion").as_deref(), Some("1.0"));
+    assert_eq!(header(m, "ce_id").as_deref(), Some("msg_created_1"));
+    assert_eq!(header(m, "ce_type").as_deref(), Some("user.created"));
+    assert_eq!(header(m, "ce_subject").as_deref(), Some(USER_ID));
+    assert!(header(m, "ce_source")
+        .unwrap()
+        .starts_with("urn:clerk:instance:"));
+    assert!(header(m, "ce_time").unwrap().ends_with('Z'));
+    assert_eq!(
+        header(m, "content-type").as_deref(),
+        Some("application/json")
+    );
     let event = EventMessage::decode(m.payload().unwrap()).unwrap();
     assert_eq!(event.event_id, "msg_created_1");
     assert_eq!(event.subject_id, USER_ID);

@@ -6,6 +6,8 @@ mod backfill;
 mod dlq;
 mod entities;
 mod helpers;
+mod link;
+mod monitoring;
 mod outage;
 
 use std::collections::HashMap;
