@@ -10,6 +10,7 @@ command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v make >/dev/null || missing+=(make)
 command -v cc >/dev/null || missing+=(gcc g++)
 command -v curl >/dev/null || missing+=(curl)
+command -v openssl >/dev/null || missing+=(openssl)
 if ((${#missing[@]})); then
   printf '==> installing build dependencies: %s\n' "${missing[*]}" >&2
   sudo=()

@@ -12,7 +12,10 @@
 #
 # Servers (pinned):
 #   Kafka     Apache Kafka 3.9.1, jars from Maven Central (scripts/kafka/pom.xml), KRaft mode,
-#             one combined broker+controller on 127.0.0.1:$KAFKA_PORT (controller on +1).
+#             one combined broker+controller on 127.0.0.1:$KAFKA_PORT (controller on +1), and
+#             a SASL_SSL listener on +2 (KAFKA_SASL_PORT) like a managed cluster's: SCRAM-SHA-512
+#             user `clerk-sync-test`, a broker certificate from a local CA made with openssl at
+#             first start. `up` also prints TEST_KAFKA_SASL_* lines for the tests that use it.
 #   MongoDB   MONGO_ENGINE=ferretdb (default): FerretDB v1.24.0 from the Go module proxy,
 #             SQLite engine (persistent across restarts), on 127.0.0.1:$MONGO_PORT.
 #             MONGO_ENGINE=memory: mongo-java-server 1.46.0 from Maven Central, in memory and
@@ -31,6 +34,10 @@ DATA=${SERVICES_DATA:-$ROOT/target/services}
 SERVICES_HOME=${SERVICES_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/clerk-sync/services}
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}
+KAFKA_SASL_PORT=${KAFKA_SASL_PORT:-$((KAFKA_PORT + 2))}
+# The SASL_SSL listener's user: a local test server's, not a secret.
+KAFKA_TEST_USER=clerk-sync-test
+KAFKA_TEST_PASSWORD=local-test-password
 MONGO_PORT=${MONGO_PORT:-27017}
 MONGO_ENGINE=${MONGO_ENGINE:-ferretdb}
 case $MONGO_ENGINE in ferretdb | memory) ;; *) echo "[services] error: MONGO_ENGINE must be ferretdb or memory" >&2; exit 1 ;; esac
@@ -170,6 +177,43 @@ stop_pid() {
   rm -f "$pidfile"
 }
 
+# A CA, a broker certificate it signed (for 127.0.0.1 and localhost) in a PKCS12 keystore,
+# and a second, unrelated CA (a "wrong CA" for tests). Made once per data directory.
+make_tls() {
+  local tls=$1
+  [[ -f $tls/.complete ]] && return 0
+  command -v openssl >/dev/null || die "openssl is needed for the SASL_SSL listener's certificates"
+  rm -rf "$tls"
+  mkdir -p "$tls"
+  (
+    cd "$tls"
+    for ca in ca other-ca; do
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=clerk-sync test $ca" \
+        -keyout "$ca.key" -out "$ca.pem"
+    done
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout broker.key -out broker.csr
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >san.ext
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile san.ext -out broker.pem
+    openssl pkcs12 -export -in broker.pem -inkey broker.key -certfile ca.pem -name broker \
+      -passout pass:changeit -out broker.p12
+  ) >"$DATA/kafka/tls.log" 2>&1 || { cat "$DATA/kafka/tls.log" >&2; die "could not make the TLS material"; }
+  touch "$tls/.complete"
+}
+
+# The SCRAM user of the SASL_SSL listener (KRaft keeps it in the metadata log: once per
+# data directory).
+add_scram_user() {
+  [[ -f $DATA/kafka/scram.done ]] && return 0
+  java -Xms64m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    -Dlog4j.configuration=file:/dev/null -cp "$KAFKA_HOME/libs/*" \
+    kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --alter \
+    --add-config "SCRAM-SHA-512=[iterations=4096,password=$KAFKA_TEST_PASSWORD]" \
+    --entity-type users --entity-name "$KAFKA_TEST_USER" >"$DATA/kafka/scram.log" 2>&1 \
+    || { cat "$DATA/kafka/scram.log" >&2; die "could not add the SCRAM user"; }
+  touch "$DATA/kafka/scram.done"
+}
+
 kafka_up() {
   local dir=$DATA/kafka pidfile=$DATA/kafka/kafka.pid
   if pid_alive "$pidfile" && kafka_answers; then
@@ -182,15 +226,25 @@ kafka_up() {
     port_busy "$KAFKA_PORT" && die "port $KAFKA_PORT is in use by another program (set KAFKA_PORT)"
     port_busy "$KAFKA_CONTROLLER_PORT" \
       && die "port $KAFKA_CONTROLLER_PORT is in use by another program (set KAFKA_CONTROLLER_PORT)"
+    port_busy "$KAFKA_SASL_PORT" \
+      && die "port $KAFKA_SASL_PORT is in use by another program (set KAFKA_SASL_PORT)"
+    make_tls "$dir/tls"
     cat >"$dir/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
+# Like a managed cluster: SCRAM-SHA-512 over TLS with a certificate from a private CA.
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$dir/tls/broker.p12
+ssl.keystore.password=changeit
+ssl.key.password=changeit
 log.dirs=$dir/data
 # Like most managed clusters: topics exist only when someone creates them.
 auto.create.topics.enable=false
@@ -231,7 +285,8 @@ EOF
     echo $! >"$pidfile"
   fi
   wait_until kafka kafka_answers "$pidfile" "$dir/server.log"
-  log "kafka answers on 127.0.0.1:$KAFKA_PORT"
+  add_scram_user
+  log "kafka answers on 127.0.0.1:$KAFKA_PORT (SASL_SSL on $KAFKA_SASL_PORT)"
 }
 
 mongo_up() {
@@ -285,7 +340,16 @@ memory_up() {
 
 exports() {
   local which=$1
-  [[ $which == all || $which == kafka ]] && echo "export KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
+  if [[ $which == all || $which == kafka ]]; then
+    echo "export KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
+    # For the tests of the SASL_SSL path; not the contract's KAFKA_* names, so nothing else
+    # picks them up.
+    echo "export TEST_KAFKA_SASL_BROKERS=127.0.0.1:$KAFKA_SASL_PORT"
+    echo "export TEST_KAFKA_SASL_USERNAME=$KAFKA_TEST_USER"
+    echo "export TEST_KAFKA_SASL_PASSWORD=$KAFKA_TEST_PASSWORD"
+    echo "export TEST_KAFKA_SASL_CA_FILE=$DATA/kafka/tls/ca.pem"
+    echo "export TEST_KAFKA_WRONG_CA_FILE=$DATA/kafka/tls/other-ca.pem"
+  fi
   [[ $which == all || $which == mongo ]] && echo "export MONGODB_URI=mongodb://127.0.0.1:$MONGO_PORT/"
   return 0
 }

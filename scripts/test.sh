@@ -33,11 +33,27 @@ stop_services() {
 }
 trap stop_services EXIT
 
+# promtool (for the alert rules) builds from the Go module proxy the first time, meanwhile too.
+scripts/promtool.sh install >target/services/promtool.log 2>&1 &
+promtool_pid=$!
+
 step "cargo build --workspace --all-targets"
 cargo build --workspace --all-targets --locked
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo deny check bans licenses sources (advisories need RustSec's database: not here)"
+scripts/cargo-deny.sh check bans licenses sources
+
+step "promtool: the alert rules, and their unit tests"
+if ! wait "$promtool_pid"; then
+  cat target/services/promtool.log >&2
+  echo "could not build promtool" >&2
+  exit 1
+fi
+scripts/promtool.sh check rules deploy/monitoring/alerts.yaml
+(cd deploy/monitoring && ../../scripts/promtool.sh test rules alerts.test.yaml)
 
 step "waiting for the servers"
 if ! wait "$services_pid"; then

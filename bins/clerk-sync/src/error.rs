@@ -18,6 +18,9 @@ use crate::verify::VerifyError;
 /// What can stop clerk-sync.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Topic set-up at start-up failed (the message says why, from librdkafka).
+    #[error(transparent)]
+    KafkaSetup(#[from] common::kafka::SetupError),
     /// A missing or malformed variable.
     #[error(transparent)]
     Config(#[from] ConfigError),

@@ -5,6 +5,9 @@ use common::ConfigError;
 /// What can stop user-sync, or fail one attempt at a batch.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Topic set-up at start-up failed (the message says why, from librdkafka).
+    #[error(transparent)]
+    KafkaSetup(#[from] common::kafka::SetupError),
     /// A missing or malformed variable.
     #[error(transparent)]
     Config(#[from] ConfigError),

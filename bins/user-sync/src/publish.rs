@@ -23,7 +23,7 @@ pub enum PublishError {
     Producer(#[source] KafkaError),
     /// The topics could not be checked or created.
     #[error("cannot prepare the topics: {0}")]
-    Topics(#[source] KafkaError),
+    Topics(#[source] common::kafka::SetupError),
     /// The broker refused or never acknowledged a message.
     #[error(
         "the broker did not take {event_id} for {topic}: {source} ({published} published \

@@ -227,7 +227,7 @@ impl KafkaSettings {
         &self,
         topics: &[&str],
         max_message_bytes: usize,
-    ) -> Result<(), KafkaError> {
+    ) -> Result<(), SetupError> {
         if !self.create_topics {
             return Ok(());
         }
@@ -236,10 +236,19 @@ impl KafkaSettings {
         // A metadata request must never create what it asks about.
         config.set("allow.auto.create.topics", "false");
         // librdkafka's metadata call blocks: off the async threads.
+        let brokers = self.brokers.clone();
         let described = tokio::task::spawn_blocking(move || {
             use rdkafka::consumer::Consumer;
-            let consumer: rdkafka::consumer::BaseConsumer = config.create()?;
-            describe(consumer.client(), &wanted)
+            let consumer: rdkafka::consumer::BaseConsumer<Diagnosing> =
+                config.create_with_context(Diagnosing::default())?;
+            describe(&consumer, &wanted).map_err(|error| {
+                match consumer.context().last() {
+                    // What librdkafka said on the way (a refused password, a certificate
+                    // that doesn't verify) says more than the request's own failure.
+                    Some(reason) => SetupError::Unreachable { brokers, reason },
+                    None => SetupError::Kafka(error),
+                }
+            })
         })
         .await
         .map_err(|_| KafkaError::AdminOpCreation("describing topics panicked".into()))??;
@@ -272,7 +281,7 @@ impl KafkaSettings {
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((topic, code)) => {
                     tracing::error!(topic, error = %code, "cannot create topic");
-                    return Err(KafkaError::AdminOp(code));
+                    return Err(KafkaError::AdminOp(code).into());
                 }
             }
         }
@@ -280,15 +289,92 @@ impl KafkaSettings {
     }
 }
 
-/// What the cluster says of each wanted topic: whether it exists.
-fn describe<C: ClientContext>(
-    client: &Client<C>,
+/// Topic set-up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A request failed.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// No broker could be used, and librdkafka said why.
+    #[error("cannot use the Kafka brokers {brokers} (KAFKA_BROKERS): {reason}")]
+    Unreachable {
+        /// `KAFKA_BROKERS`.
+        brokers: String,
+        /// librdkafka's last error report (authentication, TLS, connection).
+        reason: String,
+    },
+}
+
+/// A client context that keeps librdkafka's last error report, so that a request that
+/// failed can say why (a wrong password, a CA that doesn't sign the broker's certificate)
+/// instead of only that it timed out.
+#[derive(Debug, Default)]
+pub struct Diagnosing {
+    last: std::sync::Mutex<Option<(RDKafkaErrorCode, String)>>,
+}
+
+impl Diagnosing {
+    /// The last report, as text.
+    pub fn last(&self) -> Option<String> {
+        self.lock().as_ref().map(|(_, reason)| reason.clone())
+    }
+
+    /// Whether the last report is one that waiting can't fix: authentication or TLS.
+    pub fn hopeless(&self) -> bool {
+        self.lock().as_ref().is_some_and(|(code, _)| {
+            matches!(
+                code,
+                RDKafkaErrorCode::Authentication
+                    | RDKafkaErrorCode::SaslAuthenticationFailed
+                    | RDKafkaErrorCode::SSL
+            )
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(RDKafkaErrorCode, String)>> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ClientContext for Diagnosing {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::error!("librdkafka: {error}: {reason}");
+        let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
+        *self.lock() = Some((code, reason.to_string()));
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Diagnosing {}
+
+/// What the cluster says of each wanted topic: whether it exists. Asks in 5-second
+/// attempts for up to 30 s, and stops early once librdkafka reported a failure waiting
+/// can't fix (authentication, TLS).
+fn describe(
+    consumer: &rdkafka::consumer::BaseConsumer<Diagnosing>,
     topics: &[String],
 ) -> Result<Vec<(String, bool)>, KafkaError> {
+    use rdkafka::consumer::Consumer;
+    let client = consumer.client();
+    let fetch = |topic: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match client.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+                Ok(metadata) => return Ok(metadata),
+                Err(e) => {
+                    // librdkafka hands its error reports over when the client is polled
+                    // (the consumer has no assignment: this only serves events).
+                    let _ = consumer.poll(Duration::from_millis(200));
+                    if client.context().hopeless() || std::time::Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    };
     topics
         .iter()
         .map(|topic| {
-            let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+            let metadata = fetch(topic)?;
             let exists = metadata
                 .topics()
                 .iter()

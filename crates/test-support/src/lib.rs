@@ -85,6 +85,60 @@ pub fn servers() -> &'static Servers {
     })
 }
 
+/// The test broker's SASL_SSL listener, like a managed cluster's (SCRAM-SHA-512 over TLS
+/// with a private CA): `TEST_KAFKA_SASL_*` from the environment, or from
+/// `scripts/services.sh up kafka`, which prints them.
+#[derive(Debug, Clone)]
+pub struct SaslListener {
+    /// Its bootstrap address.
+    pub brokers: String,
+    /// The SCRAM user.
+    pub username: String,
+    /// Its password.
+    pub password: String,
+    /// The CA that signed the broker's certificate (PEM file).
+    pub ca_file: PathBuf,
+    /// Another CA, which didn't (PEM file).
+    pub wrong_ca_file: PathBuf,
+}
+
+/// See [`SaslListener`].
+pub fn sasl_listener() -> SaslListener {
+    let names = [
+        "TEST_KAFKA_SASL_BROKERS",
+        "TEST_KAFKA_SASL_USERNAME",
+        "TEST_KAFKA_SASL_PASSWORD",
+        "TEST_KAFKA_SASL_CA_FILE",
+        "TEST_KAFKA_WRONG_CA_FILE",
+    ];
+    let from_env: Vec<Option<String>> = names
+        .iter()
+        .map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+        .collect();
+    let values: Vec<String> = if from_env.iter().all(Option::is_some) {
+        from_env.into_iter().flatten().collect()
+    } else {
+        let exports = services(&["up", "kafka"]);
+        names
+            .iter()
+            .map(|name| {
+                exports
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                    .unwrap_or_else(|| panic!("scripts/services.sh up printed no {name}"))
+                    .to_string()
+            })
+            .collect()
+    };
+    SaslListener {
+        brokers: values[0].clone(),
+        username: values[1].clone(),
+        password: values[2].clone(),
+        ca_file: PathBuf::from(&values[3]),
+        wrong_ca_file: PathBuf::from(&values[4]),
+    }
+}
+
 /// Runs `scripts/services.sh <args>` and returns its stdout; panics when it fails.
 pub fn services(args: &[&str]) -> String {
     let script = workspace_root().join("scripts/services.sh");

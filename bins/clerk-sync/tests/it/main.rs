@@ -4,6 +4,7 @@
 mod helpers;
 mod hostile;
 mod kafka_rights;
+mod managed_kafka;
 mod process;
 mod rows;
 mod webhook;

@@ -163,6 +163,16 @@ impl Drop for Process {
 pub use test_support::free_port;
 
 pub async fn spawn_process(env: &TestEnv, n: &Names, port: u16) -> Process {
+    spawn_process_with(env, n, port, &[]).await
+}
+
+/// [`spawn_process`] with more variables (later ones win).
+pub async fn spawn_process_with(
+    env: &TestEnv,
+    n: &Names,
+    port: u16,
+    extra: &[(&str, &str)],
+) -> Process {
     let port = port.to_string();
     let path = std::env::temp_dir().join(format!("user-sync-{}.log", n.group));
     let log = std::fs::OpenOptions::new()
@@ -175,7 +185,11 @@ pub async fn spawn_process(env: &TestEnv, n: &Names, port: u16) -> Process {
         .envs(vars(
             env,
             n,
-            &[("HEALTH_PORT", &port), ("LOG_FORMAT", "json")],
+            &[
+                &[("HEALTH_PORT", port.as_str()), ("LOG_FORMAT", "json")],
+                extra,
+            ]
+            .concat(),
         ))
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))

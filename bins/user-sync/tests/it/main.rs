@@ -7,6 +7,7 @@ mod dlq;
 mod entities;
 mod helpers;
 mod link;
+mod managed_kafka;
 mod monitoring;
 mod outage;
 

@@ -1,0 +1,109 @@
+//! Through a SASL_SSL listener like a managed cluster's (SCRAM-SHA-512, a broker
+//! certificate from a private CA), with the CA given as PEM text in KAFKA_CA_CERT; a wrong
+//! password and a wrong CA each stop start-up with a message that says which.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use rdkafka::message::Message;
+use test_support::TestEnv;
+
+use crate::helpers::*;
+
+/// Runs the binary with `extra` until it exits (at most 60 s); its exit code and output.
+async fn start_fails(env: &TestEnv, extra: &[(&str, &str)]) -> (Option<i32>, String) {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_clerk-sync"))
+        .env_clear()
+        .envs(vars(env, extra))
+        .env("PORT", test_support::free_port().to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("start-up gave up within 60 s")
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_reach_a_sasl_ssl_cluster_and_bad_credentials_say_why() {
+    let env = TestEnv::new().await;
+    let sasl = test_support::sasl_listener();
+    let ca_pem = std::fs::read_to_string(&sasl.ca_file).unwrap();
+    let (mut child, base) = spawn_binary(
+        &env,
+        &[
+            ("KAFKA_BROKERS", &sasl.brokers),
+            ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+            ("KAFKA_USERNAME", &sasl.username),
+            ("KAFKA_PASSWORD", &sasl.password),
+            ("KAFKA_CA_CERT", &ca_pem),
+        ],
+        false,
+    )
+    .await;
+    let body = fixture("user.created");
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/webhook"))
+        .header("content-type", "application/json")
+        .body(body.clone());
+    for (k, v) in signed(SECRET_A, "msg_sasl_1", now(), &body) {
+        request = request.header(k, v);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    // Read back through the plain listener: the same broker, the same topic.
+    let messages = read_topic(&env.brokers, &users_topic(&env), 1, Duration::from_secs(10));
+    assert_eq!(messages.len(), 1);
+    assert_eq!(
+        header(&messages[0], "event-id").as_deref(),
+        Some("msg_sasl_1")
+    );
+    assert!(messages[0].payload().is_some());
+    child.kill().await.unwrap();
+
+    let wrong_password = [
+        ("KAFKA_BROKERS", sasl.brokers.as_str()),
+        ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+        ("KAFKA_USERNAME", sasl.username.as_str()),
+        ("KAFKA_PASSWORD", "not-the-password"),
+        ("KAFKA_CA_CERT", ca_pem.as_str()),
+    ];
+    let (code, out) = start_fails(&env, &wrong_password).await;
+    assert_ne!(code, Some(0), "{out}");
+    assert!(
+        out.contains("Authentication failed"),
+        "no reason given:\n{out}"
+    );
+    assert!(out.contains("KAFKA_BROKERS"), "{out}");
+    assert!(
+        !out.contains("not-the-password"),
+        "the password was printed:\n{out}"
+    );
+
+    let wrong_ca = std::fs::read_to_string(&sasl.wrong_ca_file).unwrap();
+    let (code, out) = start_fails(
+        &env,
+        &[
+            ("KAFKA_BROKERS", &sasl.brokers),
+            ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+            ("KAFKA_USERNAME", &sasl.username),
+            ("KAFKA_PASSWORD", &sasl.password),
+            ("KAFKA_CA_CERT", &wrong_ca),
+        ],
+    )
+    .await;
+    assert_ne!(code, Some(0), "{out}");
+    assert!(
+        out.contains("certificate verify failed"),
+        "no reason given:\n{out}"
+    );
+}

@@ -1,0 +1,48 @@
+//! Consuming from a SASL_SSL listener like a managed cluster's (SCRAM-SHA-512, a private
+//! CA given as a file path in KAFKA_CA_CERT).
+
+use std::time::Duration;
+
+use test_support::TestEnv;
+
+use crate::helpers::*;
+
+const T0: i64 = 1_732_464_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_consumed_through_sasl_ssl() {
+    let env = TestEnv::new().await;
+    let n = names(&env);
+    let sasl = test_support::sasl_listener();
+    let ca_file = sasl.ca_file.to_string_lossy().into_owned();
+    let _process = spawn_process_with(
+        &env,
+        &n,
+        free_port(),
+        &[
+            ("KAFKA_BROKERS", &sasl.brokers),
+            ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+            ("KAFKA_USERNAME", &sasl.username),
+            ("KAFKA_PASSWORD", &sasl.password),
+            ("KAFKA_CA_CERT", &ca_file),
+        ],
+    )
+    .await;
+    // Produced through the plain listener of the same broker.
+    let p = producer(&env);
+    produce(
+        &p,
+        &n.topic,
+        &user_event(Kind::Created, "user_sasl", "sasl_1", T0, "Ada"),
+    )
+    .await;
+    let db = env.mongo().await.database(&n.database);
+    wait_records(&db, 1, Duration::from_secs(60)).await;
+    assert_eq!(
+        user_doc(&db, "user_sasl")
+            .await
+            .get_str("firstName")
+            .unwrap(),
+        "Ada"
+    );
+}
