@@ -544,18 +544,7 @@ pub fn replay(
 ) -> Result<ReplayReport, DlqError> {
     let group = replay_group(&config.group_id, selection.code.as_deref());
     let consumer = reader(&config.kafka, &group)?;
-    let producer: FutureProducer = config
-        .kafka
-        .client_config()
-        .set("client.id", "user-sync-dlq-replay")
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("message.timeout.ms", "30000")
-        .set(
-            "message.max.bytes",
-            common::kafka::max_message_bytes(common::kafka::DEFAULT_MAX_BODY_BYTES).to_string(),
-        )
-        .create()?;
+    let producer = dlq::copier(&config.kafka, "user-sync-dlq-replay")?;
     let mut report = ReplayReport {
         group,
         dry_run,

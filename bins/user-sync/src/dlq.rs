@@ -37,6 +37,22 @@ pub const CONNECT_HEADERS: [&str; 6] = [
     "__connect.errors.exception.message",
 ];
 
+/// An idempotent, `acks=all` producer that copies messages between our topics (into a DLQ,
+/// or back out of one), whatever their size.
+pub fn copier(kafka: &KafkaSettings, client_id: &str) -> Result<FutureProducer, KafkaError> {
+    kafka
+        .client_config()
+        .set("client.id", client_id)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "30000")
+        .set(
+            "message.max.bytes",
+            common::kafka::max_message_bytes(common::kafka::DEFAULT_MAX_BODY_BYTES).to_string(),
+        )
+        .create()
+}
+
 /// Produces to the DLQ of each consumed topic.
 #[derive(Clone)]
 pub struct Dlq {
@@ -49,18 +65,7 @@ impl Dlq {
     /// An idempotent, `acks=all` producer for the DLQ topics (`topics`: consumed topic →
     /// its DLQ).
     pub fn new(kafka: &KafkaSettings, topics: HashMap<String, String>) -> Result<Self, KafkaError> {
-        let producer = kafka
-            .client_config()
-            .set("client.id", "user-sync-dlq")
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("message.timeout.ms", "30000")
-            // The DLQ copies messages of the consumed topics, whatever their size.
-            .set(
-                "message.max.bytes",
-                common::kafka::max_message_bytes(common::kafka::DEFAULT_MAX_BODY_BYTES).to_string(),
-            )
-            .create()?;
+        let producer = copier(kafka, "user-sync-dlq")?;
         Ok(Dlq { producer, topics })
     }
 
