@@ -146,7 +146,7 @@ pub async fn from_store(store: &Store, entities: &[Entity], now: i64) -> crate::
     .await??;
     status.last_error = last.map(|d| LastError {
         event_id: d.get_str("_id").unwrap_or_default().to_string(),
-        event_type: d.get_str("eventType").ok().map(str::to_string),
+        event_type: d.get_str("type").ok().map(str::to_string),
         at: d
             .get_datetime("processedAt")
             .ok()
@@ -274,16 +274,22 @@ impl std::fmt::Display for Status {
             writeln!(f, "  {topic:<32} {n:>10}")?;
         }
         writeln!(f)?;
+        writeln!(f, "consumer lag: {} in all", self.total_lag)?;
         writeln!(
             f,
-            "consumer lag: {} in all   {:>10} {:>10} {:>10}",
-            self.total_lag, "committed", "end", "lag"
+            "  {:<28} {:>9} {:>10} {:>10} {:>10}",
+            "topic", "partition", "committed", "end", "lag"
         )?;
-        for l in &self.lag {
+        // Partitions that never held a message say nothing (the JSON keeps them).
+        for l in self
+            .lag
+            .iter()
+            .filter(|l| l.end > 0 || l.committed.is_some())
+        {
             let committed = l.committed.map_or("-".to_string(), |c| c.to_string());
             writeln!(
                 f,
-                "  {:<28} {:>3} {:>10} {:>10} {:>10}",
+                "  {:<28} {:>9} {:>10} {:>10} {:>10}",
                 l.topic, l.partition, committed, l.end, l.lag
             )?;
         }

@@ -343,6 +343,12 @@ async fn a_fixed_cause_is_replayed_once_and_only_its_events() {
     assert_eq!(lag, 3);
     let last = status["last_error"]["event_id"].as_str().unwrap();
     assert!(
+        status["last_error"]["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{out}"
+    );
+    assert!(
         ["dlq_u", "dlq_user_dlq_s1", "dlq_user_dlq_s2"].contains(&last),
         "{out}"
     );
