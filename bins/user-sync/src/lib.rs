@@ -52,7 +52,8 @@ pub use error::{Error, Result};
 
 /// Runs `attempt` until it succeeds, waiting with exponential backoff after failures that
 /// can pass. `None` when `stop` is cancelled first; configuration and [`Error::Startup`]
-/// errors, which waiting can't fix, are returned.
+/// errors, and brokers that refuse our credentials or certificate, which waiting can't
+/// fix, are returned (the process exits with the reason).
 async fn until_ready<T, F, Fut>(
     stop: &CancellationToken,
     what: &str,
@@ -66,7 +67,11 @@ where
     loop {
         match attempt().await {
             Ok(value) => return Ok(Some(value)),
-            Err(e @ (Error::Config(_) | Error::Startup(_))) => return Err(e),
+            Err(
+                e @ (Error::Config(_)
+                | Error::Startup(_)
+                | Error::KafkaSetup(common::kafka::SetupError::Refused { .. })),
+            ) => return Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "start-up: waiting for {what}");
                 tokio::select! {

@@ -242,9 +242,11 @@ impl KafkaSettings {
             let consumer: rdkafka::consumer::BaseConsumer<Diagnosing> =
                 config.create_with_context(Diagnosing::default())?;
             describe(&consumer, &wanted).map_err(|error| {
-                match consumer.context().last() {
-                    // What librdkafka said on the way (a refused password, a certificate
-                    // that doesn't verify) says more than the request's own failure.
+                let context = consumer.context();
+                // What librdkafka said on the way (a refused password, a certificate that
+                // doesn't verify) says more than the request's own failure.
+                match context.last() {
+                    Some(reason) if context.hopeless() => SetupError::Refused { brokers, reason },
                     Some(reason) => SetupError::Unreachable { brokers, reason },
                     None => SetupError::Kafka(error),
                 }
@@ -295,6 +297,15 @@ pub enum SetupError {
     /// A request failed.
     #[error(transparent)]
     Kafka(#[from] KafkaError),
+    /// The brokers refused us for a reason waiting can't fix: authentication or TLS (a
+    /// wrong password, a CA that didn't sign the broker's certificate).
+    #[error("the Kafka brokers {brokers} (KAFKA_BROKERS) refused the connection: {reason}")]
+    Refused {
+        /// `KAFKA_BROKERS`.
+        brokers: String,
+        /// librdkafka's report.
+        reason: String,
+    },
     /// No broker could be used, and librdkafka said why.
     #[error("cannot use the Kafka brokers {brokers} (KAFKA_BROKERS): {reason}")]
     Unreachable {

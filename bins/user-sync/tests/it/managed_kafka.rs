@@ -1,5 +1,6 @@
 //! Consuming from a SASL_SSL listener like a managed cluster's (SCRAM-SHA-512, a private
-//! CA given as a file path in KAFKA_CA_CERT).
+//! CA given as a file path in KAFKA_CA_CERT); a CA that didn't sign the broker's
+//! certificate stops start-up with a message that says so (waiting can't fix it).
 
 use std::time::Duration;
 
