@@ -39,8 +39,11 @@ const CONNECT_PREFIX: &str = "__connect.errors.";
 /// How long a read may go without a message while the partition isn't at its end.
 const READ_STALL: Duration = Duration::from_secs(30);
 
-/// Messages replayed between commits (each batch is acknowledged before its commit).
+/// Messages replayed between commits (each batch is acknowledged before its commit)...
 const BATCH: usize = 500;
+
+/// ...or fewer, once they hold this many bytes: a batch is what replay keeps in memory.
+const BATCH_BYTES: usize = 32 * 1024 * 1024;
 
 /// A `dlq` command's failure.
 #[derive(Debug, thiserror::Error)]
@@ -159,8 +162,8 @@ pub fn parse_since(text: &str, now_ms: i64) -> Result<i64, String> {
         'd' => Some(86_400_000),
         _ => None,
     };
-    if let Some(last) = text.chars().last() {
-        if let (Some(ms), Ok(n)) = (unit(last), text[..text.len() - 1].parse::<i64>()) {
+    if let Some((at, last)) = text.char_indices().last() {
+        if let (Some(ms), Ok(n)) = (unit(last), text[..at].parse::<i64>()) {
             if n >= 0 {
                 return Ok(now_ms - n.saturating_mul(ms));
             }
@@ -476,7 +479,9 @@ fn read_until_end(
                     next.insert(p, message.offset() + 1);
                 }
             }
-            Some(Err(e)) => return Err(e.into()),
+            // librdkafka reports passing trouble here too (a managed cluster closing an
+            // idle connection): a real stall is one with no message for READ_STALL.
+            Some(Err(e)) => tracing::warn!(topic, error = %e, "reading the DLQ"),
             None if last.elapsed() > READ_STALL => {
                 let (&partition, &at) = next.iter().next().expect("a partition left");
                 return Err(DlqError::Stalled {
@@ -556,6 +561,7 @@ pub fn replay(
         // A batch at a time: sent, acknowledged, and only then is the position after it
         // committed. Memory holds one batch, whatever the DLQ's size.
         let mut batch: Vec<(Letter, OwnedMessage)> = Vec::new();
+        let mut bytes = 0;
         let mut reached: HashMap<i32, i64> = HashMap::new();
         let flush = |batch: &mut Vec<(Letter, OwnedMessage)>,
                      reached: &HashMap<i32, i64>,
@@ -577,12 +583,14 @@ pub fn replay(
             reached.insert(m.partition(), m.offset() + 1);
             let letter = Letter::of(m);
             if selection.matches(&letter) {
+                bytes += m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len);
                 batch.push((letter, m.clone()));
             } else {
                 report.passed_over += 1;
             }
-            if batch.len() >= BATCH {
+            if batch.len() >= BATCH || bytes >= BATCH_BYTES {
                 flush(&mut batch, &reached, &mut report)?;
+                bytes = 0;
             }
             Ok(())
         })?;
@@ -715,7 +723,7 @@ mod tests {
             parse_since("2026-11-24T14:00:00Z", now),
             Ok(1_795_528_800_000)
         );
-        for bad in ["", "yesterday", "-5m", "5w", "2026-13-01"] {
+        for bad in ["", "yesterday", "-5m", "5w", "2026-13-01", "5µ", "µ"] {
             assert!(parse_since(bad, now).is_err(), "{bad}");
         }
     }

@@ -97,7 +97,12 @@ impl Dlq {
     ) -> Result<(), KafkaError> {
         let mut headers = OwnedHeaders::new();
         if let Some(original) = message.headers() {
-            for h in original.iter() {
+            // An earlier failure's headers (a message dead-lettered before, replayed, and
+            // failing again) would be read first and name the old reason.
+            for h in original
+                .iter()
+                .filter(|h| !h.key.starts_with("dlq-") && !h.key.starts_with("__connect.errors."))
+            {
                 headers = headers.insert(Header {
                     key: h.key,
                     value: h.value,

@@ -126,8 +126,26 @@ pub async fn run(store: &Store, config: &LinkConfig, clerk_ids: &[&str]) -> Resu
             filter.insert(config.id_field.clone(), Bson::Null);
             let mut set = Document::new();
             set.insert(config.id_field.clone(), clerk_id);
-            let result =
-                bounded(records.update_one(filter, doc! {"$set": set}).into_future()).await??;
+            let result = match bounded(records.update_one(filter, doc! {"$set": set}).into_future())
+                .await?
+            {
+                Ok(result) => result,
+                // The application's collection refuses this record for good (its own
+                // unique index on the id field, a validator, no write right): the
+                // record stays unlinked, and the stream goes on. A transient error
+                // retries the batch, like any other write.
+                Err(e) if permanent(&e) => {
+                    tracing::warn!(
+                        clerk_id,
+                        record = %id,
+                        collection = config.collection,
+                        error = %e,
+                        "cannot link a pre-registered record; left unlinked"
+                    );
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             if result.modified_count == 1 {
                 links.push(Link {
                     clerk_id: clerk_id.to_string(),
@@ -141,6 +159,19 @@ pub async fn run(store: &Store, config: &LinkConfig, clerk_ids: &[&str]) -> Resu
         record(store, config, &links).await?;
     }
     Ok(links)
+}
+
+/// Whether the database refused a link for good (a write error other than a transient one).
+fn permanent(e: &mongodb::error::Error) -> bool {
+    match e.kind.as_ref() {
+        mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => {
+            crate::store::classify_write_error(w.code, &w.message)
+                != crate::store::WriteErrorClass::Transient
+        }
+        // Unauthorized: a role without write rights on the application's collection.
+        mongodb::error::ErrorKind::Command(c) => c.code == 13,
+        _ => false,
+    }
 }
 
 /// The `webhook_events` record of a link.

@@ -45,7 +45,7 @@ pub struct Status {
     pub lag: Vec<PartitionLag>,
     /// The sum of [`PartitionLag::lag`].
     pub total_lag: u64,
-    /// The newest `webhook_events` record that says `dead_lettered`.
+    /// The newest `webhook_events` record of the last week that says `dead_lettered`.
     pub last_error: Option<LastError>,
 }
 
@@ -54,9 +54,9 @@ pub struct Status {
 pub struct Collection {
     /// Its name.
     pub name: String,
-    /// All documents.
+    /// All documents (the server's count from its metadata: no scan).
     pub total: u64,
-    /// `isDeleted: true`.
+    /// `isDeleted: true` (a scan on a large collection: no index serves it).
     pub deleted: u64,
     /// `syncStatus: "failed"`.
     pub failed: u64,
@@ -99,6 +99,9 @@ pub async fn from_store(store: &Store, entities: &[Entity], now: i64) -> crate::
     };
     for &entity in entities {
         let c = store.collection(entity);
+        let total = crate::command::bounded(c.estimated_document_count().into_future())
+            .await?
+            .map_err(crate::Error::from)?;
         let count = |filter: Document| async move {
             let n: u64 = crate::command::bounded(c.count_documents(filter).into_future())
                 .await?
@@ -107,7 +110,7 @@ pub async fn from_store(store: &Store, entities: &[Entity], now: i64) -> crate::
         };
         status.collections.push(Collection {
             name: store.collection_name(entity).to_string(),
-            total: count(doc! {}).await?,
+            total,
             deleted: count(doc! {"isDeleted": true}).await?,
             failed: count(doc! {"syncStatus": "failed"}).await?,
         });
@@ -139,7 +142,11 @@ pub async fn from_store(store: &Store, entities: &[Entity], now: i64) -> crate::
     }
     let last = crate::command::bounded(
         events
-            .find_one(doc! {"outcome": "dead_lettered"})
+            // Within the last week, newest first: the processedAt index bounds the walk.
+            .find_one(doc! {
+                "outcome": "dead_lettered",
+                "processedAt": {"$gte": bson::DateTime::from_millis(now - 7 * DAY_MS)},
+            })
             .sort(doc! {"processedAt": -1})
             .into_future(),
     )

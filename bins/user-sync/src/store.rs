@@ -144,7 +144,15 @@ impl Store {
                     .build(),
             )
             .build();
-        self.events.create_index(by_time).await?;
+        match self.events.create_index(by_time).await {
+            Ok(_) => {}
+            // One on processedAt exists with other options (a TTL index that caps the
+            // collection, say): it serves the same reads.
+            Err(e) if matches!(command_code(&e), Some(85 | 86)) => {
+                tracing::info!(error = %e, "webhook_events has its own index on processedAt; using it");
+            }
+            Err(e) => return Err(e.into()),
+        }
         Ok(())
     }
 

@@ -218,7 +218,8 @@ impl KafkaSettings {
         config
     }
 
-    /// Creates the topics that don't exist yet, when `KAFKA_CREATE_TOPICS` allows it, with
+    /// Describes the topics (which also checks that the brokers take our credentials and
+    /// certificate), then creates those that don't exist yet, when `KAFKA_CREATE_TOPICS` allows it, with
     /// `max.message.bytes` = `max_message_bytes` (the broker's 1 MB default is too small
     /// for a webhook body near 1 MiB plus its normalized record). The topics are described
     /// first and only the missing ones are created, so a principal without CREATE rights
@@ -228,9 +229,6 @@ impl KafkaSettings {
         topics: &[&str],
         max_message_bytes: usize,
     ) -> Result<(), SetupError> {
-        if !self.create_topics {
-            return Ok(());
-        }
         let wanted: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         let mut config = self.client_config();
         // A metadata request must never create what it asks about.
@@ -254,8 +252,10 @@ impl KafkaSettings {
         })
         .await
         .map_err(|_| KafkaError::AdminOpCreation("describing topics panicked".into()))??;
+        // Described either way: that is also the check that the brokers take our
+        // credentials and certificate, whether or not we may create topics.
         let missing = missing_topics(topics, &described);
-        if missing.is_empty() {
+        if missing.is_empty() || !self.create_topics {
             return Ok(());
         }
         let admin: AdminClient<_> = self.client_config().create()?;

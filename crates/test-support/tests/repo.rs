@@ -280,11 +280,12 @@ fn dockerfile_is_multi_stage_and_non_root() {
         !dockerfile.contains("curl"),
         "libcurl: the binaries don't link it (ldd)"
     );
-    let healthcheck = runtime
-        .lines()
-        .find(|l| l.trim_start().starts_with("CMD "))
-        .expect("a HEALTHCHECK CMD");
-    assert!(healthcheck.contains(r#""healthcheck"]"#), "{healthcheck}");
+    // One image, two programs: a HEALTHCHECK for one would fail the other (compose
+    // names each service's own).
+    assert!(
+        !runtime.contains("\nHEALTHCHECK"),
+        "an image-level health check"
+    );
 }
 
 #[test]

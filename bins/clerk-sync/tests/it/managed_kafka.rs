@@ -106,6 +106,10 @@ async fn webhooks_reach_a_sasl_ssl_cluster_and_bad_credentials_say_why() {
     .await;
     assert_ne!(code, Some(0), "{out}");
     assert!(
+        out.contains("(KAFKA_BROKERS) refused the connection"),
+        "{out}"
+    );
+    assert!(
         out.contains("certificate verify failed"),
         "no reason given:\n{out}"
     );
