@@ -218,8 +218,8 @@ impl KafkaSettings {
         config
     }
 
-    /// Describes the topics (which also checks that the brokers take our credentials and
-    /// certificate), then creates those that don't exist yet, when `KAFKA_CREATE_TOPICS` allows it, with
+    /// When `KAFKA_CREATE_TOPICS` allows it, describes the topics (which also checks that the
+    /// brokers take our credentials and certificate) and creates those that don't exist, with
     /// `max.message.bytes` = `max_message_bytes` (the broker's 1 MB default is too small
     /// for a webhook body near 1 MiB plus its normalized record). The topics are described
     /// first and only the missing ones are created, so a principal without CREATE rights
@@ -229,6 +229,11 @@ impl KafkaSettings {
         topics: &[&str],
         max_message_bytes: usize,
     ) -> Result<(), SetupError> {
+        if !self.create_topics {
+            // Nothing is asked of the brokers then: clerk-sync starts (and answers 503) while
+            // they are unreachable, and a refused password shows in /ready and the log.
+            return Ok(());
+        }
         let wanted: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         let mut config = self.client_config();
         // A metadata request must never create what it asks about.
@@ -252,10 +257,8 @@ impl KafkaSettings {
         })
         .await
         .map_err(|_| KafkaError::AdminOpCreation("describing topics panicked".into()))??;
-        // Described either way: that is also the check that the brokers take our
-        // credentials and certificate, whether or not we may create topics.
         let missing = missing_topics(topics, &described);
-        if missing.is_empty() || !self.create_topics {
+        if missing.is_empty() {
             return Ok(());
         }
         let admin: AdminClient<_> = self.client_config().create()?;
