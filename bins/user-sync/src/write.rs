@@ -5,6 +5,13 @@
 //! matched (applied), inserted (applied), or failed on the unique `clerkId` index: the
 //! document exists and the rule didn't admit the write, or another writer created it
 //! between our filter and our insert. Those are run again without upsert to tell which.
+//!
+//! A duplicate key on *another* unique index (an application's `email`) during an upsert
+//! is no verdict either: an insert that collides with both indexes is reported for
+//! whichever the server checks first (the one created first, on MongoDB), so a statement
+//! the rule simply didn't admit can read as a refusal by `email_1`. Those go the same way:
+//! without upsert, then the documents tell. Only a duplicate key without upsert (which
+//! can't collide on `clerkId`) or on a document that doesn't exist is a refusal.
 
 use std::collections::HashMap;
 
@@ -46,9 +53,12 @@ pub async fn execute(
 #[derive(Debug)]
 enum Reply {
     Done,
-    /// Failed on the unique `clerkId` index. `named`: the server said which index.
+    /// A duplicate key during an upsert. `named`: the server said it was the `clerkId`
+    /// index; otherwise it named none, or another index (`refusal`: its message, the
+    /// refusal to report if the documents say the event was refused).
     Conflict {
         named: bool,
+        refusal: Option<String>,
     },
     Refused(String),
 }
@@ -66,17 +76,21 @@ async fn execute_in(
         .iter()
         .map(|s| doc! {"q": s.filter(), "u": s.update(now), "upsert": true})
         .collect();
-    let (replies, _) = update(store, entity, updates).await?;
+    let (replies, _) = update(store, entity, updates, true).await?;
     let mut results = Vec::with_capacity(statements.len());
     let mut conflicts = Vec::new();
+    let mut refusals: HashMap<usize, String> = HashMap::new();
     let mut unnamed = false;
     for (i, reply) in replies.into_iter().enumerate() {
         results.push(match reply {
             Reply::Done => Written::Applied,
             Reply::Refused(reason) => Written::Refused(reason),
-            Reply::Conflict { named } => {
+            Reply::Conflict { named, refusal } => {
                 unnamed |= !named;
                 conflicts.push(i);
+                if let Some(refusal) = refusal {
+                    refusals.insert(i, refusal);
+                }
                 Written::NotApplied
             }
         });
@@ -90,7 +104,7 @@ async fn execute_in(
         .iter()
         .map(|&i| doc! {"q": statements[i].filter(), "u": statements[i].update(now)})
         .collect();
-    let (replies, matched) = update(store, entity, updates).await?;
+    let (replies, matched) = update(store, entity, updates, false).await?;
     for (&i, reply) in conflicts.iter().zip(replies) {
         match reply {
             Reply::Done => {}
@@ -120,7 +134,13 @@ async fn execute_in(
         }
         match docs.get(&s.id) {
             // A conditional upsert of a missing document can only fail on another index.
-            None => results[i] = Written::Refused("duplicate key on a unique index".into()),
+            None => {
+                results[i] = Written::Refused(
+                    refusals
+                        .remove(&i)
+                        .unwrap_or_else(|| "duplicate key on a unique index".into()),
+                )
+            }
             Some(d) if matched.is_some_and(|m| m > 0) && stamped(d, s) => {
                 results[i] = Written::Applied
             }
@@ -202,6 +222,7 @@ async fn update(
     store: &Store,
     entity: Entity,
     updates: Vec<Document>,
+    upsert: bool,
 ) -> Result<(Vec<Reply>, Option<i64>)> {
     let outcome = command::run(store, Kind::Update, store.collection_name(entity), updates).await?;
     let mut replies = Vec::with_capacity(outcome.results.len());
@@ -209,7 +230,15 @@ async fn update(
         replies.push(match result {
             Ok(()) => Reply::Done,
             Err(e) => match classify_write_error(e.code, &e.message) {
-                WriteErrorClass::ClerkIdConflict { named } => Reply::Conflict { named },
+                WriteErrorClass::ClerkIdConflict { named } => Reply::Conflict {
+                    named,
+                    refusal: None,
+                },
+                // Another index named during an upsert: maybe only the first checked.
+                _ if upsert && e.code == 11000 => Reply::Conflict {
+                    named: false,
+                    refusal: Some(format!("{} (code 11000)", e.message)),
+                },
                 _ => Reply::Refused(refusal(&e)?),
             },
         });

@@ -355,3 +355,71 @@ async fn a_fixed_cause_is_replayed_once_and_only_its_events() {
     let table = user_sync(&vars, &["status"]).await;
     assert!(table.contains("consumer lag: 3 in all"), "{table}");
 }
+
+/// Two new users with one address in one batch, under an application's unique email index:
+/// the database takes one, and refuses the other; only that one is dead-lettered.
+#[tokio::test]
+async fn of_two_new_users_with_one_address_exactly_one_is_refused() {
+    let env = TestEnv::new().await;
+    let n = names(&env);
+    env.mongo()
+        .await
+        .database(&n.database)
+        .collection::<Document>("users")
+        .create_index(
+            IndexModel::builder()
+                .keys(doc! {"email": 1})
+                .options(
+                    IndexOptions::builder()
+                        .unique(true)
+                        .name("email_1".to_string())
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .unwrap();
+    let app = spawn_app_with(env, n).await;
+    let p = producer(&app.env);
+    let topic = app.names.topic.clone();
+    let a = user_event(Kind::Created, "user_b1", "b1", T0, "Ada");
+    let b = user_event(Kind::Created, "user_b2", "b2", T0, "Ada");
+    tokio::join!(produce(&p, &topic, &a), produce(&p, &topic, &b));
+    wait_records(&app.db, 2, Duration::from_secs(60)).await;
+    let outcomes = [
+        record(&app.db, "b1")
+            .await
+            .get_str("outcome")
+            .unwrap()
+            .to_string(),
+        record(&app.db, "b2")
+            .await
+            .get_str("outcome")
+            .unwrap()
+            .to_string(),
+    ];
+    let mut sorted = outcomes.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["applied", "dead_lettered"], "{outcomes:?}");
+    let dlq = read_topic(&app.env.brokers, &app.names.dlq, 1).await;
+    let refused = if outcomes[0] == "dead_lettered" {
+        "b1"
+    } else {
+        "b2"
+    };
+    assert_eq!(header(&dlq[0], "event-id").as_deref(), Some(refused));
+    // Nothing else reaches the DLQ.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let messages = test_support::eventually(Duration::from_secs(30), "the DLQ listed", || async {
+        Some(listed_messages(&app.env, &app.names).await)
+    })
+    .await;
+    assert_eq!(messages, 1, "dead-lettered more than the refused event");
+    app.stop().await;
+}
+
+/// Messages in the users DLQ, by `dlq list --json`.
+async fn listed_messages(env: &TestEnv, n: &Names) -> u64 {
+    let vars = vars(env, n, &[]);
+    listed(&vars, &n.dlq).await.0
+}
