@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use common::kafka::KafkaSettings;
+use common::kafka::{self, Extent, KafkaSettings};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
@@ -35,6 +35,9 @@ pub const HEADER_REPLAYED_FROM: &str = "dlq-replayed-from";
 /// Kafka Connect's DLQ context headers start with this; like `dlq-*`, they describe a
 /// failure, not the event, and don't travel back with a replay.
 const CONNECT_PREFIX: &str = "__connect.errors.";
+
+/// How long one metadata, watermark or offset request may take.
+const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a read may go without a message while the partition isn't at its end.
 const READ_STALL: Duration = Duration::from_secs(30);
@@ -385,73 +388,47 @@ pub fn chosen<'a>(
     Ok(found)
 }
 
-/// The partitions of `topic` with their (low, high) watermarks.
-fn extent(consumer: &BaseConsumer, topic: &str) -> Result<Vec<(i32, i64, i64)>, DlqError> {
-    let timeout = Duration::from_secs(10);
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
-    if partitions.is_empty() {
+/// The partitions of DLQ `topic` with their watermarks; a topic the cluster lacks is an
+/// error here (a DLQ is never created by reading it).
+fn extents(consumer: &BaseConsumer, topic: &str) -> Result<Vec<Extent>, DlqError> {
+    let extents = kafka::extents(consumer, topic, TIMEOUT)?;
+    if extents.is_empty() {
         return Err(DlqError::NoTopic(topic.to_string()));
     }
-    partitions
-        .into_iter()
-        .map(|p| {
-            let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
-            Ok((p, low, high))
-        })
-        .collect()
+    Ok(extents)
 }
 
-/// Where `group` got to in each partition of `topic` (the low watermark where it has no
-/// offset, or an offset retention already removed).
+/// Where `group` got to in each partition of `topic` (see [`Extent::position`]).
 fn progress(
     consumer: &BaseConsumer,
     topic: &str,
-    extent: &[(i32, i64, i64)],
+    extents: &[Extent],
 ) -> Result<HashMap<i32, i64>, DlqError> {
-    let mut tpl = TopicPartitionList::new();
-    for (p, _, _) in extent {
-        tpl.add_partition(topic, *p);
-    }
-    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
-    Ok(extent
+    let committed = kafka::committed(consumer, topic, extents, TIMEOUT)?;
+    Ok(extents
         .iter()
-        .map(|(p, low, _)| {
-            let at = committed
-                .find_partition(topic, *p)
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                })
-                .unwrap_or(*low);
-            (*p, at.max(*low))
-        })
+        .map(|e| (e.partition, e.position(committed[&e.partition])))
         .collect())
 }
 
-/// Reads `topic` from `from` (per partition) to the high watermarks in `extent`, handing
+/// Reads `topic` from `from` (per partition) to the high watermarks in `extents`, handing
 /// each message to `each`, in offset order within a partition.
 fn read_until_end(
     consumer: &BaseConsumer,
     topic: &str,
-    extent: &[(i32, i64, i64)],
+    extents: &[Extent],
     from: &HashMap<i32, i64>,
     mut each: impl FnMut(&OwnedMessage) -> Result<(), DlqError>,
 ) -> Result<(), DlqError> {
     let mut next: HashMap<i32, i64> = HashMap::new();
     let mut ends: HashMap<i32, i64> = HashMap::new();
     let mut tpl = TopicPartitionList::new();
-    for (p, _, high) in extent {
-        let start = from.get(p).copied().unwrap_or(0);
-        if start < *high {
-            tpl.add_partition_offset(topic, *p, Offset::Offset(start))?;
-            next.insert(*p, start);
-            ends.insert(*p, *high);
+    for e in extents {
+        let start = from.get(&e.partition).copied().unwrap_or(e.low);
+        if start < e.high {
+            tpl.add_partition_offset(topic, e.partition, Offset::Offset(start))?;
+            next.insert(e.partition, start);
+            ends.insert(e.partition, e.high);
         }
     }
     if next.is_empty() {
@@ -517,19 +494,20 @@ pub fn list(config: &QueueConfig, topic: Option<&str>) -> Result<Vec<TopicSummar
     let consumer = reader(&config.kafka, &replay_group(&config.group_id, None))?;
     let mut out = Vec::new();
     for t in chosen(config, topic)? {
-        let extent = extent(&consumer, &t.dlq)?;
-        let replayed = progress(&consumer, &t.dlq, &extent)?;
+        let extents = extents(&consumer, &t.dlq)?;
+        let replayed = kafka::committed(&consumer, &t.dlq, &extents, TIMEOUT)?;
         let mut summary = TopicSummary {
             topic: t.dlq.clone(),
             source: t.topic.clone(),
-            not_replayed: extent
+            not_replayed: extents
                 .iter()
-                .map(|(p, _, high)| (high - replayed[p]).max(0) as u64)
+                .map(|e| e.behind(replayed[&e.partition]))
                 .sum(),
             ..TopicSummary::default()
         };
-        let from: HashMap<i32, i64> = extent.iter().map(|(p, low, _)| (*p, *low)).collect();
-        read_until_end(&consumer, &t.dlq, &extent, &from, |m| {
+        // Everything retention kept.
+        let from = HashMap::new();
+        read_until_end(&consumer, &t.dlq, &extents, &from, |m| {
             summary.add(&Letter::of(m));
             Ok(())
         })?;
@@ -556,8 +534,8 @@ pub fn replay(
         ..ReplayReport::default()
     };
     for t in chosen(config, topic)? {
-        let extent = extent(&consumer, &t.dlq)?;
-        let from = progress(&consumer, &t.dlq, &extent)?;
+        let extents = extents(&consumer, &t.dlq)?;
+        let from = progress(&consumer, &t.dlq, &extents)?;
         // A batch at a time: sent, acknowledged, and only then is the position after it
         // committed. Memory holds one batch, whatever the DLQ's size.
         let mut batch: Vec<(Letter, OwnedMessage)> = Vec::new();
@@ -578,7 +556,7 @@ pub fn replay(
             batch.clear();
             Ok(())
         };
-        read_until_end(&consumer, &t.dlq, &extent, &from, |m| {
+        read_until_end(&consumer, &t.dlq, &extents, &from, |m| {
             report.read += 1;
             reached.insert(m.partition(), m.offset() + 1);
             let letter = Letter::of(m);

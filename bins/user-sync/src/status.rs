@@ -11,9 +11,9 @@ use std::future::IntoFuture;
 use std::time::Duration;
 
 use bson::{doc, Document};
+use common::kafka;
 use futures::TryStreamExt;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::BaseConsumer;
 use serde::Serialize;
 
 use crate::config::QueueConfig;
@@ -180,57 +180,27 @@ pub fn fill_from_broker(
     let timeout = Duration::from_secs(10);
     status.group = config.group_id.clone();
     for t in &config.topics {
-        let dlq_depth: i64 = partitions(&consumer, &t.dlq, timeout)?
-            .into_iter()
-            .map(|p| consumer.fetch_watermarks(&t.dlq, p, timeout))
-            .map(|w| w.map(|(low, high)| high - low))
-            .sum::<Result<i64, _>>()?;
-        status.dlq.insert(t.dlq.clone(), dlq_depth.max(0) as u64);
+        let depth = kafka::extents(&consumer, &t.dlq, timeout)?
+            .iter()
+            .map(|e| e.behind(None))
+            .sum();
+        status.dlq.insert(t.dlq.clone(), depth);
 
-        let mut tpl = TopicPartitionList::new();
-        let ids = partitions(&consumer, &t.topic, timeout)?;
-        for p in &ids {
-            tpl.add_partition(&t.topic, *p);
-        }
-        let committed = consumer.committed_offsets(tpl, timeout)?;
-        for p in ids {
-            let (low, high) = consumer.fetch_watermarks(&t.topic, p, timeout)?;
-            let offset = committed
-                .find_partition(&t.topic, p)
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                });
+        let extents = kafka::extents(&consumer, &t.topic, timeout)?;
+        let committed = kafka::committed(&consumer, &t.topic, &extents, timeout)?;
+        for e in extents {
+            let offset = committed.get(&e.partition).copied().flatten();
             status.lag.push(PartitionLag {
                 topic: t.topic.clone(),
-                partition: p,
+                partition: e.partition,
                 committed: offset,
-                end: high,
-                lag: lag(offset, low, high),
+                end: e.high,
+                lag: e.behind(offset),
             });
         }
     }
     status.total_lag = status.lag.iter().map(|l| l.lag).sum();
     Ok(())
-}
-
-/// Messages a group at `committed` has yet to read of a partition holding `low..high`.
-fn lag(committed: Option<i64>, low: i64, high: i64) -> u64 {
-    (high - committed.unwrap_or(low).max(low)).max(0) as u64
-}
-
-fn partitions(
-    consumer: &BaseConsumer,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Vec<i32>, rdkafka::error::KafkaError> {
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    Ok(metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect())
 }
 
 impl std::fmt::Display for Status {
@@ -319,17 +289,6 @@ impl std::fmt::Display for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lag_counts_what_the_group_has_yet_to_read() {
-        assert_eq!(lag(Some(7), 0, 10), 3);
-        assert_eq!(lag(Some(10), 0, 10), 0);
-        // No committed offset: everything retention kept.
-        assert_eq!(lag(None, 4, 10), 6);
-        // An offset retention already removed counts from what is left.
-        assert_eq!(lag(Some(2), 4, 10), 6);
-        assert_eq!(lag(Some(12), 0, 10), 0);
-    }
 
     #[test]
     fn the_table_has_every_section() {

@@ -469,6 +469,88 @@ pub fn header<M: rdkafka::Message + ?Sized>(message: &M, name: &str) -> Option<S
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
+/// One partition of a topic and the offsets it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// The partition.
+    pub partition: i32,
+    /// Its low watermark: the oldest offset retention kept.
+    pub low: i64,
+    /// Its high watermark: the offset the next message will get.
+    pub high: i64,
+}
+
+impl Extent {
+    /// Where a consumer at `committed` reads next: the low watermark without a committed
+    /// offset (`auto.offset.reset=earliest`) or past one retention already removed.
+    pub fn position(&self, committed: Option<i64>) -> i64 {
+        committed.unwrap_or(self.low).max(self.low)
+    }
+
+    /// Messages a consumer at `committed` has yet to read.
+    pub fn behind(&self, committed: Option<i64>) -> u64 {
+        (self.high - self.position(committed)).max(0) as u64
+    }
+}
+
+/// The partitions of `topic` with their watermarks (none when the cluster doesn't have
+/// the topic). Blocks: call it from a blocking thread.
+pub fn extents<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<Extent>, KafkaError> {
+    use rdkafka::consumer::Consumer;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    partitions
+        .into_iter()
+        .map(|partition| {
+            let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+            Ok(Extent {
+                partition,
+                low,
+                high,
+            })
+        })
+        .collect()
+}
+
+/// The consumer group's committed offset in each of `partitions` of `topic` (`None` where
+/// it has none). The consumer needn't join the group: this is a plain offset fetch.
+/// Blocks: call it from a blocking thread.
+pub fn committed<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    topic: &str,
+    partitions: &[Extent],
+    timeout: Duration,
+) -> Result<std::collections::HashMap<i32, Option<i64>>, KafkaError> {
+    use rdkafka::consumer::Consumer;
+    let mut list = rdkafka::TopicPartitionList::new();
+    for e in partitions {
+        list.add_partition(topic, e.partition);
+    }
+    let committed = consumer.committed_offsets(list, timeout)?;
+    Ok(partitions
+        .iter()
+        .map(|e| {
+            let offset =
+                committed
+                    .find_partition(topic, e.partition)
+                    .and_then(|p| match p.offset() {
+                        rdkafka::Offset::Offset(o) => Some(o),
+                        _ => None,
+                    });
+            (e.partition, offset)
+        })
+        .collect())
+}
+
 /// Asks the cluster for its metadata and reports whether at least one broker answered
 /// within `timeout`. This blocks (librdkafka's call is synchronous): call it from
 /// `spawn_blocking`.
@@ -640,6 +722,22 @@ mod tests {
             let err = settings(vars).unwrap_err();
             assert_eq!(&err.variable, variable, "{vars:?}: {err}");
         }
+    }
+
+    #[test]
+    fn a_consumer_reads_on_from_its_offset_or_from_what_retention_kept() {
+        let e = Extent {
+            partition: 0,
+            low: 4,
+            high: 10,
+        };
+        assert_eq!((e.position(Some(7)), e.behind(Some(7))), (7, 3));
+        assert_eq!((e.position(Some(10)), e.behind(Some(10))), (10, 0));
+        // No committed offset: everything retention kept.
+        assert_eq!((e.position(None), e.behind(None)), (4, 6));
+        // An offset retention already removed counts from what is left.
+        assert_eq!((e.position(Some(2)), e.behind(Some(2))), (4, 6));
+        assert_eq!(e.behind(Some(12)), 0);
     }
 
     #[test]
