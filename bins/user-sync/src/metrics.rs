@@ -32,13 +32,6 @@ pub struct PartitionLabels {
     pub partition: String,
 }
 
-/// Labels of the `build_info` metric.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BuildLabels {
-    /// The crate version.
-    pub version: String,
-}
-
 /// Every metric, and the registry that renders them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -61,25 +54,7 @@ impl Metrics {
     /// Registers the metrics.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("user_sync");
-        // `user_sync_build_info{version="…"} 1`: which build runs where (a dashboard joins
-        // on it, an alert can say "two versions running").
-        let build_info = Family::<BuildLabels, prometheus_client::metrics::gauge::Gauge>::default();
-        build_info
-            .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION").to_string(),
-            })
-            .set(1);
-        registry.register(
-            "build_info",
-            "Always 1; the labels say which build this is",
-            build_info,
-        );
-        let ready = prometheus_client::metrics::gauge::Gauge::default();
-        registry.register(
-            "ready",
-            "1 when /ready would answer 200, else 0 (checked on every scrape and probe)",
-            ready.clone(),
-        );
+        let ready = common::metrics::register_service(&mut registry, env!("CARGO_PKG_VERSION"));
         let events = Family::<EventLabels, Counter>::default();
         registry.register(
             "events",

@@ -6,11 +6,13 @@
 //!   mapped to a librdkafka configuration, and topic creation at start-up.
 //! - [`telemetry`]: `LOG_FORMAT`/`RUST_LOG` logging.
 //! - [`shutdown`]: the SIGTERM/SIGINT future.
+//! - [`metrics`]: the `build_info` and `ready` metrics both services export.
 //! - [`healthcheck`]: the `healthcheck` subcommand's probe of `/ready`.
 
 pub mod config;
 pub mod healthcheck;
 pub mod kafka;
+pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
 
