@@ -102,6 +102,25 @@ pub struct SaslListener {
     pub wrong_ca_file: PathBuf,
 }
 
+impl SaslListener {
+    /// The contract's variables that point a service at this listener: its brokers,
+    /// SCRAM-SHA-512 as this user with `password`, and `ca_cert` (PEM text or a file path)
+    /// as `KAFKA_CA_CERT`.
+    pub fn settings<'a>(
+        &'a self,
+        password: &'a str,
+        ca_cert: &'a str,
+    ) -> [(&'static str, &'a str); 5] {
+        [
+            ("KAFKA_BROKERS", &self.brokers),
+            ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+            ("KAFKA_USERNAME", &self.username),
+            ("KAFKA_PASSWORD", password),
+            ("KAFKA_CA_CERT", ca_cert),
+        ]
+    }
+}
+
 /// See [`SaslListener`].
 pub fn sasl_listener() -> SaslListener {
     let names = [

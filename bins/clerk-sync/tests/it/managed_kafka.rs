@@ -38,18 +38,8 @@ async fn webhooks_reach_a_sasl_ssl_cluster_and_bad_credentials_say_why() {
     let env = TestEnv::new().await;
     let sasl = test_support::sasl_listener();
     let ca_pem = std::fs::read_to_string(&sasl.ca_file).unwrap();
-    let (mut child, base) = spawn_binary(
-        &env,
-        &[
-            ("KAFKA_BROKERS", &sasl.brokers),
-            ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
-            ("KAFKA_USERNAME", &sasl.username),
-            ("KAFKA_PASSWORD", &sasl.password),
-            ("KAFKA_CA_CERT", &ca_pem),
-        ],
-        false,
-    )
-    .await;
+    let (mut child, base) =
+        spawn_binary(&env, &sasl.settings(&sasl.password, &ca_pem), false).await;
     let body = fixture("user.created");
     let mut request = reqwest::Client::new()
         .post(format!("{base}/webhook"))
@@ -70,13 +60,7 @@ async fn webhooks_reach_a_sasl_ssl_cluster_and_bad_credentials_say_why() {
     assert!(messages[0].payload().is_some());
     child.kill().await.unwrap();
 
-    let wrong_password = [
-        ("KAFKA_BROKERS", sasl.brokers.as_str()),
-        ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
-        ("KAFKA_USERNAME", sasl.username.as_str()),
-        ("KAFKA_PASSWORD", "not-the-password"),
-        ("KAFKA_CA_CERT", ca_pem.as_str()),
-    ];
+    let wrong_password = sasl.settings("not-the-password", &ca_pem);
     let (code, out) = start_fails(&env, &wrong_password).await;
     assert_ne!(code, Some(0), "{out}");
     assert!(
@@ -93,17 +77,7 @@ async fn webhooks_reach_a_sasl_ssl_cluster_and_bad_credentials_say_why() {
     );
 
     let wrong_ca = std::fs::read_to_string(&sasl.wrong_ca_file).unwrap();
-    let (code, out) = start_fails(
-        &env,
-        &[
-            ("KAFKA_BROKERS", &sasl.brokers),
-            ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
-            ("KAFKA_USERNAME", &sasl.username),
-            ("KAFKA_PASSWORD", &sasl.password),
-            ("KAFKA_CA_CERT", &wrong_ca),
-        ],
-    )
-    .await;
+    let (code, out) = start_fails(&env, &sasl.settings(&sasl.password, &wrong_ca)).await;
     assert_ne!(code, Some(0), "{out}");
     assert!(
         out.contains("(KAFKA_BROKERS) refused the connection"),

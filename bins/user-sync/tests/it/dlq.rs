@@ -14,6 +14,28 @@ use common::kafka::header;
 
 const T0: i64 = 1_732_464_000_000;
 
+/// An application's unique index on `email` (`email_1`), made before user-sync starts: the
+/// database then refuses a second user with the same address.
+async fn unique_email_index(env: &TestEnv, n: &Names) {
+    env.mongo()
+        .await
+        .database(&n.database)
+        .collection::<Document>("users")
+        .create_index(
+            IndexModel::builder()
+                .keys(doc! {"email": 1})
+                .options(
+                    IndexOptions::builder()
+                        .unique(true)
+                        .name("email_1".to_string())
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .unwrap();
+}
+
 /// `user-sync <args>` with the test's variables; stdout, after checking it succeeded.
 async fn user_sync(vars: &[(String, String)], args: &[&str]) -> String {
     let mut command = std::process::Command::new(BIN);
@@ -64,25 +86,7 @@ async fn listed(vars: &[(String, String)], dlq: &str) -> (u64, u64, Vec<(String,
 async fn a_fixed_cause_is_replayed_once_and_only_its_events() {
     let env = TestEnv::new().await;
     let n = names(&env);
-    // An application's unique index on email: the database will refuse a second user
-    // with the same address.
-    env.mongo()
-        .await
-        .database(&n.database)
-        .collection::<Document>("users")
-        .create_index(
-            IndexModel::builder()
-                .keys(doc! {"email": 1})
-                .options(
-                    IndexOptions::builder()
-                        .unique(true)
-                        .name("email_1".to_string())
-                        .build(),
-                )
-                .build(),
-        )
-        .await
-        .unwrap();
+    unique_email_index(&env, &n).await;
     let vars = vars(&env, &n, &[]);
     let app = spawn_app_with(env, n).await;
     let p = producer(&app.env);
@@ -362,23 +366,7 @@ async fn a_fixed_cause_is_replayed_once_and_only_its_events() {
 async fn of_two_new_users_with_one_address_exactly_one_is_refused() {
     let env = TestEnv::new().await;
     let n = names(&env);
-    env.mongo()
-        .await
-        .database(&n.database)
-        .collection::<Document>("users")
-        .create_index(
-            IndexModel::builder()
-                .keys(doc! {"email": 1})
-                .options(
-                    IndexOptions::builder()
-                        .unique(true)
-                        .name("email_1".to_string())
-                        .build(),
-                )
-                .build(),
-        )
-        .await
-        .unwrap();
+    unique_email_index(&env, &n).await;
     let app = spawn_app_with(env, n).await;
     let p = producer(&app.env);
     let topic = app.names.topic.clone();

@@ -20,13 +20,7 @@ async fn events_are_consumed_through_sasl_ssl() {
         &env,
         &n,
         free_port(),
-        &[
-            ("KAFKA_BROKERS", &sasl.brokers),
-            ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
-            ("KAFKA_USERNAME", &sasl.username),
-            ("KAFKA_PASSWORD", &sasl.password),
-            ("KAFKA_CA_CERT", &ca_file),
-        ],
+        &sasl.settings(&sasl.password, &ca_file),
     )
     .await;
     // Produced through the plain listener of the same broker.
@@ -58,13 +52,10 @@ async fn events_are_consumed_through_sasl_ssl() {
             &env,
             &n,
             &[
-                ("KAFKA_BROKERS", &sasl.brokers),
-                ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
-                ("KAFKA_USERNAME", &sasl.username),
-                ("KAFKA_PASSWORD", &sasl.password),
-                ("KAFKA_CA_CERT", &wrong_ca),
-                ("HEALTH_PORT", &port),
-            ],
+                &sasl.settings(&sasl.password, &wrong_ca)[..],
+                &[("HEALTH_PORT", &port)],
+            ]
+            .concat(),
         ))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
