@@ -349,6 +349,30 @@ impl Drop for TestEnv {
     }
 }
 
+/// Runs `command` until it exits, for at most `limit` (past it the process is killed and
+/// the test fails): its exit code, and its stdout then stderr as text.
+pub async fn run_to_exit(
+    mut command: tokio::process::Command,
+    limit: Duration,
+) -> (Option<i32>, String) {
+    let child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the command starts");
+    let output = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("still running after {limit:?}"))
+        .expect("its output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), text)
+}
+
 /// Whether the MongoDB-wire server is FerretDB (its `buildInfo` says so), for tests that
 /// pin a documented difference from MongoDB.
 pub async fn is_ferretdb(client: &mongodb::Client) -> bool {

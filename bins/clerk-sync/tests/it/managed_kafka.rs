@@ -2,7 +2,6 @@
 //! certificate from a private CA), with the CA given as PEM text in KAFKA_CA_CERT; a wrong
 //! password and a wrong CA each stop start-up with a message that says which.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use rdkafka::message::Message;
@@ -12,25 +11,12 @@ use crate::helpers::*;
 
 /// Runs the binary with `extra` until it exits (at most 60 s); its exit code and output.
 async fn start_fails(env: &TestEnv, extra: &[(&str, &str)]) -> (Option<i32>, String) {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_clerk-sync"))
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_clerk-sync"));
+    command
         .env_clear()
         .envs(vars(env, extra))
-        .env("PORT", test_support::free_port().to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("start-up gave up within 60 s")
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code(), text)
+        .env("PORT", test_support::free_port().to_string());
+    test_support::run_to_exit(command, Duration::from_secs(60)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

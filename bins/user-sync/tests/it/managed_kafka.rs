@@ -45,33 +45,18 @@ async fn events_are_consumed_through_sasl_ssl() {
     // stops with the reason instead of waiting for ever.
     let wrong_ca = sasl.wrong_ca_file.to_string_lossy().into_owned();
     let port = free_port().to_string();
-    let mut command = std::process::Command::new(BIN);
-    command
-        .env_clear()
-        .envs(vars(
-            &env,
-            &n,
-            &[
-                &sasl.settings(&sasl.password, &wrong_ca)[..],
-                &[("HEALTH_PORT", &port)],
-            ]
-            .concat(),
-        ))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::task::spawn_blocking(move || command.output().unwrap()),
-    )
-    .await
-    .expect("start-up gave up within 60 s")
-    .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_ne!(output.status.code(), Some(0), "{text}");
+    let mut command = tokio::process::Command::new(BIN);
+    command.env_clear().envs(vars(
+        &env,
+        &n,
+        &[
+            &sasl.settings(&sasl.password, &wrong_ca)[..],
+            &[("HEALTH_PORT", &port)],
+        ]
+        .concat(),
+    ));
+    let (code, text) = test_support::run_to_exit(command, Duration::from_secs(60)).await;
+    assert_ne!(code, Some(0), "{text}");
     assert!(text.contains("refused the connection"), "{text}");
     assert!(text.contains("certificate verify failed"), "{text}");
 }
