@@ -35,6 +35,7 @@ if [[ -n $baseline ]]; then
 fi
 exports=$(scripts/services.sh up)
 eval "$exports"
+data=${SERVICES_DATA:-$root/target/services}
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "store: ${MONGO_ENGINE:-ferretdb} at $MONGODB_URI; broker at $KAFKA_BROKERS; everything on this machine"
 
@@ -66,6 +67,8 @@ run() {
   local rc=0
   BENCH_URL=http://127.0.0.1:$port/webhook BENCH_SECRET=$secret BENCH_RATE=$rate \
     BENCH_SECONDS=$seconds BENCH_DATABASE=$run BENCH_CLERK_PID=$clerk BENCH_USER_SYNC_PID=$sync \
+    BENCH_STORE_PID="$(cat "$data/mongo/${MONGO_ENGINE:-ferretdb}.pid" 2>/dev/null || echo 0)" \
+    BENCH_BROKER_PID="$(cat "$data/kafka/kafka.pid" 2>/dev/null || echo 0)" \
     target/release/examples/e2e_bench || rc=$?
   kill $clerk $sync 2>/dev/null || true
   wait $clerk $sync 2>/dev/null || true

@@ -45,6 +45,13 @@ enum Command {
     Healthcheck,
 }
 
+/// glibc's allocator took about a third of user-sync's CPU at 1,250 events/s (`perf`,
+/// `scripts/e2e-bench.sh`): every event allocates a few hundred small strings and
+/// documents across threads. mimalloc does the same work for less (see the README's
+/// benchmark figures).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -168,7 +168,9 @@ async fn main() -> anyhow::Result<()> {
         n as f64 / elapsed.as_secs_f64()
     );
 
-    db.drop().await?;
+    if std::env::var_os("BENCH_KEEP").is_none() {
+        db.drop().await?;
+    }
     admin.delete_topics(&[&topic], &AdminOptions::new()).await?;
     Ok(())
 }

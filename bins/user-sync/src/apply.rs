@@ -101,7 +101,7 @@ impl Applier {
         let now = DateTime::now();
         let mut plan = Batch::new(&inputs, now);
         while let Some(statements) = plan.round() {
-            let results = write::execute(&self.store, &statements, now).await?;
+            let results = write::execute(&self.store, statements, now).await?;
             plan.learn(&results);
             // Remembered at once: should a later step of this attempt fail, the retry
             // still knows these changes were this delivery's.

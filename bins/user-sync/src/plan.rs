@@ -208,15 +208,23 @@ impl Statement {
 
     /// The fields a document created by this statement gets besides [`Statement::fields`].
     pub fn on_insert(&self, now: DateTime) -> Document {
-        let set = self.fields(now);
         let mut insert: Document = self
             .entity
             .defaults()
             .into_iter()
-            .filter(|(k, _)| !set.contains_key(k))
+            .filter(|(k, _)| !self.sets(k))
             .collect();
         insert.insert("createdAt", now);
         insert
+    }
+
+    /// Whether [`Statement::fields`] holds `key` (without building it: the pointer's
+    /// payload is the biggest part of a statement).
+    fn sets(&self, key: &str) -> bool {
+        key == "updatedAt"
+            || self.set.contains_key(key)
+            || (self.slot != Slot::Activity && key == self.slot.stamp_field())
+            || self.pointer.as_ref().is_some_and(|p| p.sets(key))
     }
 
     /// Stamps this statement removes: once a session has ended, the status of its
@@ -341,13 +349,11 @@ impl<'a> Batch<'a> {
     }
 
     /// The statements to run next, in this order; `None` once the batch is done.
-    pub fn round(&mut self) -> Option<Vec<Statement>> {
+    pub fn round(&mut self) -> Option<&[Statement]> {
         if self.finished {
             return None;
         }
-        let statements = self.plan();
-        self.pending = Some(statements.clone());
-        Some(statements)
+        Some(self.pending.insert(self.plan()))
     }
 
     /// What the database did with each statement of the last round.

@@ -165,7 +165,7 @@ async fn one_by_one(
     let mut results = Vec::with_capacity(statements.len());
     for s in statements {
         let plain = doc! {"q": s.filter(), "u": s.update(now)};
-        let outcome = command::run(store, Kind::Update, name, vec![plain]).await?;
+        let outcome = command::run(store, Kind::Update, name, &[plain]).await?;
         let written = match (outcome.results.into_iter().next(), outcome.matched) {
             // Without upsert nothing can conflict on clerkId: another unique index did.
             (Some(Err(e)), _) if e.code == 11000 => {
@@ -175,7 +175,7 @@ async fn one_by_one(
             (_, Some(n)) if n > 0 => Written::Applied,
             _ => {
                 let upsert = doc! {"q": s.filter(), "u": s.update(now), "upsert": true};
-                match command::run(store, Kind::Update, name, vec![upsert])
+                match command::run(store, Kind::Update, name, &[upsert])
                     .await?
                     .results
                     .into_iter()
@@ -224,7 +224,8 @@ async fn update(
     updates: Vec<Document>,
     upsert: bool,
 ) -> Result<(Vec<Reply>, Option<i64>)> {
-    let outcome = command::run(store, Kind::Update, store.collection_name(entity), updates).await?;
+    let outcome =
+        command::run(store, Kind::Update, store.collection_name(entity), &updates).await?;
     let mut replies = Vec::with_capacity(outcome.results.len());
     for result in outcome.results {
         replies.push(match result {

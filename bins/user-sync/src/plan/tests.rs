@@ -82,7 +82,7 @@ impl Memory {
             .collect();
         let mut batch = Batch::new(&inputs, now);
         while let Some(statements) = batch.round() {
-            let results = self.exec(&statements, now);
+            let results = self.exec(statements, now);
             batch.learn(&results);
         }
         let current: HashMap<(Entity, String), Document> = batch
@@ -579,7 +579,7 @@ fn an_in_order_event_is_one_write_and_a_late_one_is_split() {
             raw: "{}",
         }];
         let mut batch = Batch::new(&inputs, DateTime::from_millis(1));
-        batch.round().unwrap()
+        batch.round().unwrap().to_vec()
     };
     // The usual case: the profile and the pointer in one statement.
     let statements = plan_of(&p2);
