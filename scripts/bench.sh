@@ -2,7 +2,10 @@
 # Benchmark (not a test): N user events through Kafka into user-sync, and a plain driver
 # loop on the same store for comparison. Uses the servers of scripts/services.sh.
 #
-#   scripts/bench.sh [N]     (default 5000; N/10 users, or BENCH_USERS)
+#   scripts/bench.sh [N]                  (default 5000; N/10 users, or BENCH_USERS)
+#   BENCH_HISTORY=1 scripts/bench.sh N    does history cost? the first 2,000 events
+#                                         against the last 2,000, each sent to a caught-up
+#                                         user-sync and timed until applied (N >= 4000)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/deps.sh

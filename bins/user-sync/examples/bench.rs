@@ -3,6 +3,12 @@
 //! Pushes N normalized user events (N/10 users, or `BENCH_USERS`) through a fresh 6-partition
 //! topic, runs user-sync on it, and reports events/s applied; then times a plain driver loop
 //! (one upsert per event, sequential) on the same store for comparison.
+//!
+//! With `BENCH_HISTORY` set, it measures instead whether history costs: user-sync runs
+//! first, then the first 2,000 events are sent and timed until applied, the events up to
+//! N − 2,000 are sent and applied untimed, and the last 2,000 are sent and timed. Each
+//! timed window starts from a caught-up consumer with 2,000 events waiting, so the two
+//! times differ only by what the store already holds.
 
 use std::time::{Duration, Instant};
 
@@ -13,8 +19,18 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+/// The allocator the user-sync binary runs with (see its `main.rs`), so that the figure is
+/// the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // user-sync's own log, on RUST_LOG (warn from scripts/bench.sh).
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let n: usize = std::env::args()
         .nth(1)
         .map(|s| s.parse())
@@ -35,7 +51,6 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
 
-    // Produce everything first, so the measurement is user-sync's alone.
     let users = match std::env::var("BENCH_USERS") {
         Ok(u) => u.parse::<usize>()?.max(1),
         Err(_) => (n / 10).max(1),
@@ -46,31 +61,16 @@ async fn main() -> anyhow::Result<()> {
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create()?;
-    let started = Instant::now();
-    let mut pending = Vec::with_capacity(n);
-    for i in 0..n {
-        let m = event(i % users, i / users);
-        let payload = m.to_json();
-        let key = m.subject_id.clone();
-        let p = producer.clone();
-        let topic = topic.clone();
-        pending.push(tokio::spawn(async move {
-            p.send(
-                FutureRecord::to(&topic).key(&key).payload(&payload),
-                Duration::from_secs(30),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| e)
-        }));
+    let history = std::env::var_os("BENCH_HISTORY").is_some() && n >= 4000;
+    if !history {
+        // Produce everything first, so the measurement is user-sync's alone.
+        let started = Instant::now();
+        produce(&producer, &topic, 0..n, users).await?;
+        println!(
+            "produced {n} events for {users} users in {:.2?}",
+            started.elapsed()
+        );
     }
-    for p in pending {
-        p.await??;
-    }
-    println!(
-        "produced {n} events for {users} users in {:.2?}",
-        started.elapsed()
-    );
 
     let config = user_sync::Config::from_vars([
         ("KAFKA_BROKERS".to_string(), brokers.clone()),
@@ -91,25 +91,51 @@ async fn main() -> anyhow::Result<()> {
 
     let client = mongodb::Client::with_uri_str(&uri).await?;
     let db = client.database(&database);
-    let records = db.collection::<Document>("webhook_events");
-    // Progress from user-sync's own metrics, not the store: counting documents is a full
-    // scan on FerretDB, and polling it would itself be a cost that grows with history.
     let metrics = format!("http://{}/metrics", listener_address);
     let http = reqwest::Client::new();
-    let mut first = None;
-    loop {
-        let count = match http.get(&metrics).send().await {
-            Ok(r) => applied(&r.text().await.unwrap_or_default()),
-            Err(_) => 0,
+    if history {
+        // Timed from a consumer that holds its partitions.
+        let ready = format!("http://{}/ready", listener_address);
+        while !http
+            .get(&ready)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let timed = |range: std::ops::Range<usize>| {
+            let (producer, topic, http, metrics) = (&producer, &topic, &http, &metrics);
+            async move {
+                let started = Instant::now();
+                let end = range.end;
+                produce(producer, topic, range, users).await?;
+                wait_for(http, metrics, end).await;
+                anyhow::Ok(started.elapsed())
+            }
         };
-        if count > 0 && first.is_none() {
-            first = Some(Instant::now());
-        }
-        if count >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let first = timed(0..2000).await?;
+        println!("history: events 1-2000 applied in {first:.2?}");
+        let middle = timed(2000..n - 2000).await?;
+        println!(
+            "history: events 2001-{} applied in {middle:.2?} ({:.0} events/s, untimed window)",
+            n - 2000,
+            (n - 4000) as f64 / middle.as_secs_f64()
+        );
+        let last = timed(n - 2000..n).await?;
+        println!(
+            "history: events {}-{n} applied in {last:.2?}: {:.2}x the first 2,000",
+            n - 1999,
+            last.as_secs_f64() / first.as_secs_f64()
+        );
+        let _ = stop_tx.send(());
+        app.await??;
+        db.drop().await?;
+        admin.delete_topics(&[&topic], &AdminOptions::new()).await?;
+        return Ok(());
     }
+    let first = wait_for(&http, &metrics, n).await;
     let total = started.elapsed();
     let applying = first.map_or(total, |f| f.elapsed());
     let _ = stop_tx.send(());
@@ -119,34 +145,6 @@ async fn main() -> anyhow::Result<()> {
         n as f64 / total.as_secs_f64(),
         n as f64 / applying.as_secs_f64(),
     );
-
-    // Does history cost? The time to apply the first 2,000 events against the last 2,000
-    // (by processedAt, in ms: FerretDB's history used to be scanned once per batch).
-    if n >= 4000 {
-        let mut times: Vec<i64> = futures::TryStreamExt::try_collect::<Vec<Document>>(
-            records
-                .find(doc! {})
-                .projection(doc! {"processedAt": 1})
-                .await?,
-        )
-        .await?
-        .iter()
-        .filter_map(|d| {
-            d.get_datetime("processedAt")
-                .ok()
-                .map(|t| t.timestamp_millis())
-        })
-        .collect();
-        times.sort_unstable();
-        let span = |a: usize, b: usize| times[b - 1] - times[a];
-        println!(
-            "history: events 1-2000 took {} ms, events {}-{} took {} ms",
-            span(0, 2000),
-            n - 1999,
-            n,
-            span(n - 2000, n)
-        );
-    }
 
     // The same store, the simplest possible writer: one upsert per event, in sequence.
     let plain = db.collection::<Document>("plain_loop");
@@ -168,11 +166,60 @@ async fn main() -> anyhow::Result<()> {
         n as f64 / elapsed.as_secs_f64()
     );
 
-    if std::env::var_os("BENCH_KEEP").is_none() {
-        db.drop().await?;
-    }
+    db.drop().await?;
     admin.delete_topics(&[&topic], &AdminOptions::new()).await?;
     Ok(())
+}
+
+/// Sends events `range` (event i is user i % `users`'s round i / `users`), all acknowledged.
+async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    range: std::ops::Range<usize>,
+    users: usize,
+) -> anyhow::Result<()> {
+    let mut pending = Vec::with_capacity(range.len());
+    for i in range {
+        let m = event(i % users, i / users);
+        let payload = m.to_json();
+        let key = m.subject_id.clone();
+        let p = producer.clone();
+        let topic = topic.to_string();
+        pending.push(tokio::spawn(async move {
+            p.send(
+                FutureRecord::to(&topic).key(&key).payload(&payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e)
+        }));
+    }
+    for p in pending {
+        p.await??;
+    }
+    Ok(())
+}
+
+/// Waits until user-sync has finished with `n` events; returns when it had finished with
+/// the first. Progress comes from user-sync's own metrics, not the store: counting
+/// documents is a full scan on FerretDB, and polling it would itself be a cost that grows
+/// with history.
+async fn wait_for(http: &reqwest::Client, metrics: &str, n: usize) -> Option<Instant> {
+    let mut first = None;
+    loop {
+        let count = match http.get(metrics).send().await {
+            Ok(r) => applied(&r.text().await.unwrap_or_default()),
+            Err(_) => 0,
+        };
+        if count > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if count >= n {
+            return first;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Events user-sync has finished with, from its `/metrics` text.
