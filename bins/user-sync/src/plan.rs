@@ -8,8 +8,10 @@
 //! | `Profile` | `profileVersion` | the stamp is missing or older |
 //! | `Final` (deletion, session end) | `finalVersion` | the stamp is newer, or missing and the document is not deleted |
 //! | `Status` (session, non-terminal) | `statusVersion` | the stamp is missing or older, and there is no `finalVersion` |
-//! | `Activity` (user `lastActiveAt`) | the field itself | it is missing, null or earlier |
+//! | `Activity` (user `lastActiveAt`) | the field itself | it is missing or earlier |
 //! | `Pointer` (`lastEvent*`, sync status) | `eventVersion` | the stamp is missing, older or the same |
+//!
+//! A null stamp counts as a missing one (an application's document can hold nulls).
 //!
 //! Each rule is a conditional upsert: the database enforces it in the write's own filter,
 //! so concurrent consumers can't reorder anything. The plan decides which writes a batch
@@ -129,10 +131,12 @@ impl Statement {
 
     fn admits_alone(&self, current: Option<&Document>) -> bool {
         let Some(current) = current else { return true };
-        let field = self.slot.stamp_field();
-        let stamp = current.get(field).filter(|v| !matches!(v, Bson::Null));
+        // A null stamp is a missing one (an application's document can hold nulls), as in
+        // the filters, where `{field: null}` matches both.
+        let stamp_of = |field: &str| current.get(field).filter(|v| !matches!(v, Bson::Null));
+        let stamp = stamp_of(self.slot.stamp_field());
         match (self.slot, stamp) {
-            (Slot::Status, _) if current.contains_key(Slot::Final.stamp_field()) => false,
+            (Slot::Status, _) if stamp_of(Slot::Final.stamp_field()).is_some() => false,
             (Slot::Final, None) => current.get_bool("isDeleted") != Ok(true),
             (_, None) => true,
             // The same event again: only to change what it says of the event (synced
@@ -162,35 +166,35 @@ impl Statement {
     fn condition(&self) -> Document {
         let field = self.slot.stamp_field();
         let stamp = &self.stamp;
-        let mut filter = Document::new();
+        // `{field: null}` matches a missing field and a null one: `admits_alone` treats
+        // both as no stamp. (Equalities inside an `$or` of several branches don't seed the
+        // document an upsert creates, so no null stamp is ever written.)
+        let final_field = Slot::Final.stamp_field();
         let either = match self.slot {
-            Slot::Profile | Slot::Status => {
-                vec![
-                    doc! {field: {"$lt": stamp}},
-                    doc! {field: {"$exists": false}},
-                ]
+            Slot::Profile | Slot::Activity => {
+                vec![doc! {field: {"$lt": stamp}}, doc! {field: Bson::Null}]
             }
-            Slot::Activity => vec![doc! {field: {"$lt": stamp}}, doc! {field: Bson::Null}],
+            // And no final stamp, in each branch.
+            Slot::Status => vec![
+                doc! {field: {"$lt": stamp}, final_field: Bson::Null},
+                doc! {field: Bson::Null, final_field: Bson::Null},
+            ],
             Slot::Pointer => {
                 // Every pointer sets `syncStatus` (see `pointer`), so `$ne` here is exactly
                 // `admits_alone`'s inequality.
                 let status = self.set.get("syncStatus").cloned().unwrap_or_default();
                 vec![
                     doc! {field: {"$lt": stamp}},
-                    doc! {field: {"$exists": false}},
+                    doc! {field: Bson::Null},
                     doc! {field: stamp, "syncStatus": {"$ne": status}},
                 ]
             }
             Slot::Final => vec![
                 doc! {field: {"$gt": stamp}},
-                doc! {field: {"$exists": false}, "isDeleted": {"$ne": true}},
+                doc! {field: Bson::Null, "isDeleted": {"$ne": true}},
             ],
         };
-        filter.insert("$or", either);
-        if self.slot == Slot::Status {
-            filter.insert(Slot::Final.stamp_field(), doc! {"$exists": false});
-        }
-        filter
+        doc! {"$or": either}
     }
 
     /// The fields this statement sets, stamp included (and its pointer's).

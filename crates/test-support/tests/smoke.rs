@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use bson::{doc, Document};
+use bson::{doc, Bson, Document};
 use futures::TryStreamExt;
 use mongodb::options::IndexOptions;
 use mongodb::IndexModel;
@@ -235,6 +235,21 @@ async fn mongodb_driver_operations_the_services_rely_on() {
         .await
         .unwrap();
     assert_eq!(without_gone, 2);
+    // `{field: null}` (what user-sync's filters use for "no stamp") matches a missing field
+    // and a null one.
+    users
+        .insert_one(doc! {"clerkId": "user_null", "gone": Bson::Null})
+        .await
+        .unwrap();
+    let no_gone = users
+        .count_documents(doc! {"gone": Bson::Null})
+        .await
+        .unwrap();
+    assert_eq!(no_gone, 3);
+    users
+        .delete_one(doc! {"clerkId": "user_null"})
+        .await
+        .unwrap();
 
     // An upsert whose filter no longer matches an existing key collides with the index.
     let err = users
@@ -250,17 +265,34 @@ async fn mongodb_driver_operations_the_services_rely_on() {
         "expected E11000 from a racing upsert, got {err}"
     );
 
-    // What user-sync's conditional writes use: `$or` of `$lt`/`$exists` and `$ne` in an
+    // What user-sync's conditional writes use: `$or` of `$lt`/`null` and `$ne` in an
     // upsert's filter, the E11000 when the condition fails on an existing document.
     let versioned = |v: &str| {
-        doc! {"clerkId": "user_v", "$or": [{"version": {"$lt": v}}, {"version": {"$exists": false}}]}
+        doc! {"clerkId": "user_v", "$or": [{"version": {"$lt": v}}, {"version": Bson::Null}]}
     };
     let r = users
-        .update_one(versioned("0002"), doc! {"$set": {"version": "0002"}})
+        .update_one(
+            versioned("0002"),
+            doc! {"$set": {"other": 1}, "$setOnInsert": {"note": "first"}},
+        )
         .upsert(true)
         .await
         .unwrap();
     assert!(r.upserted_id.is_some());
+    // The `$or`'s null equality doesn't seed the created document.
+    let created = users
+        .find_one(doc! {"clerkId": "user_v"})
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!created.contains_key("version"), "{created:?}");
+    users
+        .update_one(
+            doc! {"clerkId": "user_v"},
+            doc! {"$set": {"version": "0002"}},
+        )
+        .await
+        .unwrap();
     let r = users
         .update_one(versioned("0003"), doc! {"$set": {"version": "0003"}})
         .upsert(true)

@@ -614,3 +614,27 @@ fn a_pointer_refused_whatever_its_payload_is_given_up_not_retried_forever() {
     assert_eq!(doc.get_str("firstName").unwrap(), "Ada");
     assert!(!doc.contains_key("lastEventId"));
 }
+
+#[test]
+fn a_null_stamp_counts_as_missing() {
+    let statement = |slot: Slot| Statement {
+        entity: Entity::Session,
+        id: "sess_1".into(),
+        slot,
+        stamp: Bson::String(version(5, "e")),
+        set: bson::doc! {"syncStatus": "synced"},
+        event: 0,
+        pointer: None,
+    };
+    let nulls = bson::doc! {
+        "isDeleted": false, "profileVersion": Bson::Null, "statusVersion": Bson::Null,
+        "finalVersion": Bson::Null, "eventVersion": Bson::Null,
+    };
+    for slot in [Slot::Profile, Slot::Status, Slot::Final, Slot::Pointer] {
+        assert!(statement(slot).admits(Some(&nulls)), "{slot:?}");
+    }
+    // A final stamp that is set still stops a non-terminal status.
+    let mut ended = nulls.clone();
+    ended.insert("finalVersion", version(9, "x"));
+    assert!(!statement(Slot::Status).admits(Some(&ended)));
+}

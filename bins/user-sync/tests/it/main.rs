@@ -10,6 +10,7 @@ mod link;
 mod managed_kafka;
 mod monitoring;
 mod outage;
+mod stamps;
 
 use std::collections::HashMap;
 use std::time::Duration;
