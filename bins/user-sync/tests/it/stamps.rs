@@ -27,22 +27,36 @@ fn incoming(message: events::EventMessage, offset: i64) -> Incoming {
     }
 }
 
+/// A fresh database whose `collection` holds `document`, written as the application would,
+/// and an applier over it.
+async fn with_document(
+    env: &TestEnv,
+    collection: &str,
+    document: Document,
+) -> (Applier, mongodb::Database) {
+    let n = names(env);
+    let store = store(env, &n).await;
+    let db = env.mongo().await.database(&n.database);
+    db.collection::<Document>(collection)
+        .insert_one(document)
+        .await
+        .unwrap();
+    (Applier::new(store, vec![Entity::User, Entity::Session]), db)
+}
+
 #[tokio::test]
 async fn a_document_with_null_stamps_takes_events_as_if_they_were_missing() {
     let env = TestEnv::new().await;
-    let n = names(&env);
-    let store = store(&env, &n).await;
-    let db = env.mongo().await.database(&n.database);
-    let users = db.collection::<Document>("users");
-    users
-        .insert_one(doc! {
+    let (applier, db) = with_document(
+        &env,
+        "users",
+        doc! {
             "clerkId": "user_null", "firstName": "Old", "isDeleted": false,
             "profileVersion": Bson::Null, "finalVersion": Bson::Null,
             "eventVersion": Bson::Null, "lastActiveAt": Bson::Null,
-        })
-        .await
-        .unwrap();
-    let applier = Applier::new(store, vec![Entity::User]);
+        },
+    )
+    .await;
 
     let update = user_event(Kind::Updated, "user_null", "evt_null_1", 1_000, "New");
     let applied = applier
@@ -63,25 +77,23 @@ async fn a_document_with_null_stamps_takes_events_as_if_they_were_missing() {
     assert_eq!(applied.outcomes, [Outcome::Applied]);
     let d = user_doc(&db, "user_null").await;
     assert_eq!(d.get_bool("isDeleted"), Ok(true));
+    let users = db.collection::<Document>("users");
     assert_eq!(users.count_documents(doc! {}).await.unwrap(), 1);
 }
 
 #[tokio::test]
 async fn a_session_with_a_null_final_stamp_has_not_ended() {
     let env = TestEnv::new().await;
-    let n = names(&env);
-    let store = store(&env, &n).await;
-    let db = env.mongo().await.database(&n.database);
-    let sessions = db.collection::<Document>("sessions");
-    sessions
-        .insert_one(doc! {
+    let (applier, db) = with_document(
+        &env,
+        "sessions",
+        doc! {
             "clerkId": "sess_null", "status": "pending", "isDeleted": false,
             "profileVersion": Bson::Null, "statusVersion": Bson::Null,
             "finalVersion": Bson::Null, "eventVersion": Bson::Null,
-        })
-        .await
-        .unwrap();
-    let applier = Applier::new(store, vec![Entity::User, Entity::Session]);
+        },
+    )
+    .await;
     let created = clerk_event(
         "evt_sess_null",
         "session.created",
@@ -94,7 +106,8 @@ async fn a_session_with_a_null_final_stamp_has_not_ended() {
         .await
         .unwrap();
     assert_eq!(applied.outcomes, [Outcome::Applied]);
-    let d = sessions
+    let d = db
+        .collection::<Document>("sessions")
         .find_one(doc! {"clerkId": "sess_null"})
         .await
         .unwrap()
