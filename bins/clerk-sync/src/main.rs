@@ -45,13 +45,6 @@ enum Command {
     Healthcheck,
 }
 
-/// glibc's allocator took about a third of user-sync's CPU at 1,250 events/s (`perf` during
-/// `scripts/e2e-bench.sh`: malloc, free and their consolidation), as every event allocates
-/// a few hundred small strings and documents across threads. mimalloc, with the payload
-/// converted once, brought user-sync from 288 to 148 µs per event (README, "Benchmarks").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

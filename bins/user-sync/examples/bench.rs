@@ -19,11 +19,6 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-/// The allocator the user-sync binary runs with (see its `main.rs`), so that the figure is
-/// the binary's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // user-sync's own log, on RUST_LOG (warn from scripts/bench.sh).
@@ -93,7 +88,9 @@ async fn main() -> anyhow::Result<()> {
     let db = client.database(&database);
     let metrics = format!("http://{}/metrics", listener_address);
     let http = reqwest::Client::new();
-    if history {
+    // Applied in the history windows (nothing else to print), or at once: (since start,
+    // since the first batch).
+    let throughput = if history {
         // Timed from a consumer that holds its partitions.
         let ready = format!("http://{}/ready", listener_address);
         while !http
@@ -129,24 +126,29 @@ async fn main() -> anyhow::Result<()> {
             n - 1999,
             last.as_secs_f64() / first.as_secs_f64()
         );
-        let _ = stop_tx.send(());
-        app.await??;
-        db.drop().await?;
-        admin.delete_topics(&[&topic], &AdminOptions::new()).await?;
-        return Ok(());
-    }
-    let first = wait_for(&http, &metrics, n).await;
-    let total = started.elapsed();
-    let applying = first.map_or(total, |f| f.elapsed());
+        None
+    } else {
+        let first = wait_for(&http, &metrics, n).await;
+        let total = started.elapsed();
+        Some((total, first.map_or(total, |f| f.elapsed())))
+    };
     let _ = stop_tx.send(());
     app.await??;
-    println!(
-        "user-sync: {n} events applied in {total:.2?} from start ({:.0} events/s), {applying:.2?} from the first record ({:.0} events/s)",
-        n as f64 / total.as_secs_f64(),
-        n as f64 / applying.as_secs_f64(),
-    );
+    if let Some((total, applying)) = throughput {
+        println!(
+            "user-sync: {n} events applied in {total:.2?} from start ({:.0} events/s), {applying:.2?} from the first record ({:.0} events/s)",
+            n as f64 / total.as_secs_f64(),
+            n as f64 / applying.as_secs_f64(),
+        );
+        plain_loop(&db, n, users).await?;
+    }
+    db.drop().await?;
+    admin.delete_topics(&[&topic], &AdminOptions::new()).await?;
+    Ok(())
+}
 
-    // The same store, the simplest possible writer: one upsert per event, in sequence.
+/// The same store, the simplest possible writer: one upsert per event, in sequence.
+async fn plain_loop(db: &mongodb::Database, n: usize, users: usize) -> anyhow::Result<()> {
     let plain = db.collection::<Document>("plain_loop");
     let started = Instant::now();
     for i in 0..n {
@@ -165,9 +167,6 @@ async fn main() -> anyhow::Result<()> {
         "plain driver loop: {n} sequential upserts in {elapsed:.2?} ({:.0} writes/s)",
         n as f64 / elapsed.as_secs_f64()
     );
-
-    db.drop().await?;
-    admin.delete_topics(&[&topic], &AdminOptions::new()).await?;
     Ok(())
 }
 
