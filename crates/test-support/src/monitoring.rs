@@ -77,6 +77,30 @@ pub fn exported(text: &str, name: &str) -> bool {
     sample || text.contains(&format!("# TYPE {family} "))
 }
 
+/// Checks a service's `/metrics` `text` against deploy/monitoring: every metric starting
+/// with `prefix` that the files name is exported (and they name at least `at_least`), and
+/// the service reports `<prefix>ready 1` and `<prefix>build_info{version="…"} 1`.
+pub fn assert_exports_what_monitoring_names(
+    text: &str,
+    prefix: &str,
+    at_least: usize,
+    version: &str,
+) {
+    let names = names(prefix);
+    assert!(names.len() >= at_least, "{names:?}");
+    for name in &names {
+        assert!(
+            exported(text, name),
+            "{name} is in deploy/monitoring but not in the service's /metrics:\n{text}"
+        );
+    }
+    assert!(text.contains(&format!("{prefix}ready 1")), "{text}");
+    assert!(
+        text.contains(&format!("{prefix}build_info{{version=\"{version}\"}} 1")),
+        "{text}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

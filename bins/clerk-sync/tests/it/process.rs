@@ -174,21 +174,11 @@ async fn the_monitoring_files_name_only_metrics_clerk_sync_exports() {
         .text()
         .await
         .unwrap();
-    let names = test_support::monitoring::names("clerk_sync_");
-    assert!(names.len() >= 5, "{names:?}");
-    for name in &names {
-        assert!(
-            test_support::monitoring::exported(&text, name),
-            "{name} is in deploy/monitoring but not in clerk-sync's /metrics:\n{text}"
-        );
-    }
-    assert!(text.contains("clerk_sync_ready 1"), "{text}");
-    assert!(
-        text.contains(&format!(
-            "clerk_sync_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        )),
-        "{text}"
+    test_support::monitoring::assert_exports_what_monitoring_names(
+        &text,
+        "clerk_sync_",
+        5,
+        env!("CARGO_PKG_VERSION"),
     );
     child.kill().await.unwrap();
 }

@@ -15,21 +15,11 @@ async fn the_monitoring_files_name_only_metrics_user_sync_exports() {
         .text()
         .await
         .unwrap();
-    let names = test_support::monitoring::names("user_sync_");
-    assert!(names.len() >= 6, "{names:?}");
-    for name in &names {
-        assert!(
-            test_support::monitoring::exported(&text, name),
-            "{name} is in deploy/monitoring but not in user-sync's /metrics:\n{text}"
-        );
-    }
-    assert!(text.contains("user_sync_ready 1"), "{text}");
-    assert!(
-        text.contains(&format!(
-            "user_sync_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        )),
-        "{text}"
+    test_support::monitoring::assert_exports_what_monitoring_names(
+        &text,
+        "user_sync_",
+        6,
+        env!("CARGO_PKG_VERSION"),
     );
     drop(process); // killed on drop
 }
