@@ -3,12 +3,13 @@
 # checks formatting and lints, starts the test servers, runs every test, stops the servers.
 #
 # Environment: KAFKA_PORT, MONGO_PORT (default 9092, 27017) move the servers;
-# KEEP_SERVICES=1 leaves them running afterwards.
+# KEEP_SERVICES=1 leaves them running afterwards; FRESH_CHECK=0 skips the fresh-machine
+# check (it needs root) for the quick start in a scratch copy.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-step() { printf '\n==> %s\n' "$*" >&2; }
 started=$SECONDS
+step() { printf '\n==> [%4d s] %s\n' "$((SECONDS - started))" "$*" >&2; }
 
 # shellcheck source=scripts/deps.sh
 source scripts/deps.sh
@@ -25,13 +26,28 @@ services_pid=$!
 # The index-backed MongoDB-wire server (mongo-java-server), on its own port and data dir.
 memory=(env SERVICES_DATA="$PWD/target/services-memory" MONGO_ENGINE=memory
   MONGO_PORT=$((${MONGO_PORT:-27017} + 100)))
+fresh_pid=
 stop_services() {
+  # The fresh-machine check runs in a session of its own: stop all of it.
+  [[ -n $fresh_pid ]] && kill -- "-$fresh_pid" 2>/dev/null || true
   if [[ ${KEEP_SERVICES:-0} != 1 ]]; then
     scripts/services.sh down || true
     "${memory[@]}" scripts/services.sh down mongo 2>/dev/null || true
   fi
 }
 trap stop_services EXIT
+
+# The README's first command on a machine that has only the README's prerequisites (a
+# debootstrapped Debian rootfs, scripts/fresh-machine-check.sh), so that what this machine
+# installed earlier can't hide a missing system package. It runs beside everything else:
+# warm, it takes under a minute; cold, its build overlaps this one's. Needs root;
+# FRESH_CHECK=0 runs the quick start in a scratch copy at the end instead (which proves the
+# command, not its install steps).
+if [[ ${FRESH_CHECK:-1} != 0 ]]; then
+  step "README quick start on a fresh Debian machine, in the background (log: target/services/fresh.log)"
+  setsid scripts/fresh-machine-check.sh >target/services/fresh.out 2>target/services/fresh.log &
+  fresh_pid=$!
+fi
 
 # promtool (for the alert rules) builds from the Go module proxy the first time, meanwhile too.
 scripts/promtool.sh install >target/services/promtool.log 2>&1 &
@@ -74,12 +90,30 @@ cargo test --workspace --locked --no-fail-fast
 # mongo-java-server take the batched multi-statement path, which only this run exercises.
 # The outage tests are left out: this server keeps nothing across a restart.
 step "user-sync against mongo-java-server (the batched write path)"
+# The test binary the workspace build made, run as cargo test runs it (from the package's
+# folder): `cargo test -p user-sync` would resolve features for user-sync alone and rebuild
+# some 60 crates on a cold machine.
+it=$(cargo test --workspace --locked --no-run --message-format=json 2>/dev/null |
+  grep -F '/bins/user-sync/tests/it/' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
+[[ -x $it ]] || { echo "no user-sync integration test binary found" >&2; exit 1; }
 memory_exports=$("${memory[@]}" scripts/services.sh up mongo)
-MONGODB_URI=$(sed -n 's/^export MONGODB_URI=//p' <<<"$memory_exports") \
-  cargo test --locked -p user-sync --test it -- --skip outage
+(cd bins/user-sync &&
+  MONGODB_URI=$(sed -n 's/^export MONGODB_URI=//p' <<<"$memory_exports") "$it" --skip outage)
 "${memory[@]}" scripts/services.sh down mongo
 
-step "README quick start, in a scratch copy"
-scripts/quickstart-check.sh
+if [[ -n $fresh_pid ]]; then
+  step "README quick start on a fresh Debian machine: waiting for it"
+  if ! wait "$fresh_pid"; then
+    fresh_pid=
+    cat target/services/fresh.log >&2
+    echo "scripts/fresh-machine-check.sh failed" >&2
+    exit 1
+  fi
+  fresh_pid=
+  tail -n 1 target/services/fresh.log >&2
+else
+  step "README quick start, in a scratch copy (FRESH_CHECK=0)"
+  scripts/quickstart-check.sh
+fi
 
 step "all checks passed in $((SECONDS - started)) s"

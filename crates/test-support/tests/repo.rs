@@ -267,7 +267,7 @@ fn dockerfile_is_multi_stage_and_non_root() {
         );
     }
     // The runtime stage is distroless: nothing installed into it, no shell to run.
-    let runtime = &dockerfile[dockerfile.rfind("\nFROM ").expect("a runtime stage")..];
+    let runtime = runtime_stage(&dockerfile);
     assert!(
         runtime.starts_with("\nFROM gcr.io/distroless/"),
         "{runtime}"
@@ -276,9 +276,27 @@ fn dockerfile_is_multi_stage_and_non_root() {
         !runtime.contains("\nRUN "),
         "the runtime stage runs a command"
     );
+    // The build's packages come from the one list scripts/deps.sh reads too, and from
+    // nowhere else (a second list is how the two drifted apart).
+    let build = &dockerfile[..dockerfile.rfind("\nFROM ").unwrap()];
     assert!(
-        !dockerfile.contains("curl"),
-        "libcurl: the binaries don't link it (ldd)"
+        build.contains("COPY scripts/system-packages "),
+        "the build stage doesn't take scripts/system-packages"
+    );
+    let installs: Vec<&str> = build.split("apt-get install").skip(1).collect();
+    assert_eq!(installs.len(), 1, "one apt-get install in the build stage");
+    assert!(
+        installs[0]
+            .split("&&")
+            .next()
+            .unwrap()
+            .contains("/tmp/system-packages"),
+        "the build stage installs packages not from scripts/system-packages: {}",
+        installs[0]
+    );
+    assert!(
+        read("scripts/deps.sh").contains("system-packages"),
+        "scripts/deps.sh doesn't read scripts/system-packages"
     );
     // One image, two programs: a HEALTHCHECK for one would fail the other (compose
     // names each service's own).
@@ -288,17 +306,186 @@ fn dockerfile_is_multi_stage_and_non_root() {
     );
 }
 
-#[test]
-fn kubernetes_manifests_have_probes_resources_and_known_variables() {
+fn kubernetes_docs() -> Vec<Value> {
     let dir = "deploy/kubernetes";
     let mut docs = Vec::new();
-    for entry in std::fs::read_dir(root().join(dir)).unwrap() {
-        let path = entry.unwrap().path();
+    for entry in std::fs::read_dir(root().join(dir)).expect("deploy/kubernetes") {
+        let path = entry.expect("a directory entry").path();
         if path.extension().is_some_and(|e| e == "yaml") {
-            let rel = format!("{dir}/{}", path.file_name().unwrap().to_string_lossy());
+            let name = path.file_name().expect("a file name").to_string_lossy();
+            let rel = format!("{dir}/{name}");
             docs.extend(yaml_docs(&rel));
         }
     }
+    docs
+}
+
+/// The Dockerfile's last stage: what the image holds.
+fn runtime_stage(dockerfile: &str) -> &str {
+    &dockerfile[dockerfile.rfind("\nFROM ").expect("a runtime stage")..]
+}
+
+/// The files the runtime stage copies in. The base is distroless (checked above): no shell,
+/// no coreutils, so these are the only programs a container of the image can execute.
+fn image_programs(dockerfile: &str) -> BTreeSet<String> {
+    let mut programs = BTreeSet::new();
+    for args in runtime_stage(dockerfile)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("COPY "))
+    {
+        let words: Vec<&str> = args
+            .split_whitespace()
+            .filter(|w| !w.starts_with("--"))
+            .collect();
+        let (dest, sources) = words.split_last().expect("COPY <src>... <dest>");
+        for source in sources {
+            programs.insert(match dest.strip_suffix('/') {
+                Some(dir) => format!("{dir}/{}", source.rsplit('/').next().unwrap_or(source)),
+                None => dest.to_string(),
+            });
+        }
+    }
+    programs
+}
+
+/// Where a program name leads in the image: an absolute path as it is, a bare name through
+/// the distroless image's PATH.
+fn resolves_in_image(program: &str, programs: &BTreeSet<String>) -> bool {
+    if program.starts_with('/') {
+        return programs.contains(program);
+    }
+    [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ]
+    .iter()
+    .any(|dir| programs.contains(&format!("{dir}/{program}")))
+}
+
+/// Every program a Kubernetes manifest executes: each container's `command` (or, without
+/// one, the image's ENTRYPOINT) and each `exec` handler's (hooks and probes).
+fn executed_by(v: &Value, entrypoint: &str, found: &mut Vec<String>) {
+    match v {
+        Value::Mapping(m) => {
+            if m.contains_key("image") {
+                found.push(
+                    strings(&v["command"])
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| entrypoint.to_string()),
+                );
+            }
+            if let Some(first) = strings(&v["exec"]["command"]).first() {
+                found.push(first.clone());
+            }
+            m.values().for_each(|x| executed_by(x, entrypoint, found));
+        }
+        Value::Sequence(s) => s.iter().for_each(|x| executed_by(x, entrypoint, found)),
+        _ => {}
+    }
+}
+
+#[test]
+fn deployments_execute_only_programs_the_image_contains() {
+    let dockerfile = read("deploy/Dockerfile");
+    let programs = image_programs(&dockerfile);
+    assert!(
+        programs.contains("/usr/local/bin/clerk-sync")
+            && programs.contains("/usr/local/bin/user-sync"),
+        "{programs:?}"
+    );
+    let entrypoint = runtime_stage(&dockerfile)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ENTRYPOINT "))
+        .expect("an ENTRYPOINT");
+    let entrypoint: Vec<String> =
+        serde_json::from_str(entrypoint).expect("ENTRYPOINT in exec form");
+
+    let mut executed = Vec::new();
+    for doc in kubernetes_docs() {
+        executed_by(&doc, &entrypoint[0], &mut executed);
+    }
+    // compose: the services built from deploy/Dockerfile, their entrypoints and health checks.
+    let compose: Value = serde_yaml::from_str(&read("docker-compose.yml")).unwrap();
+    let ours = str_of(&compose["services"]["clerk-sync"], &["image"]);
+    for service in compose["services"].as_mapping().unwrap().values() {
+        if service["image"].as_str() != Some(ours) {
+            continue;
+        }
+        let entry = strings(&service["entrypoint"]);
+        executed.push(entry.first().unwrap_or(&entrypoint[0]).clone());
+        let test = strings(&service["healthcheck"]["test"]);
+        match test.first().map(String::as_str) {
+            Some("CMD") => executed.push(test[1].clone()),
+            // CMD-SHELL runs /bin/sh, which the image doesn't have.
+            Some(other) => executed.push(format!("{other} (/bin/sh)")),
+            None => {}
+        }
+    }
+    assert!(executed.len() >= 6, "{executed:?}");
+    for program in &executed {
+        assert!(
+            resolves_in_image(program, &programs),
+            "deploy executes {program}, which the image doesn't contain (it holds {programs:?})"
+        );
+    }
+}
+
+/// What deploy/README.md's "Graceful shutdown" says of a service, e.g. the number in
+/// "`terminationGracePeriodSeconds: 45`" of the bullet that starts with **name**.
+fn stated_seconds(readme: &str, service: &str, before: &str, after: &str) -> Option<u64> {
+    let section = readme
+        .split("### Graceful shutdown")
+        .nth(1)?
+        .split("\n### ")
+        .next()?;
+    let bullet = section
+        .split("\n- ")
+        .find(|b| b.starts_with(&format!("**{service}**")))?;
+    let rest = bullet.split(before).nth(1)?;
+    rest.split(after).next()?.trim().parse().ok()
+}
+
+#[test]
+fn deploy_readme_states_the_manifests_grace_periods_and_pauses() {
+    let readme = read("deploy/README.md");
+    let docs = kubernetes_docs();
+    let deployments: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Deployment").collect();
+    assert_eq!(deployments.len(), 2);
+    for d in deployments {
+        let name = str_of(d, &["metadata", "name"]);
+        let pod = &d["spec"]["template"]["spec"];
+        let grace = pod["terminationGracePeriodSeconds"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}: no terminationGracePeriodSeconds"));
+        assert_eq!(
+            stated_seconds(&readme, name, "`terminationGracePeriodSeconds: ", "`"),
+            Some(grace),
+            "deploy/README.md and deploy/kubernetes disagree on {name}'s grace period"
+        );
+        let pause = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64();
+        assert_eq!(
+            stated_seconds(&readme, name, "A `preStop` pause of ", " s"),
+            pause,
+            "deploy/README.md and deploy/kubernetes disagree on {name}'s preStop pause"
+        );
+        if let Some(pause) = pause {
+            // The pause, then requests in flight (REQUEST_TIMEOUT_MS, 30 s by default).
+            assert!(
+                grace > pause + 30,
+                "{name}: {grace} s leaves no time to drain"
+            );
+        }
+    }
+}
+
+#[test]
+fn kubernetes_manifests_have_probes_resources_and_known_variables() {
+    let docs = kubernetes_docs();
     let of_kind =
         |kind: &str| -> Vec<&Value> { docs.iter().filter(|d| d["kind"] == kind).collect() };
 
