@@ -20,22 +20,24 @@
 #                        a new copy of it, so nothing an earlier run installed is there.
 #   downloads/           cargo's registry, Maven's repository, Go's module and build caches:
 #                        sources and what is compiled from them, never a system package.
-#   target-<key>/        the build's output, under a key made of everything of the system the
-#                        build can see (the recipe, scripts/system-packages, scripts/deps.sh,
-#                        the Rust toolchain): changing any of them builds from scratch, and
-#                        cargo rebuilds whatever changed in the sources. FRESH_COLD=1 builds
-#                        from scratch anyway.
+#   target-<key>/        the build's output, under a key of everything of the system the
+#                        build can see: every installed package and its version, read after
+#                        scripts/deps.sh ran, and the Rust toolchain. A change to the list,
+#                        to deps.sh or to Debian's packages builds from scratch; cargo
+#                        rebuilds whatever changed in the sources. FRESH_COLD=1 builds from
+#                        scratch anyway.
 #
 #   scripts/fresh-machine-check.sh          the check
 #   scripts/fresh-machine-check.sh rootfs   only make (or find) the prerequisites' rootfs
 #
-# Needs root (debootstrap, chroot, mounts; re-runs itself with sudo when it can), and
-# installs debootstrap when it is missing. FRESH_TIMEOUT bounds a run (default 2400 s).
+# Needs root and Linux namespaces (debootstrap, unshare, chroot, mounts), and installs
+# debootstrap when it is missing. FRESH_TIMEOUT bounds a run (default 2400 s).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${FRESH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/clerk-sync/fresh}
 SUITE=bookworm
 MIRROR=${FRESH_MIRROR:-http://deb.debian.org/debian}
+SECURITY_MIRROR=${FRESH_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 # The README's prerequisites that come from Debian's packages (Rust and Go are mounted).
 PREREQUISITES=(openjdk-17-jdk-headless maven)
 SAMPLE_USER=user_2pZ6mQ3xYfTgHk8LwNcVbR1aS4d
@@ -43,12 +45,9 @@ SAMPLE_USER=user_2pZ6mQ3xYfTgHk8LwNcVbR1aS4d
 log() { printf '[fresh] %s\n' "$*" >&2; }
 die() { printf '[fresh] error: %s\n' "$*" >&2; exit 1; }
 
-if [[ $(id -u) -ne 0 ]]; then
-  command -v sudo >/dev/null && sudo -n true 2>/dev/null \
-    || die "needs root (debootstrap, chroot, mounts): run it as root or with sudo"
-  exec sudo -n FRESH_CACHE="$CACHE" FRESH_COLD="${FRESH_COLD:-}" "$0" "$@"
-fi
-command -v unshare >/dev/null || die "needs util-linux's unshare"
+[[ $(id -u) -eq 0 ]] || die "needs root (debootstrap, chroot, mounts)"
+unshare --mount --pid --fork true 2>/dev/null \
+  || die "can't make mount and PID namespaces here (unshare): an unprivileged container?"
 
 # This machine's toolchains, mounted read-only into the rootfs.
 command -v rustc >/dev/null || die "rustc is needed: https://rustup.rs"
@@ -56,8 +55,10 @@ RUST_SYSROOT=$(rustc --print sysroot)
 command -v go >/dev/null || die "go is needed: https://go.dev/dl"
 GO_ROOT=$(go env GOROOT)
 
-# Runs a command as root inside rootfs $1, in new mount and PID namespaces, with a clean
-# environment. Further mounts: FRESH_BINDS, lines of "source target ro|rw" (target inside).
+# Runs a command as root inside rootfs $1, in new mount and PID namespaces (every mount and
+# process of it ends with it: --kill-child ends the namespace's first process, and with it
+# the namespace), with a clean environment. Further mounts: FRESH_BINDS, lines of
+# "source target ro|rw" (target inside the rootfs).
 in_rootfs() {
   local rootfs=$1
   shift
@@ -65,8 +66,19 @@ in_rootfs() {
     bash -euo pipefail -c '
       r=$1; shift
       mount -t proc proc "$r/proc"
-      mount --rbind /dev "$r/dev"
       mount -t sysfs -o ro sysfs "$r/sys"
+      # A /dev of its own: the few character devices programs open, not the host disks.
+      mount -t tmpfs -o mode=755,nosuid dev "$r/dev"
+      for d in null zero full random urandom tty; do
+        touch "$r/dev/$d"
+        mount --bind "/dev/$d" "$r/dev/$d"
+      done
+      mkdir "$r/dev/pts" "$r/dev/shm"
+      mount -t devpts -o newinstance,ptmxmode=0666 devpts "$r/dev/pts"
+      ln -s pts/ptmx "$r/dev/ptmx"
+      mount -t tmpfs -o nosuid,nodev shm "$r/dev/shm"
+      ln -s /proc/self/fd "$r/dev/fd"
+      for i in 0 1 2; do ln -s "/proc/self/fd/$i" "$r/dev/$(echo stdin stdout stderr | cut -d" " -f$((i + 1)))"; done
       while read -r src dst mode; do
         [[ -n $src ]] || continue
         mkdir -p "$r$dst"
@@ -74,12 +86,12 @@ in_rootfs() {
         [[ $mode == ro ]] && mount -o remount,bind,ro "$r$dst"
       done <<<"${FRESH_BINDS:-}"
       cp /etc/resolv.conf "$r/etc/resolv.conf"
-      exec chroot "$r" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
+      # The network'"'"'s proxy settings, if any, like its resolv.conf.
+      proxies=$(env | grep -iE "^(https?|no)_proxy=" || true)
+      exec chroot "$r" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb $proxies \
         PATH=/opt/rust/bin:/usr/local/go/bin:/root/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         ${FRESH_ENV:-} "$@"' fresh "$rootfs" "$@"
 }
-
-mkdir -p "$CACHE/downloads"/{cargo,m2,gomod,gobuild}
 
 # --- the prerequisites' rootfs, made once ------------------------------------------------------
 # This machine's own CA certificates (/usr/local/share/ca-certificates: here, the network's
@@ -87,7 +99,7 @@ mkdir -p "$CACHE/downloads"/{cargo,m2,gomod,gobuild}
 # the network's, not the project's, and without them no registry answers over HTTPS.
 local_cas=(/usr/local/share/ca-certificates/*.crt)
 [[ -e ${local_cas[0]} ]] || local_cas=()
-recipe="debootstrap --variant=minbase $SUITE; local CAs $(cat "${local_cas[@]}" /dev/null | sha256sum | cut -c1-12); apt-get install --no-install-recommends ${PREREQUISITES[*]}"
+recipe="debootstrap --variant=minbase $SUITE, updates, security; local CAs $(cat "${local_cas[@]}" /dev/null | sha256sum | cut -c1-12); apt-get install --no-install-recommends ${PREREQUISITES[*]}"
 tarball=$CACHE/rootfs-$(sha256sum <<<"$recipe" | cut -c1-12).tar
 if [[ ! -f $tarball ]]; then
   if ! command -v debootstrap >/dev/null; then
@@ -99,6 +111,9 @@ if [[ ! -f $tarball ]]; then
   log "making a Debian $SUITE rootfs with debootstrap (once; cached as $tarball)"
   debootstrap --variant=minbase "$SUITE" "$build" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
     || { tail -n 20 "$CACHE/debootstrap.log" >&2; die "debootstrap failed"; }
+  # As a Debian installer leaves it: the release, its updates and its security fixes.
+  printf 'deb %s %s main\ndeb %s %s-updates main\ndeb %s %s-security main\n' \
+    "$MIRROR" "$SUITE" "$MIRROR" "$SUITE" "$SECURITY_MIRROR" "$SUITE" >"$build/etc/apt/sources.list"
   if ((${#local_cas[@]})); then
     mkdir -p "$build/usr/local/share/ca-certificates"
     cp "${local_cas[@]}" "$build/usr/local/share/ca-certificates/"
@@ -115,56 +130,76 @@ fi
 
 # --- this run's machine ------------------------------------------------------------------------
 run=$CACHE/run
-# The mounts lived in the run's own namespace, so nothing is mounted here; check before rm -rf.
-if grep -qF " $run/" /proc/self/mountinfo; then die "something is still mounted under $run"; fi
+# Every mount of an earlier run was made in that run's own mount namespace with private
+# propagation, so none of them is visible here and rm -rf can't reach through one into the
+# host's toolchains or caches. (A run still alive would hold its own copy: one run at a time.)
 rm -rf "$run"
 mkdir -p "$run/rootfs"
 tar -C "$run/rootfs" -xf "$tarball"
 src=/root/clerk-sync
 mkdir -p "$run/rootfs$src"
-if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-  (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard |
-    xargs -0 tar -cf - --ignore-failed-read 2>/dev/null) | tar -xf - -C "$run/rootfs$src"
+if git -c safe.directory="$ROOT" -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  (cd "$ROOT" && git -c safe.directory="$ROOT" ls-files -z --cached --others --exclude-standard |
+    tar --null --no-recursion --ignore-failed-read -T - -cf -) | tar -xf - -C "$run/rootfs$src"
 else
-  tar -C "$ROOT" --exclude=./target -cf - . | tar -xf - -C "$run/rootfs$src"
+  tar -C "$ROOT" --exclude=./target --exclude=./.git -cf - . | tar -xf - -C "$run/rootfs$src"
 fi
 
+mkdir -p "$CACHE/downloads"/{cargo-registry,cargo-git,m2,gomod,gobuild} "$run/target"
+export FRESH_BINDS="
+$RUST_SYSROOT /opt/rust ro
+$GO_ROOT /usr/local/go ro
+$CACHE/downloads/cargo-registry /root/.cargo/registry rw
+$CACHE/downloads/cargo-git /root/.cargo/git rw
+$CACHE/downloads/m2 /root/.m2 rw
+$CACHE/downloads/gomod /root/go/pkg/mod rw
+$CACHE/downloads/gobuild /root/.cache/go-build rw
+$run/target $src/target/debug rw"
+# Its own ports, so that it can run beside the test servers.
+export FRESH_ENV="PORT=${FRESH_PORT:-28788} HEALTH_PORT=${FRESH_HEALTH_PORT:-28789}
+  KAFKA_PORT=${FRESH_KAFKA_PORT:-29092} MONGO_PORT=${FRESH_MONGO_PORT:-29017}"
+
+# Runs a shell command in $src in the rootfs, bounded in time. --foreground keeps timeout
+# in this process group, so a signal to the group (Ctrl-C, or scripts/test.sh stopping
+# the check) reaches it, and through unshare the whole namespace.
+deadline=$((SECONDS + ${FRESH_TIMEOUT:-2400}))
+in_src() {
+  local left=$((deadline - SECONDS))
+  ((left > 0)) || left=1
+  timeout --foreground --kill-after=30 "$left" \
+    bash -c "$(declare -f in_rootfs); in_rootfs \"\$@\"" fresh "$run/rootfs" bash -c "cd $src && $1"
+}
+
+started=$SECONDS
+# deps.sh first, on its own, so that the build's cache can be keyed on what is installed.
+log "in the rootfs: scripts/deps.sh"
+in_src ". scripts/deps.sh" >"$run/deps.out" 2>&1 \
+  || { cat "$run/deps.out" >&2; die "scripts/deps.sh failed on the fresh machine"; }
+sed 's/^/[fresh] deps: /' "$run/deps.out" | grep -v debconf >&2 || true
+
+# The build's output is reused only by a machine with the same packages at the same versions
+# and the same Rust: it is everything of the system a build can see. (cargo rebuilds what
+# changed in the sources itself.)
 key=$(
   {
-    echo "$recipe"
-    cat "$run/rootfs$src/scripts/system-packages" 2>/dev/null || echo "no system-packages"
-    cat "$run/rootfs$src/scripts/deps.sh"
+    dpkg-query --admindir="$run/rootfs/var/lib/dpkg" -W -f '${Package} ${Version} ${Status}\n' | sort
     rustc -vV
   } | sha256sum | cut -c1-12
 )
 target=$CACHE/target-$key
 [[ ${FRESH_COLD:-} == 1 ]] && rm -rf "$target"
 if [[ -d $target ]]; then
-  log "reusing the build output of an earlier run on the same system ($target)"
+  log "reusing the build output of an earlier run on the same packages ($target)"
 else
-  log "building from scratch (no earlier build under this system's key $key)"
+  log "building from scratch (no earlier build on these packages: key $key)"
 fi
 find "$CACHE" -maxdepth 1 -name 'target-*' ! -path "$target" -exec rm -rf {} +
 mkdir -p "$target"
+FRESH_BINDS=${FRESH_BINDS/"$run/target $src/target/debug rw"/"$target $src/target/debug rw"}
 
-export FRESH_BINDS="
-$RUST_SYSROOT /opt/rust ro
-$GO_ROOT /usr/local/go ro
-$CACHE/downloads/cargo /root/.cargo rw
-$CACHE/downloads/m2 /root/.m2 rw
-$CACHE/downloads/gomod /root/go/pkg/mod rw
-$CACHE/downloads/gobuild /root/.cache/go-build rw
-$target $src/target/debug rw"
-# Its own ports, so that it can run beside the test servers.
-export FRESH_ENV="PORT=${FRESH_PORT:-28788} HEALTH_PORT=${FRESH_HEALTH_PORT:-28789}
-  KAFKA_PORT=${FRESH_KAFKA_PORT:-29092} MONGO_PORT=${FRESH_MONGO_PORT:-29017}"
-
-log "in the rootfs: cd $src && scripts/quickstart.sh --stop"
-started=$SECONDS
+log "in the rootfs: scripts/quickstart.sh --stop"
 status=0
-timeout --kill-after=30 "${FRESH_TIMEOUT:-2400}" \
-  bash -c "$(declare -f in_rootfs); in_rootfs \"\$@\"" fresh "$run/rootfs" \
-  sh -c "cd $src && scripts/quickstart.sh --stop" >"$run/out" 2>"$run/err" || status=$?
+in_src "scripts/quickstart.sh --stop" >"$run/out" 2>"$run/err" || status=$?
 elapsed=$((SECONDS - started))
 
 if [[ $status -ne 0 ]]; then

@@ -11,6 +11,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 started=$SECONDS
 step() { printf '\n==> [%4d s] %s\n' "$((SECONDS - started))" "$*" >&2; }
 
+# The fresh-machine check (below) needs root and namespaces; say so now, not after the build.
+if [[ ${FRESH_CHECK:-1} != 0 ]] && ! { [[ $(id -u) -eq 0 ]] && unshare --mount --pid --fork true; }; then
+  echo "scripts/test.sh: the fresh-machine check needs root and mount/PID namespaces;" \
+    "run as root, or FRESH_CHECK=0 scripts/test.sh for the quick start in a scratch copy" >&2
+  exit 2
+fi
+
 # shellcheck source=scripts/deps.sh
 source scripts/deps.sh
 
@@ -26,10 +33,10 @@ services_pid=$!
 # The index-backed MongoDB-wire server (mongo-java-server), on its own port and data dir.
 memory=(env SERVICES_DATA="$PWD/target/services-memory" MONGO_ENGINE=memory
   MONGO_PORT=$((${MONGO_PORT:-27017} + 100)))
-fresh_pid=
+fresh_pid= fresh_rootfs_pid=
 stop_services() {
-  # The fresh-machine check runs in a session of its own: stop all of it.
-  [[ -n $fresh_pid ]] && kill -- "-$fresh_pid" 2>/dev/null || true
+  # The fresh-machine check runs in sessions of its own: stop all of them.
+  for pid in $fresh_rootfs_pid $fresh_pid; do kill -- "-$pid" 2>/dev/null || true; done
   if [[ ${KEEP_SERVICES:-0} != 1 ]]; then
     scripts/services.sh down || true
     "${memory[@]}" scripts/services.sh down mongo 2>/dev/null || true
@@ -39,14 +46,15 @@ trap stop_services EXIT
 
 # The README's first command on a machine that has only the README's prerequisites (a
 # debootstrapped Debian rootfs, scripts/fresh-machine-check.sh), so that what this machine
-# installed earlier can't hide a missing system package. It runs beside everything else:
-# warm, it takes under a minute; cold, its build overlaps this one's. Needs root;
-# FRESH_CHECK=0 runs the quick start in a scratch copy at the end instead (which proves the
-# command, not its install steps).
+# installed earlier can't hide a missing system package. Its rootfs (downloads and dpkg,
+# made once) is prepared now; the check itself starts after clippy, beside the tests, which
+# leave most of the CPU idle while they wait on the servers (warm, it takes under a minute;
+# cold, its build would otherwise slow this one's). Needs root; FRESH_CHECK=0 runs the
+# quick start in a scratch copy at the end instead (which proves the command, not its
+# install steps).
 if [[ ${FRESH_CHECK:-1} != 0 ]]; then
-  step "README quick start on a fresh Debian machine, in the background (log: target/services/fresh.log)"
-  setsid scripts/fresh-machine-check.sh >target/services/fresh.out 2>target/services/fresh.log &
-  fresh_pid=$!
+  setsid scripts/fresh-machine-check.sh rootfs >target/services/fresh-rootfs.log 2>&1 &
+  fresh_rootfs_pid=$!
 fi
 
 # promtool (for the alert rules) builds from the Go module proxy the first time, meanwhile too.
@@ -59,8 +67,20 @@ cargo build --workspace --all-targets --locked
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo deny check bans licenses sources (advisories need RustSec's database: not here)"
-scripts/cargo-deny.sh check bans licenses sources
+if [[ ${FRESH_CHECK:-1} != 0 ]]; then
+  if ! wait "$fresh_rootfs_pid"; then
+    cat target/services/fresh-rootfs.log >&2
+    echo "scripts/fresh-machine-check.sh could not make its rootfs" >&2
+    exit 1
+  fi
+  fresh_rootfs_pid=
+  step "README quick start on a fresh Debian machine, in the background (log: target/services/fresh.log)"
+  setsid scripts/fresh-machine-check.sh >target/services/fresh.out 2>target/services/fresh.log &
+  fresh_pid=$!
+fi
+# cargo-deny compiles for minutes the first time: beside the tests too.
+scripts/cargo-deny.sh install >target/services/cargo-deny.log 2>&1 &
+deny_pid=$!
 
 step "promtool: the alert rules, and their unit tests"
 if ! wait "$promtool_pid"; then
@@ -100,6 +120,14 @@ memory_exports=$("${memory[@]}" scripts/services.sh up mongo)
 (cd bins/user-sync &&
   MONGODB_URI=$(sed -n 's/^export MONGODB_URI=//p' <<<"$memory_exports") "$it" --skip outage)
 "${memory[@]}" scripts/services.sh down mongo
+
+step "cargo deny check bans licenses sources (advisories need RustSec's database: not here)"
+if ! wait "$deny_pid"; then
+  cat target/services/cargo-deny.log >&2
+  echo "could not install cargo-deny" >&2
+  exit 1
+fi
+scripts/cargo-deny.sh check bans licenses sources
 
 if [[ -n $fresh_pid ]]; then
   step "README quick start on a fresh Debian machine: waiting for it"

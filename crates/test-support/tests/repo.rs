@@ -295,7 +295,9 @@ fn dockerfile_is_multi_stage_and_non_root() {
         installs[0]
     );
     assert!(
-        read("scripts/deps.sh").contains("system-packages"),
+        read("scripts/deps.sh").contains(
+            "done < <(sed 's/#.*//' \"$(dirname \"${BASH_SOURCE[0]}\")/system-packages\")"
+        ),
         "scripts/deps.sh doesn't read scripts/system-packages"
     );
     // One image, two programs: a HEALTHCHECK for one would fail the other (compose
@@ -304,6 +306,44 @@ fn dockerfile_is_multi_stage_and_non_root() {
         !runtime.contains("\nHEALTHCHECK"),
         "an image-level health check"
     );
+}
+
+#[test]
+fn every_system_package_says_what_it_is_for_and_how_to_find_it() {
+    let list = read("scripts/system-packages");
+    let rows: Vec<Vec<&str>> = list
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default())
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| !fields.is_empty())
+        .collect();
+    assert!(rows.len() >= 8, "{rows:?}");
+    for row in &rows {
+        // package, role, probe kind, probe (scripts/deps.sh's reading)
+        assert_eq!(row.len(), 4, "scripts/system-packages: {row:?}");
+        assert!(["build", "scripts"].contains(&row[1]), "{row:?}: role");
+        assert!(
+            ["command", "header", "file"].contains(&row[2]),
+            "{row:?}: probe"
+        );
+        if row[2] == "file" {
+            assert!(
+                row[3].starts_with('/'),
+                "{row:?}: a file probe's absolute path"
+            );
+        }
+    }
+    let built: Vec<&str> = rows
+        .iter()
+        .filter(|r| r[1] == "build")
+        .map(|r| r[0])
+        .collect();
+    for needed in ["cmake", "libssl-dev", "libcurl4-openssl-dev"] {
+        assert!(
+            built.contains(&needed),
+            "{needed} is not a build package: {built:?}"
+        );
+    }
 }
 
 fn kubernetes_docs() -> Vec<Value> {
@@ -474,10 +514,21 @@ fn deploy_readme_states_the_manifests_grace_periods_and_pauses() {
             "deploy/README.md and deploy/kubernetes disagree on {name}'s preStop pause"
         );
         if let Some(pause) = pause {
-            // The pause, then requests in flight (REQUEST_TIMEOUT_MS, 30 s by default).
+            // The pause, then requests in flight and the producer's flush, as configured.
+            let config = docs
+                .iter()
+                .find(|d| d["kind"] == "ConfigMap")
+                .expect("a ConfigMap");
+            let secs = |var: &str| -> u64 {
+                let ms: u64 = str_of(config, &["data", var])
+                    .parse()
+                    .expect("milliseconds");
+                ms.div_ceil(1000)
+            };
+            let drain = secs("REQUEST_TIMEOUT_MS") + secs("PUBLISH_TIMEOUT_MS");
             assert!(
-                grace > pause + 30,
-                "{name}: {grace} s leaves no time to drain"
+                grace >= pause + drain,
+                "{name}: {grace} s don't cover the {pause} s pause and {drain} s of draining"
             );
         }
     }
