@@ -94,6 +94,7 @@ in_rootfs() {
 }
 
 # --- the prerequisites' rootfs, made once ------------------------------------------------------
+mkdir -p "$CACHE"
 # This machine's own CA certificates (/usr/local/share/ca-certificates: here, the network's
 # TLS-inspecting proxy's) go in before anything is installed, like its resolv.conf: they are
 # the network's, not the project's, and without them no registry answers over HTTPS.
