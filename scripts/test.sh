@@ -33,10 +33,10 @@ services_pid=$!
 # The index-backed MongoDB-wire server (mongo-java-server), on its own port and data dir.
 memory=(env SERVICES_DATA="$PWD/target/services-memory" MONGO_ENGINE=memory
   MONGO_PORT=$((${MONGO_PORT:-27017} + 100)))
-fresh_pid= fresh_rootfs_pid=
+fresh_pid= fresh_rootfs_pid= deny_pid=
 stop_services() {
-  # The fresh-machine check runs in sessions of its own: stop all of them.
-  for pid in $fresh_rootfs_pid $fresh_pid; do kill -- "-$pid" 2>/dev/null || true; done
+  # What runs in the background runs in sessions of its own: stop all of each.
+  for pid in $fresh_rootfs_pid $fresh_pid $deny_pid; do kill -- "-$pid" 2>/dev/null || true; done
   if [[ ${KEEP_SERVICES:-0} != 1 ]]; then
     scripts/services.sh down || true
     "${memory[@]}" scripts/services.sh down mongo 2>/dev/null || true
@@ -79,7 +79,7 @@ if [[ ${FRESH_CHECK:-1} != 0 ]]; then
   fresh_pid=$!
 fi
 # cargo-deny compiles for minutes the first time: beside the tests too.
-scripts/cargo-deny.sh install >target/services/cargo-deny.log 2>&1 &
+setsid scripts/cargo-deny.sh install >target/services/cargo-deny.log 2>&1 &
 deny_pid=$!
 
 step "promtool: the alert rules, and their unit tests"
@@ -127,6 +127,7 @@ if ! wait "$deny_pid"; then
   echo "could not install cargo-deny" >&2
   exit 1
 fi
+deny_pid=
 scripts/cargo-deny.sh check bans licenses sources
 
 if [[ -n $fresh_pid ]]; then
