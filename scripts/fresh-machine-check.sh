@@ -34,13 +34,14 @@
 # debootstrap when it is missing. FRESH_TIMEOUT bounds a run (default 2400 s).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/quickstart-lib.sh
+source "$ROOT/scripts/quickstart-lib.sh"
 CACHE=${FRESH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/clerk-sync/fresh}
 SUITE=bookworm
 MIRROR=${FRESH_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${FRESH_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 # The README's prerequisites that come from Debian's packages (Rust and Go are mounted).
 PREREQUISITES=(openjdk-17-jdk-headless maven)
-SAMPLE_USER=user_2pZ6mQ3xYfTgHk8LwNcVbR1aS4d
 
 log() { printf '[fresh] %s\n' "$*" >&2; }
 die() { printf '[fresh] error: %s\n' "$*" >&2; exit 1; }
@@ -78,7 +79,9 @@ in_rootfs() {
       ln -s pts/ptmx "$r/dev/ptmx"
       mount -t tmpfs -o nosuid,nodev shm "$r/dev/shm"
       ln -s /proc/self/fd "$r/dev/fd"
-      for i in 0 1 2; do ln -s "/proc/self/fd/$i" "$r/dev/$(echo stdin stdout stderr | cut -d" " -f$((i + 1)))"; done
+      ln -s /proc/self/fd/0 "$r/dev/stdin"
+      ln -s /proc/self/fd/1 "$r/dev/stdout"
+      ln -s /proc/self/fd/2 "$r/dev/stderr"
       while read -r src dst mode; do
         [[ -n $src ]] || continue
         mkdir -p "$r$dst"
@@ -139,14 +142,9 @@ mkdir -p "$run/rootfs"
 tar -C "$run/rootfs" -xf "$tarball"
 src=/root/clerk-sync
 mkdir -p "$run/rootfs$src"
-if git -c safe.directory="$ROOT" -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-  (cd "$ROOT" && git -c safe.directory="$ROOT" ls-files -z --cached --others --exclude-standard |
-    tar --null --no-recursion --ignore-failed-read -T - -cf -) | tar -xf - -C "$run/rootfs$src"
-else
-  tar -C "$ROOT" --exclude=./target --exclude=./.git -cf - . | tar -xf - -C "$run/rootfs$src"
-fi
+copy_checkout "$ROOT" "$run/rootfs$src"
 
-mkdir -p "$CACHE/downloads"/{cargo-registry,cargo-git,m2,gomod,gobuild} "$run/target"
+mkdir -p "$CACHE/downloads"/{cargo-registry,cargo-git,m2,gomod,gobuild}
 export FRESH_BINDS="
 $RUST_SYSROOT /opt/rust ro
 $GO_ROOT /usr/local/go ro
@@ -154,8 +152,7 @@ $CACHE/downloads/cargo-registry /root/.cargo/registry rw
 $CACHE/downloads/cargo-git /root/.cargo/git rw
 $CACHE/downloads/m2 /root/.m2 rw
 $CACHE/downloads/gomod /root/go/pkg/mod rw
-$CACHE/downloads/gobuild /root/.cache/go-build rw
-$run/target $src/target/debug rw"
+$CACHE/downloads/gobuild /root/.cache/go-build rw"
 # Its own ports, so that it can run beside the test servers.
 export FRESH_ENV="PORT=${FRESH_PORT:-28788} HEALTH_PORT=${FRESH_HEALTH_PORT:-28789}
   KAFKA_PORT=${FRESH_KAFKA_PORT:-29092} MONGO_PORT=${FRESH_MONGO_PORT:-29017}"
@@ -196,7 +193,8 @@ else
 fi
 find "$CACHE" -maxdepth 1 -name 'target-*' ! -path "$target" -exec rm -rf {} +
 mkdir -p "$target"
-FRESH_BINDS=${FRESH_BINDS/"$run/target $src/target/debug rw"/"$target $src/target/debug rw"}
+FRESH_BINDS+="
+$target $src/target/debug rw"
 
 log "in the rootfs: scripts/quickstart.sh --stop"
 status=0
@@ -207,10 +205,7 @@ if [[ $status -ne 0 ]]; then
   tail -n 40 "$run/err" >&2
   die "scripts/quickstart.sh --stop failed on the fresh machine (exit $status after ${elapsed}s; log: $run/err)"
 fi
-for expect in "\"clerkId\": \"$SAMPLE_USER\"" '"lastName": "King"' '"isDeleted": false' \
-  '"syncStatus": "synced"'; do
-  grep -qF "$expect" "$run/out" || { cat "$run/out" >&2; die "the printed document lacks $expect"; }
-done
+expect_sample_document "$run/out" || die "scripts/quickstart.sh --stop did not print the sample user's document"
 cat "$run/out"
 log "passed in ${elapsed}s: scripts/quickstart.sh --stop printed the sample user's document on a fresh Debian $SUITE"
 rm -rf "$run"

@@ -10,6 +10,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 started=$SECONDS
 step() { printf '\n==> [%4d s] %s\n' "$((SECONDS - started))" "$*" >&2; }
+# Waits for background job $1; when it failed, shows its log $2 and stops with message $3.
+await() {
+  wait "$1" && return 0
+  cat "$2" >&2
+  echo "$3" >&2
+  exit 1
+}
 
 # The fresh-machine check (below) needs root and namespaces; say so now, not after the build.
 if [[ ${FRESH_CHECK:-1} != 0 ]] && ! { [[ $(id -u) -eq 0 ]] && unshare --mount --pid --fork true; }; then
@@ -68,11 +75,8 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 if [[ ${FRESH_CHECK:-1} != 0 ]]; then
-  if ! wait "$fresh_rootfs_pid"; then
-    cat target/services/fresh-rootfs.log >&2
-    echo "scripts/fresh-machine-check.sh could not make its rootfs" >&2
-    exit 1
-  fi
+  await "$fresh_rootfs_pid" target/services/fresh-rootfs.log \
+    "scripts/fresh-machine-check.sh could not make its rootfs"
   fresh_rootfs_pid=
   step "README quick start on a fresh Debian machine, in the background (log: target/services/fresh.log)"
   setsid scripts/fresh-machine-check.sh >target/services/fresh.out 2>target/services/fresh.log &
@@ -83,20 +87,12 @@ setsid scripts/cargo-deny.sh install >target/services/cargo-deny.log 2>&1 &
 deny_pid=$!
 
 step "promtool: the alert rules, and their unit tests"
-if ! wait "$promtool_pid"; then
-  cat target/services/promtool.log >&2
-  echo "could not build promtool" >&2
-  exit 1
-fi
+await "$promtool_pid" target/services/promtool.log "could not build promtool"
 scripts/promtool.sh check rules deploy/monitoring/alerts.yaml
 (cd deploy/monitoring && ../../scripts/promtool.sh test rules alerts.test.yaml)
 
 step "waiting for the servers"
-if ! wait "$services_pid"; then
-  cat target/services/up.log >&2
-  echo "scripts/services.sh up failed" >&2
-  exit 1
-fi
+await "$services_pid" target/services/up.log "scripts/services.sh up failed"
 cat target/services/up.log >&2
 # shellcheck disable=SC1091
 source target/services/exports
@@ -122,22 +118,13 @@ memory_exports=$("${memory[@]}" scripts/services.sh up mongo)
 "${memory[@]}" scripts/services.sh down mongo
 
 step "cargo deny check bans licenses sources (advisories need RustSec's database: not here)"
-if ! wait "$deny_pid"; then
-  cat target/services/cargo-deny.log >&2
-  echo "could not install cargo-deny" >&2
-  exit 1
-fi
+await "$deny_pid" target/services/cargo-deny.log "could not install cargo-deny"
 deny_pid=
 scripts/cargo-deny.sh check bans licenses sources
 
 if [[ -n $fresh_pid ]]; then
   step "README quick start on a fresh Debian machine: waiting for it"
-  if ! wait "$fresh_pid"; then
-    fresh_pid=
-    cat target/services/fresh.log >&2
-    echo "scripts/fresh-machine-check.sh failed" >&2
-    exit 1
-  fi
+  await "$fresh_pid" target/services/fresh.log "scripts/fresh-machine-check.sh failed"
   fresh_pid=
   tail -n 1 target/services/fresh.log >&2
 else

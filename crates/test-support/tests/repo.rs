@@ -278,7 +278,7 @@ fn dockerfile_is_multi_stage_and_non_root() {
     );
     // The build's packages come from the one list scripts/deps.sh reads too, and from
     // nowhere else (a second list is how the two drifted apart).
-    let build = &dockerfile[..dockerfile.rfind("\nFROM ").unwrap()];
+    let build = &dockerfile[..dockerfile.len() - runtime.len()];
     assert!(
         build.contains("COPY scripts/system-packages "),
         "the build stage doesn't take scripts/system-packages"
