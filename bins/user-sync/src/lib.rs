@@ -1,188 +1,43 @@
 //! user-sync: normalized Clerk events (users, organizations, memberships, sessions) from
 //! Kafka into MongoDB, exactly once in effect and whatever the delivery order.
 //!
-//! - [`consume`]: the group consumer, batches, backoff, offsets stored after the writes.
-//! - [`entity`]: what each event means for the documents, one module per kind.
-//! - [`plan`]: the order rules, as a plan of conditional writes computed without I/O.
-//! - [`apply`] and [`write`]: running the plan against MongoDB.
-//! - [`audit`]: the `webhook_events` records.
-//! - [`dlq`]: the dead-letter topics; [`dead_letters`]: the `dlq list` and `dlq replay`
-//!   commands over them.
-//! - [`store`]: MongoDB collections and indexes.
-//! - [`http`]: `/health`, `/ready`, `/metrics`.
-//! - [`link`]: linking an application's pre-registered records to their Clerk users.
-//! - [`status`]: the `status` command's one screen for the person on call.
-//! - [`backfill`] and [`reconcile`]: the commands that read Clerk's Backend API
-//!   ([`clerk_api`]) and publish [`snapshot`] events ([`publish`]), with [`progress`].
+//! # Rooms, and what each may import
+//!
+//! Each folder is one subsystem. A room imports only the rooms its row names (through
+//! `crate::…`); `lib.rs` and `main.rs` wire them together. A test
+//! (`the_rooms_import_only_what_the_rule_allows`, below) reads this table and every
+//! `crate::` path in the sources, and fails on an import the table doesn't allow.
+//!
+//! | room | what it holds | may import |
+//! |---|---|---|
+//! | `domain` | what each event means for the documents and the order rules, as a plan of conditional writes computed without I/O (`entity/`, `plan`, `payload`, `Outcome`) | |
+//! | `error` | the error every layer returns | |
+//! | `config` | the contract's variables, validated once | `domain` |
+//! | `store` | MongoDB: collections and indexes, bulk write commands, running a plan's statements, the `webhook_events` records, linking | `domain`, `config`, `error` |
+//! | `broker` | Kafka beyond the consumer: the dead-letter contract and its producer | `domain`, `config`, `error` |
+//! | `consumer` | the service: start-up, the worker loop, applying a batch, `/health` `/ready` `/metrics` | `domain`, `config`, `error`, `store`, `broker` |
+//! | `ops` | the operator's commands: `show-user`, `status`, `dlq list` and `dlq replay`, `backfill` and `reconcile` over Clerk's Backend API (`clerk/`) | `domain`, `config`, `error`, `store`, `broker` |
+//!
+//! So the order rules can be read (and tested) without a server, configuration never
+//! depends on what it configures, and the consumer and the tools change independently.
 
-pub mod apply;
-pub mod audit;
-pub mod backfill;
-pub mod clerk_api;
-pub mod command;
-pub mod config;
-pub mod consume;
-pub mod dead_letters;
-pub mod dlq;
-pub mod entity;
-pub mod error;
-pub mod http;
-pub mod link;
-pub mod metrics;
-pub mod payload;
-pub mod plan;
-pub mod progress;
-pub mod publish;
-pub mod reconcile;
-pub mod snapshot;
-pub mod status;
-pub mod store;
-pub mod write;
+mod broker;
+mod config;
+mod consumer;
+mod domain;
+mod error;
+mod ops;
+mod store;
 
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
-pub use config::Config;
+pub use config::{
+    ClerkConfig, Config, MongoConfig, PublishConfig, QueueConfig, DEFAULT_HEALTH_PORT,
+};
+pub use consumer::{run, run_until, Applied, Applier, Incoming};
+pub use domain::{payload, Entity, Outcome};
 pub use error::{Error, Result};
+pub use ops::{backfill, dlq, reconcile, show_user, status};
+pub use ops::{ClerkApi, Progress, Publisher, RetryPolicy, Sink, MAX_PAGE_SIZE};
+pub use store::{audit, Store};
 
-/// Runs `attempt` until it succeeds, waiting with exponential backoff after failures that
-/// can pass. `None` when `stop` is cancelled first; configuration and [`Error::Startup`]
-/// errors, and brokers that refuse our credentials or certificate, which waiting can't
-/// fix, are returned (the process exits with the reason).
-async fn until_ready<T, F, Fut>(
-    stop: &CancellationToken,
-    what: &str,
-    mut attempt: F,
-) -> Result<Option<T>>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T>>,
-{
-    let mut delay = Duration::from_millis(500);
-    loop {
-        match attempt().await {
-            Ok(value) => return Ok(Some(value)),
-            Err(
-                e @ (Error::Config(_)
-                | Error::Startup(_)
-                | Error::KafkaSetup(common::kafka::SetupError::Refused { .. })),
-            ) => return Err(e),
-            Err(e) => {
-                tracing::warn!(error = %e, "start-up: waiting for {what}");
-                tokio::select! {
-                    () = stop.cancelled() => return Ok(None),
-                    () = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(15));
-            }
-        }
-    }
-}
-
-/// Runs until SIGTERM/SIGINT: then finishes the batch in hand, commits, leaves the group.
-pub async fn run(config: Config, listener: TcpListener) -> Result<()> {
-    run_until(config, listener, common::shutdown::shutdown_signal()).await
-}
-
-/// [`run`], stopping when `shutdown` resolves (tests pass their own).
-pub async fn run_until<F>(config: Config, listener: TcpListener, shutdown: F) -> Result<()>
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    let stop = common::shutdown::cancel_on(shutdown);
-    let metrics = Arc::new(metrics::Metrics::new());
-    // Parsing a mongodb+srv:// URI resolves DNS: wait for it like for the servers below.
-    let connect = || async {
-        store::Store::connect(&config.mongo)
-            .await
-            .map_err(|e| match e {
-                // A malformed URI won't get better by waiting. (Its message may quote the
-                // URI, password included: not repeated.)
-                Error::Mongo(e)
-                    if matches!(*e.kind, mongodb::error::ErrorKind::InvalidArgument { .. }) =>
-                {
-                    common::ConfigError::new(
-                        "MONGODB_URI",
-                        "is not a valid MongoDB connection string",
-                    )
-                    .into()
-                }
-                e => e,
-            })
-    };
-    let Some(store) = until_ready(&stop, "the MongoDB client", connect).await? else {
-        return Ok(());
-    };
-    let consumer = consume::consumer(&config.kafka, &config.group_id, metrics.clone())?;
-    let consuming = Arc::new(AtomicBool::new(false));
-
-    // Health answers from the start, so an orchestrator sees "alive, not ready" while
-    // MongoDB or Kafka are still coming up.
-    let health = http::router(http::HealthState {
-        store: store.clone(),
-        consumer: consumer.clone(),
-        metrics: metrics.clone(),
-        consuming: consuming.clone(),
-    });
-    let http_stop = stop.clone();
-    tracing::info!(address = %listener.local_addr()?, "health endpoints listening");
-    let server = tokio::spawn(async move {
-        axum::serve(listener, health)
-            .with_graceful_shutdown(async move { http_stop.cancelled().await })
-            .await
-    });
-
-    // Start-up needs both servers; wait for them rather than crash-loop.
-    let prepare = || async {
-        store.ensure_indexes(&config.entities).await?;
-        let max_message = common::kafka::max_message_bytes(common::kafka::DEFAULT_MAX_BODY_BYTES);
-        let topics: Vec<&str> = config
-            .topics
-            .iter()
-            .flat_map(|t| [t.topic.as_str(), t.dlq.as_str()])
-            .collect();
-        config.kafka.ensure_topics(&topics, max_message).await?;
-        Ok(())
-    };
-    match until_ready(&stop, "MongoDB and Kafka", prepare).await {
-        Ok(Some(())) => {}
-        Ok(None) => return Ok(()),
-        Err(e) => {
-            stop.cancel();
-            return Err(e);
-        }
-    }
-
-    let topics: Vec<&str> = config.topics.iter().map(|t| t.topic.as_str()).collect();
-    tracing::info!(
-        topics = ?topics,
-        group = config.group_id,
-        database = config.mongo.database,
-        batch_size = config.batch_size,
-        "user-sync consuming"
-    );
-    let dlqs = config
-        .topics
-        .iter()
-        .map(|t| (t.topic.clone(), t.dlq.clone()))
-        .collect();
-    let worker = consume::Worker {
-        consumer,
-        applier: apply::Applier::new(store, config.entities.clone()),
-        dlq: dlq::Dlq::new(&config.kafka, dlqs)?,
-        metrics,
-        batch_size: config.batch_size,
-        link: config.link.clone(),
-    };
-    consuming.store(true, Ordering::Release);
-    let result = worker.run(&topics, stop.clone()).await;
-    stop.cancel();
-    server.await.map_err(std::io::Error::other)??;
-    tracing::info!("user-sync stopped");
-    result
-}
+#[cfg(test)]
+mod dependency_rule;

@@ -7,13 +7,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use user_sync::clerk_api::{ClerkApi, RetryPolicy, MAX_PAGE_SIZE};
-use user_sync::config::{ClerkConfig, MongoConfig, PublishConfig, QueueConfig};
-use user_sync::dead_letters;
-use user_sync::progress::Progress;
-use user_sync::publish::{Publisher, Sink};
-use user_sync::snapshot::Kind;
-use user_sync::Config;
+use user_sync::{backfill, dlq, reconcile, show_user, status};
+use user_sync::{
+    ClerkApi, ClerkConfig, Config, Entity, MongoConfig, Progress, PublishConfig, Publisher,
+    QueueConfig, RetryPolicy, Sink, Store, DEFAULT_HEALTH_PORT, MAX_PAGE_SIZE,
+};
 
 /// Keeps MongoDB in step with Clerk: consumes the events clerk-sync publishes to Kafka.
 ///
@@ -44,7 +42,7 @@ enum Command {
     Backfill {
         /// Kinds of object, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "users,organizations,memberships", value_parser = kind)]
-        entities: Vec<Kind>,
+        entities: Vec<Entity>,
         /// Read and count, publish nothing.
         #[arg(long)]
         dry_run: bool,
@@ -67,7 +65,7 @@ enum Command {
     Reconcile {
         /// Kinds of object, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "users,organizations", value_parser = reconcilable)]
-        entities: Vec<Kind>,
+        entities: Vec<Entity>,
         /// Publish the deletions (without it, only print what was found).
         #[arg(long)]
         apply: bool,
@@ -137,14 +135,15 @@ enum DlqCommand {
     },
 }
 
-fn kind(name: &str) -> Result<Kind, String> {
-    Kind::from_name(name.trim())
+fn kind(name: &str) -> Result<Entity, String> {
+    Entity::from_name(name.trim())
+        .filter(|kind| backfill::KINDS.contains(kind))
         .ok_or_else(|| format!("`{name}`: expected users, organizations or memberships"))
 }
 
-fn reconcilable(name: &str) -> Result<Kind, String> {
+fn reconcilable(name: &str) -> Result<Entity, String> {
     match kind(name)? {
-        Kind::Memberships => Err("memberships aren't reconciled: users or organizations".into()),
+        Entity::Membership => Err("memberships aren't reconciled: users or organizations".into()),
         k => Ok(k),
     }
 }
@@ -163,27 +162,8 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run => {
-            let config = Config::from_env()?;
-            common::telemetry::init(config.log_format);
-            let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.health_port))
-                .await
-                .with_context(|| {
-                    format!("cannot listen on port {} (HEALTH_PORT)", config.health_port)
-                })?;
-            user_sync::run(config, listener).await?;
-        }
-        Command::ShowUser { clerk_id } => {
-            let config = MongoConfig::from_vars(std::env::vars())?;
-            let store = user_sync::store::Store::connect(&config).await?;
-            let user = store
-                .collection(user_sync::entity::Entity::User)
-                .find_one(bson::doc! {"clerkId": &clerk_id})
-                .await?
-                .with_context(|| format!("no document with clerkId {clerk_id}"))?;
-            let json = bson::Bson::Document(user).into_relaxed_extjson();
-            println!("{}", serde_json::to_string_pretty(&json)?);
-        }
+        Command::Run => consume().await,
+        Command::ShowUser { clerk_id } => show_user(&clerk_id).await,
         Command::Backfill {
             entities,
             dry_run,
@@ -191,19 +171,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             users,
             organizations,
         } => {
-            init_cli_logging()?;
-            let api = clerk_api()?;
-            let mut sink = sink(dry_run).await?;
-            let options = user_sync::backfill::Options {
+            let options = backfill::Options {
                 kinds: entities,
                 page_size,
                 users,
                 organizations,
             };
-            let mut progress = Progress::new("backfill", std::io::stdout().is_terminal());
-            let summary =
-                user_sync::backfill::run(&api, &mut sink, &options, &mut progress).await?;
-            print!("{summary}");
+            backfill(&options, dry_run).await
         }
         Command::Reconcile {
             entities,
@@ -211,82 +185,124 @@ async fn run(command: Command) -> anyhow::Result<()> {
             page_size,
             max_deletions,
         } => {
-            init_cli_logging()?;
-            let api = clerk_api()?;
-            let store =
-                user_sync::store::Store::connect(&MongoConfig::from_vars(std::env::vars())?)
-                    .await?;
-            let mut sink = sink(!apply).await?;
-            let options = user_sync::reconcile::Options {
+            let options = reconcile::Options {
                 kinds: entities,
                 page_size,
                 max_deletions,
             };
-            let mut progress = Progress::new("reconcile", std::io::stdout().is_terminal());
-            let report =
-                user_sync::reconcile::run(&api, &store, &mut sink, &options, &mut progress).await?;
-            print!("{report}");
+            reconcile(&options, apply).await
         }
-        Command::Status { json } => {
-            init_cli_logging()?;
-            let vars: Vec<(String, String)> = std::env::vars().collect();
-            let queue = QueueConfig::from_vars(vars.clone())?;
-            let store = user_sync::store::Store::connect(&MongoConfig::from_vars(vars)?).await?;
-            let now = bson::DateTime::now().timestamp_millis();
-            let mut status = user_sync::status::from_store(&store, &queue.entities, now).await?;
-            let status = tokio::task::spawn_blocking(move || {
-                user_sync::status::fill_from_broker(&mut status, &queue).map(|()| status)
-            })
-            .await??;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-            } else {
-                print!("{status}");
-            }
-        }
-        Command::Dlq { command } => {
-            init_cli_logging()?;
-            let config = QueueConfig::from_vars(std::env::vars())?;
-            match command {
-                DlqCommand::List { topic, json } => {
-                    let topics = tokio::task::spawn_blocking(move || {
-                        dead_letters::list(&config, topic.as_deref())
-                    })
-                    .await??;
-                    if json {
-                        println!("{}", serde_json::to_string_pretty(&topics)?);
-                    } else {
-                        print!("{}", dead_letters::render_list(&topics));
-                    }
-                }
+        Command::Status { json } => status(json).await,
+        Command::Dlq {
+            command: DlqCommand::List { topic, json },
+        } => dlq_list(topic, json).await,
+        Command::Dlq {
+            command:
                 DlqCommand::Replay {
                     code,
                     since,
                     topic,
                     dry_run,
-                } => {
-                    let now = bson::DateTime::now().timestamp_millis();
-                    let since = since
-                        .map(|s| dead_letters::parse_since(&s, now))
-                        .transpose()
-                        .map_err(|e| anyhow::anyhow!("--since {e}"))?;
-                    let selection = dead_letters::Selection { code, since };
-                    let report = tokio::task::spawn_blocking(move || {
-                        dead_letters::replay(&config, topic.as_deref(), &selection, dry_run)
-                    })
-                    .await??;
-                    print!("{report}");
-                }
-            }
-        }
+                },
+        } => dlq_replay(code, since, topic, dry_run).await,
         Command::Healthcheck => {
-            let port = common::healthcheck::port_from_env(
-                "HEALTH_PORT",
-                user_sync::config::DEFAULT_HEALTH_PORT,
-            )?;
-            common::healthcheck::probe(port, "/ready").await?;
+            let port = common::healthcheck::port_from_env("HEALTH_PORT", DEFAULT_HEALTH_PORT)?;
+            Ok(common::healthcheck::probe(port, "/ready").await?)
         }
     }
+}
+
+async fn consume() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    common::telemetry::init(config.log_format);
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.health_port))
+        .await
+        .with_context(|| format!("cannot listen on port {} (HEALTH_PORT)", config.health_port))?;
+    Ok(user_sync::run(config, listener).await?)
+}
+
+async fn show_user(clerk_id: &str) -> anyhow::Result<()> {
+    let store = Store::connect(&MongoConfig::from_vars(std::env::vars())?).await?;
+    let user = show_user::document(&store, clerk_id)
+        .await?
+        .with_context(|| format!("no document with clerkId {clerk_id}"))?;
+    println!("{}", serde_json::to_string_pretty(&user)?);
+    Ok(())
+}
+
+async fn backfill(options: &backfill::Options, dry_run: bool) -> anyhow::Result<()> {
+    init_cli_logging()?;
+    let api = clerk_api()?;
+    let mut sink = sink(dry_run).await?;
+    let mut progress = Progress::new("backfill", std::io::stdout().is_terminal());
+    let summary = backfill::run(&api, &mut sink, options, &mut progress).await?;
+    print!("{summary}");
+    Ok(())
+}
+
+async fn reconcile(options: &reconcile::Options, apply: bool) -> anyhow::Result<()> {
+    init_cli_logging()?;
+    let api = clerk_api()?;
+    let store = Store::connect(&MongoConfig::from_vars(std::env::vars())?).await?;
+    let mut sink = sink(!apply).await?;
+    let mut progress = Progress::new("reconcile", std::io::stdout().is_terminal());
+    let report = reconcile::run(&api, &store, &mut sink, options, &mut progress).await?;
+    print!("{report}");
+    Ok(())
+}
+
+async fn status(json: bool) -> anyhow::Result<()> {
+    init_cli_logging()?;
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    let queue = QueueConfig::from_vars(vars.clone())?;
+    let store = Store::connect(&MongoConfig::from_vars(vars)?).await?;
+    let now = bson::DateTime::now().timestamp_millis();
+    let mut status = status::from_store(&store, &queue.entities, now).await?;
+    // The broker's side is read with librdkafka's blocking calls.
+    let status = tokio::task::spawn_blocking(move || {
+        status::fill_from_broker(&mut status, &queue).map(|()| status)
+    })
+    .await??;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{status}");
+    }
+    Ok(())
+}
+
+async fn dlq_list(topic: Option<String>, json: bool) -> anyhow::Result<()> {
+    init_cli_logging()?;
+    let config = QueueConfig::from_vars(std::env::vars())?;
+    let topics =
+        tokio::task::spawn_blocking(move || dlq::list(&config, topic.as_deref())).await??;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&topics)?);
+    } else {
+        print!("{}", dlq::render_list(&topics));
+    }
+    Ok(())
+}
+
+async fn dlq_replay(
+    code: Option<String>,
+    since: Option<String>,
+    topic: Option<String>,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    init_cli_logging()?;
+    let config = QueueConfig::from_vars(std::env::vars())?;
+    let now = bson::DateTime::now().timestamp_millis();
+    let since = since
+        .map(|s| dlq::parse_since(&s, now))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--since {e}"))?;
+    let selection = dlq::Selection { code, since };
+    let report = tokio::task::spawn_blocking(move || {
+        dlq::replay(&config, topic.as_deref(), &selection, dry_run)
+    })
+    .await??;
+    print!("{report}");
     Ok(())
 }
 

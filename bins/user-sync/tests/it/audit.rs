@@ -5,7 +5,7 @@
 use bson::{doc, Bson, Document};
 use test_support::TestEnv;
 use user_sync::audit::{self, Record, Source};
-use user_sync::plan::Outcome;
+use user_sync::Outcome;
 
 use crate::helpers::*;
 

@@ -10,12 +10,12 @@ use serde_json::Value;
 use test_support::fake_clerk::{FakeClerk, Fault};
 use test_support::TestEnv;
 use user_sync::backfill::{self, Summary};
-use user_sync::clerk_api::{ClerkApi, RetryPolicy};
-use user_sync::config::PublishConfig;
-use user_sync::progress::Progress;
-use user_sync::publish::{Publisher, Sink};
 use user_sync::reconcile;
-use user_sync::snapshot::Kind as Object;
+use user_sync::Entity;
+use user_sync::Progress;
+use user_sync::PublishConfig;
+use user_sync::{ClerkApi, RetryPolicy};
+use user_sync::{Publisher, Sink};
 
 use crate::helpers::*;
 
@@ -43,7 +43,7 @@ async fn run_backfill(app: &App, fake: &FakeClerk, options: &backfill::Options) 
 
 fn all(page_size: u32) -> backfill::Options {
     backfill::Options {
-        kinds: Object::ALL.to_vec(),
+        kinds: backfill::KINDS.to_vec(),
         page_size,
         users: vec![],
         organizations: vec![],
@@ -131,13 +131,13 @@ async fn backfill_of_an_existing_instance_matches_clerk_and_respects_newer_webho
     let summary = run_backfill(&app, &fake, &all(50)).await;
     eprintln!("first backfill: {summary}");
     let objects = n_users + n_orgs + n_memberships;
-    assert_eq!(summary.fetched.get(&Object::Users), Some(&(n_users as u64)));
+    assert_eq!(summary.fetched.get(&Entity::User), Some(&(n_users as u64)));
     assert_eq!(
-        summary.fetched.get(&Object::Organizations),
+        summary.fetched.get(&Entity::Organization),
         Some(&(n_orgs as u64))
     );
     assert_eq!(
-        summary.fetched.get(&Object::Memberships),
+        summary.fetched.get(&Entity::Membership),
         Some(&(n_memberships as u64))
     );
     assert_eq!(summary.published.values().sum::<u64>(), objects as u64);
@@ -362,7 +362,7 @@ async fn reconcile_deletes_exactly_what_clerk_no_longer_has_and_only_after_a_ful
     }
     fake.data().organizations.retain(|o| o["id"] != "org_r_1");
     let options = reconcile::Options {
-        kinds: vec![Object::Users, Object::Organizations],
+        kinds: vec![Entity::User, Entity::Organization],
         page_size: 10,
         max_deletions: None,
     };
@@ -430,7 +430,7 @@ async fn reconcile_deletes_exactly_what_clerk_no_longer_has_and_only_after_a_ful
     let text = report.to_string();
     eprintln!("{text}");
     assert!(text.contains("would delete user_r_11"), "{text}");
-    let missing: Vec<(Object, Vec<String>)> = report
+    let missing: Vec<(Entity, Vec<String>)> = report
         .kinds
         .iter()
         .map(|(k, f)| {
@@ -443,10 +443,10 @@ async fn reconcile_deletes_exactly_what_clerk_no_longer_has_and_only_after_a_ful
         missing,
         [
             (
-                Object::Users,
+                Entity::User,
                 vec!["user_r_11".into(), "user_r_24".into(), "user_r_3".into()]
             ),
-            (Object::Organizations, vec!["org_r_1".to_string()]),
+            (Entity::Organization, vec!["org_r_1".to_string()]),
         ]
     );
     assert_eq!(dry.published_total(), 4, "counted, not sent");

@@ -433,14 +433,9 @@ pub async fn read_topic(
 
 /// The store of a test's database, its collections and indexes ready, for tests that call
 /// the library without running the consumer.
-pub async fn store(env: &TestEnv, n: &Names) -> user_sync::store::Store {
+pub async fn store(env: &TestEnv, n: &Names) -> user_sync::Store {
     let config = Config::from_vars(vars(env, n, &[])).unwrap();
-    let store = user_sync::store::Store::connect(&config.mongo)
-        .await
-        .unwrap();
-    store
-        .ensure_indexes(&user_sync::entity::Entity::ALL)
-        .await
-        .unwrap();
+    let store = user_sync::Store::connect(&config.mongo).await.unwrap();
+    store.ensure_indexes(&user_sync::Entity::ALL).await.unwrap();
     store
 }

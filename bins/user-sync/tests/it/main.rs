@@ -479,9 +479,9 @@ async fn unique_index_exists_and_health_answers() {
 /// the same time: one document each, the newest fields, no error surfaced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_writers_racing_on_new_users_converge() {
-    use user_sync::apply::{Applier, Incoming};
     use user_sync::audit::Source;
-    use user_sync::entity::Entity;
+    use user_sync::Entity;
+    use user_sync::{Applier, Incoming};
     let env = TestEnv::new().await;
     let n = names(&env);
     let store = store(&env, &n).await;

@@ -7,10 +7,10 @@ use std::collections::HashSet;
 
 use bson::{doc, Bson, Document};
 use test_support::TestEnv;
-use user_sync::apply::{Applier, Incoming};
 use user_sync::audit::Source;
-use user_sync::entity::Entity;
-use user_sync::plan::Outcome;
+use user_sync::Entity;
+use user_sync::Outcome;
+use user_sync::{Applier, Incoming};
 
 use crate::helpers::*;
 

@@ -1,6 +1,6 @@
 //! `user-sync backfill`: every object Clerk already has, as snapshot events into the topics
 //! clerk-sync publishes to, so the consumer applies them under the same order rules as
-//! webhooks (see [`crate::snapshot`] for why a snapshot never overwrites newer data).
+//! webhooks (see [`crate::ops::clerk::snapshot`] for why a snapshot never overwrites newer data).
 //!
 //! Pages are read one at a time and published as they arrive, so memory stays at about one
 //! page whatever the instance's size; up to [`MAX_IN_FLIGHT`] messages await the broker's
@@ -10,17 +10,22 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::clerk_api::{ApiError, ClerkApi, List};
-use crate::progress::Progress;
-use crate::publish::{PublishError, Sink};
-use crate::snapshot::{self, Kind};
+use crate::domain::Entity;
+use crate::ops::clerk::api::{ApiError, ClerkApi, List};
+use crate::ops::clerk::snapshot;
+use crate::ops::progress::Progress;
+use crate::ops::publish::{PublishError, Sink};
+
+/// The kinds Clerk's Backend API lists, in the order backfill reads them. (Sessions are
+/// not listed: they come from webhooks only.)
+pub const KINDS: [Entity; 3] = [Entity::User, Entity::Organization, Entity::Membership];
 
 /// What to backfill.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// The kinds of object (default: all).
-    pub kinds: Vec<Kind>,
-    /// Objects per page (at most [`crate::clerk_api::MAX_PAGE_SIZE`]).
+    pub kinds: Vec<Entity>,
+    /// Objects per page (at most [`crate::ops::clerk::api::MAX_PAGE_SIZE`]).
     pub page_size: u32,
     /// Only these users (`--user`).
     pub users: Vec<String>,
@@ -29,7 +34,7 @@ pub struct Options {
 }
 
 impl Options {
-    fn wants(&self, kind: Kind) -> bool {
+    fn wants(&self, kind: Entity) -> bool {
         self.kinds.contains(&kind)
     }
 
@@ -53,9 +58,9 @@ pub enum BackfillError {
 #[derive(Debug, Default)]
 pub struct Summary {
     /// Objects read from Clerk, by kind.
-    pub fetched: BTreeMap<Kind, u64>,
+    pub fetched: BTreeMap<Entity, u64>,
     /// Snapshot events the broker acknowledged (or, in a dry run, that would be published).
-    pub published: BTreeMap<Kind, u64>,
+    pub published: BTreeMap<Entity, u64>,
     /// Objects that couldn't become an event, with the reason (the first few).
     pub skipped: Vec<String>,
     /// How many objects were skipped.
@@ -86,13 +91,13 @@ impl std::fmt::Display for Summary {
                 ""
             }
         )?;
-        for kind in Kind::ALL {
+        for kind in KINDS {
             if let Some(fetched) = self.fetched.get(&kind) {
                 let published = self.published.get(&kind).copied().unwrap_or(0);
                 writeln!(
                     f,
                     "  {:<14} fetched {fetched:>8}   {verb} {published:>8}",
-                    kind.as_str()
+                    kind.name()
                 )?;
             }
         }
@@ -135,7 +140,7 @@ pub async fn run(
         // an organization's memberships come with it.
         for id in &options.users {
             match api.user(id).await? {
-                Some(object) => run.publish(Kind::Users, &object).await?,
+                Some(object) => run.publish(Entity::User, &object).await?,
                 None => run.summary.not_found.push(id.clone()),
             }
         }
@@ -144,27 +149,27 @@ pub async fn run(
                 run.summary.not_found.push(asked.clone());
                 continue;
             };
-            if options.wants(Kind::Organizations) {
-                run.publish(Kind::Organizations, &object).await?;
+            if options.wants(Entity::Organization) {
+                run.publish(Entity::Organization, &object).await?;
             }
             // Clerk also answers a slug: its memberships are listed by the id.
             let id = snapshot::id_of(&object).unwrap_or_else(|| asked.clone());
-            if options.wants(Kind::Memberships) {
+            if options.wants(Entity::Membership) {
                 run.memberships(api, &id, options.page_size).await?;
             }
         }
     } else {
-        if options.wants(Kind::Users) {
-            run.progress.start(Kind::Users, api.users_count().await);
+        if options.wants(Entity::User) {
+            run.progress.start(Entity::User, api.users_count().await);
             let mut users = api.listing(List::Users, options.page_size);
             while let Some(page) = users.next().await? {
                 for object in &page.items {
-                    run.publish(Kind::Users, object).await?;
+                    run.publish(Entity::User, object).await?;
                 }
             }
-            run.progress.finish(Kind::Users);
+            run.progress.finish(Entity::User);
         }
-        if options.wants(Kind::Organizations) || options.wants(Kind::Memberships) {
+        if options.wants(Entity::Organization) || options.wants(Entity::Membership) {
             run.organizations(api, options).await?;
         }
     }
@@ -185,7 +190,7 @@ struct Run<'a> {
 impl Run<'_> {
     async fn publish(
         &mut self,
-        kind: Kind,
+        kind: Entity,
         object: &serde_json::value::RawValue,
     ) -> Result<(), BackfillError> {
         *self.summary.fetched.entry(kind).or_default() += 1;
@@ -201,7 +206,7 @@ impl Run<'_> {
                     let id = snapshot::id_of(object).unwrap_or_else(|| "(no id)".into());
                     self.summary.skipped.push(format!("{id}: {e}"));
                 }
-                tracing::warn!(kind = kind.as_str(), error = %e, "backfill: object skipped");
+                tracing::warn!(kind = kind.name(), error = %e, "backfill: object skipped");
             }
         }
         self.progress.advance(kind, self.sink.published_total());
@@ -213,24 +218,24 @@ impl Run<'_> {
         api: &ClerkApi,
         options: &Options,
     ) -> Result<(), BackfillError> {
-        let shown = if options.wants(Kind::Organizations) {
-            Kind::Organizations
+        let shown = if options.wants(Entity::Organization) {
+            Entity::Organization
         } else {
-            Kind::Memberships
+            Entity::Membership
         };
         let mut organizations = api.listing(List::Organizations, options.page_size);
         let mut started = false;
         while let Some(page) = organizations.next().await? {
             if !started {
-                let total = page.total.filter(|_| shown == Kind::Organizations);
+                let total = page.total.filter(|_| shown == Entity::Organization);
                 self.progress.start(shown, total);
                 started = true;
             }
             for object in &page.items {
-                if options.wants(Kind::Organizations) {
-                    self.publish(Kind::Organizations, object).await?;
+                if options.wants(Entity::Organization) {
+                    self.publish(Entity::Organization, object).await?;
                 }
-                if options.wants(Kind::Memberships) {
+                if options.wants(Entity::Membership) {
                     if let Some(id) = snapshot::id_of(object) {
                         self.memberships(api, &id, options.page_size).await?;
                     }
@@ -250,7 +255,7 @@ impl Run<'_> {
         let mut memberships = api.listing(List::Memberships(organization.to_string()), page_size);
         while let Some(page) = memberships.next().await? {
             for object in &page.items {
-                self.publish(Kind::Memberships, object).await?;
+                self.publish(Entity::Membership, object).await?;
             }
         }
         Ok(())

@@ -1,5 +1,5 @@
 //! Runs a round of [`Statement`]s: multi-statement `update` commands per collection (see
-//! [`crate::command`]), and tells what each statement did.
+//! [`crate::store::command`]), and tells what each statement did.
 //!
 //! Every statement is an upsert whose filter holds its rule. So a statement either
 //! matched (applied), inserted (applied), or failed on the unique `clerkId` index: the
@@ -18,9 +18,9 @@ use std::collections::HashMap;
 use bson::{doc, DateTime, Document};
 use futures::TryStreamExt;
 
-use crate::command::{self, Kind};
-use crate::entity::{Entity, Slot};
-use crate::plan::{Statement, Written};
+use crate::domain::entity::{Entity, Slot};
+use crate::domain::plan::{Statement, Written};
+use crate::store::command::{self, Kind};
 use crate::store::{classify_write_error, Store, WriteErrorClass};
 use crate::{Error, Result};
 

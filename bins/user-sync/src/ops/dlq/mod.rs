@@ -25,8 +25,8 @@ use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
+use crate::broker::dlq;
 use crate::config::{QueueConfig, TopicConfig};
-use crate::dlq;
 
 /// Header on a replayed message: the DLQ position it was replayed from
 /// (`<dlq topic>:<partition>:<offset>`).

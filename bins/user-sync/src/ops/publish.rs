@@ -10,7 +10,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::PublishConfig;
-use crate::snapshot::Kind;
+use crate::domain::Entity;
 
 /// Messages awaiting the broker's acknowledgement at most.
 pub const MAX_IN_FLIGHT: usize = 1000;
@@ -44,7 +44,7 @@ pub enum PublishError {
 /// Where events go: nowhere (a dry run counts them) or Kafka.
 pub enum Sink {
     /// Counts what would be published.
-    DryRun(BTreeMap<Kind, u64>),
+    DryRun(BTreeMap<Entity, u64>),
     /// Publishes.
     Kafka(Publisher),
 }
@@ -63,7 +63,7 @@ impl Sink {
     /// Sends `message`, waiting only when [`MAX_IN_FLIGHT`] are unacknowledged.
     pub async fn send(
         &mut self,
-        kind: Kind,
+        kind: Entity,
         message: &events::EventMessage,
     ) -> Result<(), PublishError> {
         match self {
@@ -84,7 +84,7 @@ impl Sink {
     }
 
     /// Acknowledged (or counted) so far, by kind.
-    pub fn published(&self) -> &BTreeMap<Kind, u64> {
+    pub fn published(&self) -> &BTreeMap<Entity, u64> {
         match self {
             Sink::DryRun(counts) => counts,
             Sink::Kafka(publisher) => &publisher.published,
@@ -102,12 +102,14 @@ pub struct Publisher {
     producer: FutureProducer,
     users_topic: String,
     organizations_topic: String,
+    sessions_topic: String,
     in_flight: FuturesUnordered<Pending>,
-    published: BTreeMap<Kind, u64>,
+    published: BTreeMap<Entity, u64>,
 }
 
 /// One message awaiting its acknowledgement.
-type Pending = futures::future::BoxFuture<'static, (Kind, String, String, Result<(), KafkaError>)>;
+type Pending =
+    futures::future::BoxFuture<'static, (Entity, String, String, Result<(), KafkaError>)>;
 
 impl Publisher {
     /// The producer, after creating the topics that are missing (when
@@ -138,6 +140,7 @@ impl Publisher {
             producer,
             users_topic: config.users_topic.clone(),
             organizations_topic: config.organizations_topic.clone(),
+            sessions_topic: config.sessions_topic.clone(),
             in_flight: FuturesUnordered::new(),
             published: BTreeMap::new(),
         })
@@ -145,15 +148,16 @@ impl Publisher {
 
     async fn send(
         &mut self,
-        kind: Kind,
+        kind: Entity,
         message: &events::EventMessage,
     ) -> Result<(), PublishError> {
         while self.in_flight.len() >= MAX_IN_FLIGHT {
             self.settle_one().await?;
         }
         let topic = match kind {
-            Kind::Users => self.users_topic.clone(),
-            Kind::Organizations | Kind::Memberships => self.organizations_topic.clone(),
+            Entity::User => self.users_topic.clone(),
+            Entity::Organization | Entity::Membership => self.organizations_topic.clone(),
+            Entity::Session => self.sessions_topic.clone(),
         };
         let pairs = message.headers();
         let headers = common::kafka::owned_headers(&pairs);

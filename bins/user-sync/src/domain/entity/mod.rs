@@ -1,6 +1,6 @@
 //! What each Clerk event means for the documents user-sync keeps: one short module per
 //! kind of document, saying which fields it maps, which events delete (or end) it, and
-//! which indexes it needs. The order rules themselves live in [`crate::plan`], once for all.
+//! which indexes it needs. The order rules themselves live in [`crate::domain::plan`], once for all.
 //!
 //! Adding a kind of document (say organization invitations) is one module here: an
 //! [`Entity`] variant, its `change`, its `defaults` and its indexes.
@@ -13,7 +13,7 @@ mod user;
 use bson::{doc, Bson, DateTime, Document};
 use events::EventMessage;
 
-use crate::payload::storable_value;
+use crate::domain::payload::storable_value;
 
 /// A kind of document, one collection each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -47,6 +47,22 @@ impl Entity {
             Some("session") => Some(Entity::Session),
             _ => None,
         }
+    }
+
+    /// The kind's name in `SYNC_ENTITIES`, on the command line and in output: `users`,
+    /// `organizations`, `memberships`, `sessions`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Entity::User => "users",
+            Entity::Organization => "organizations",
+            Entity::Membership => "memberships",
+            Entity::Session => "sessions",
+        }
+    }
+
+    /// The kind named `name` (see [`Entity::name`]).
+    pub fn from_name(name: &str) -> Option<Entity> {
+        Entity::ALL.into_iter().find(|e| e.name() == name)
     }
 
     /// The contract's default collection name.
@@ -84,7 +100,7 @@ impl Entity {
     }
 }
 
-/// A part of a document that events decide under one order rule (see [`crate::plan`]).
+/// A part of a document that events decide under one order rule (see [`crate::domain::plan`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Slot {
     /// The mapped fields: the newest create/update by version holds them.
@@ -221,7 +237,7 @@ impl Data {
             .map_or(Bson::Null, Bson::Int64)
     }
 
-    /// Any JSON value as BSON a server stores (see [`crate::payload`]), or null.
+    /// Any JSON value as BSON a server stores (see [`crate::domain::payload`]), or null.
     fn any(&self, path: &[&str]) -> Bson {
         self.value(path).map_or(Bson::Null, storable_value)
     }

@@ -1,5 +1,5 @@
 //! Applying a batch of events to MongoDB: the plan's rounds of conditional writes
-//! ([`crate::plan`], [`crate::write`]), then the outcomes.
+//! ([`crate::domain::plan`], [`crate::store::write`]), then the outcomes.
 //!
 //! Nothing here decides an order rule: that is the plan's job, unit-tested without a
 //! database. This module runs the rounds and reads what the plan needs to tell a
@@ -10,11 +10,13 @@ use std::collections::{HashMap, HashSet};
 use bson::{Bson, DateTime, Document};
 use events::EventMessage;
 
-use crate::audit::Source;
-use crate::entity::{self, Change, Entity};
-use crate::plan::{Batch, Input, Outcome};
+use crate::domain::entity::{self, Change, Entity};
+use crate::domain::plan::{Batch, Input};
+use crate::domain::Outcome;
+use crate::store::audit::Source;
+use crate::store::write;
 use crate::store::Store;
-use crate::{write, Result};
+use crate::Result;
 
 /// A decoded event and where it came from.
 #[derive(Debug, Clone)]
@@ -23,9 +25,9 @@ pub struct Incoming {
     pub message: EventMessage,
     /// Its position.
     pub source: Source,
-    /// This consumption of it (see [`crate::audit`]).
+    /// This consumption of it (see [`crate::store::audit`]).
     pub delivery: String,
-    /// Its Clerk `data` as stored ([`crate::payload::storable`]), made once for both the
+    /// Its Clerk `data` as stored ([`crate::domain::payload::storable`]), made once for both the
     /// document's `webhookPayload` and the audit record.
     pub payload: Bson,
 }

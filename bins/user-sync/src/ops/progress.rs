@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::snapshot::Kind;
+use crate::domain::Entity;
 
 /// How often a log line is written when there is no terminal.
 const LOG_EVERY: Duration = Duration::from_secs(5);
@@ -16,7 +16,7 @@ pub struct Progress {
     command: &'static str,
     bar: Option<ProgressBar>,
     terminal: bool,
-    kind: Option<Kind>,
+    kind: Option<Entity>,
     fetched: u64,
     total: Option<u64>,
     started: Instant,
@@ -44,7 +44,7 @@ impl Progress {
     }
 
     /// A new kind of object starts; `total` when Clerk said how many there are.
-    pub fn start(&mut self, kind: Kind, total: Option<u64>) {
+    pub fn start(&mut self, kind: Entity, total: Option<u64>) {
         self.kind = Some(kind);
         self.fetched = 0;
         self.total = total;
@@ -59,14 +59,14 @@ impl Progress {
             if let Ok(style) = ProgressStyle::with_template(template) {
                 bar.set_style(style.progress_chars("=> "));
             }
-            bar.set_prefix(kind.as_str());
+            bar.set_prefix(kind.name());
             bar.set_message("0");
             self.bar = Some(bar);
         }
     }
 
     /// One more object of `kind` fetched; `published` in all so far.
-    pub fn advance(&mut self, kind: Kind, published: u64) {
+    pub fn advance(&mut self, kind: Entity, published: u64) {
         if self.kind != Some(kind) {
             // Memberships met while going through organizations: counted, not barred.
             return;
@@ -82,7 +82,7 @@ impl Progress {
     }
 
     /// The kind in progress is done.
-    pub fn finish(&mut self, kind: Kind) {
+    pub fn finish(&mut self, kind: Entity) {
         if self.kind != Some(kind) {
             return;
         }
@@ -101,7 +101,7 @@ impl Progress {
             .map(|t| (t.saturating_sub(self.fetched) as f64 / rate).round() as u64);
         tracing::info!(
             command = self.command,
-            kind = self.kind.map(Kind::as_str),
+            kind = self.kind.map(Entity::name),
             fetched = self.fetched,
             total = self.total,
             published,

@@ -13,7 +13,7 @@ use common::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::snapshot::id_of;
+use crate::ops::clerk::snapshot::id_of;
 
 /// Clerk's documented maximum page size for its list endpoints.
 pub const MAX_PAGE_SIZE: u32 = 500;

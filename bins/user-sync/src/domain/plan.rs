@@ -30,39 +30,12 @@ use std::collections::{HashMap, HashSet};
 
 use bson::{doc, Bson, DateTime, Document};
 
-use crate::entity::{Change, Entity, Slot};
+use super::entity::{Change, Entity, Slot};
+use super::Outcome;
 
 /// An event's version stamp: sorts like (event time, event id).
 pub fn version(event_time: i64, event_id: &str) -> String {
     format!("{:015}:{event_id}", event_time.max(0))
-}
-
-/// What happened to one consumed event (the `outcome` of its `webhook_events` record).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    /// It changed a document.
-    Applied,
-    /// Newer events (or a deletion) had already decided everything it carries.
-    Stale,
-    /// Its change was already in the document, or it is a redelivery.
-    Duplicate,
-    /// It can never be applied and went to the DLQ.
-    DeadLettered,
-    /// A type user-sync doesn't keep (`organizationInvitation.*`, say).
-    Ignored,
-}
-
-impl Outcome {
-    /// The contract's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Applied => "applied",
-            Outcome::Stale => "stale",
-            Outcome::Duplicate => "duplicate",
-            Outcome::DeadLettered => "dead_lettered",
-            Outcome::Ignored => "ignored",
-        }
-    }
 }
 
 impl Slot {
@@ -124,11 +97,13 @@ pub struct Statement {
 
 impl Statement {
     /// The rule, over the document as it is now (`None`: there is none, so the write
-    /// creates it).
+    /// creates it). The statement of the rule the unit tests hold [`Statement::filter`] to.
+    #[cfg(test)]
     pub fn admits(&self, current: Option<&Document>) -> bool {
         self.admits_alone(current) && self.pointer.as_ref().is_none_or(|p| p.admits(current))
     }
 
+    #[cfg(test)]
     fn admits_alone(&self, current: Option<&Document>) -> bool {
         let Some(current) = current else { return true };
         // A null stamp is a missing one (an application's document can hold nulls), as in
@@ -265,7 +240,7 @@ pub struct Input<'a> {
     pub event_time: i64,
     /// What it means for the documents.
     pub change: &'a Change,
-    /// Its Clerk `data` as stored (see [`crate::payload`]), for `webhookPayload`.
+    /// Its Clerk `data` as stored (see [`crate::domain::payload`]), for `webhookPayload`.
     pub payload: &'a Bson,
     /// Its Clerk `data` as JSON text, for a server that refuses `payload`.
     pub raw: &'a str,
@@ -288,7 +263,7 @@ impl Input<'_> {
         }
     }
 
-    fn writes(&self) -> &[crate::entity::Intent] {
+    fn writes(&self) -> &[crate::domain::entity::Intent] {
         match self.change {
             Change::Writes(intents) => intents,
             _ => &[],

@@ -18,18 +18,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bson::{doc, DateTime, Document};
 use futures::TryStreamExt;
 
-use crate::clerk_api::{ApiError, ClerkApi, List};
-use crate::entity::Entity;
-use crate::progress::Progress;
-use crate::publish::{PublishError, Sink};
-use crate::snapshot::{self, Kind};
+use crate::domain::Entity;
+use crate::ops::clerk::api::{ApiError, ClerkApi, List};
+use crate::ops::clerk::snapshot;
+use crate::ops::progress::Progress;
+use crate::ops::publish::{PublishError, Sink};
 use crate::store::Store;
 
 /// What to reconcile.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Users and/or organizations (memberships aren't reconciled).
-    pub kinds: Vec<Kind>,
+    pub kinds: Vec<Entity>,
     /// Objects per page.
     pub page_size: u32,
     /// The most deletions `--apply` publishes (default: [`deletion_limit`]).
@@ -89,7 +89,7 @@ pub struct Found {
 #[derive(Debug, Default)]
 pub struct Report {
     /// By kind, in order.
-    pub kinds: Vec<(Kind, Found)>,
+    pub kinds: Vec<(Entity, Found)>,
     /// The deletions were published.
     pub applied: bool,
     /// When the listing began (the deletions' event time).
@@ -128,7 +128,7 @@ impl std::fmt::Display for Report {
             writeln!(
                 f,
                 "  {:<14} listed in Clerk {:>8}   documents checked {:>8}   missing from Clerk {:>6}",
-                kind.as_str(),
+                kind.name(),
                 found.listed,
                 found.documents,
                 found.missing.len()
@@ -192,12 +192,7 @@ pub async fn run(
         ..Report::default()
     };
     for (kind, listed) in listings {
-        let entity = match kind {
-            Kind::Users => Entity::User,
-            Kind::Organizations => Entity::Organization,
-            Kind::Memberships => return Err(ReconcileError::Kind(kind.as_str())),
-        };
-        let documents = live_ids(store, entity, started_at).await?;
+        let documents = live_ids(store, kind, started_at).await?;
         let mut found = Found {
             listed: listed.len() as u64,
             documents: documents.len() as u64,
@@ -205,7 +200,7 @@ pub async fn run(
         };
         for id in candidates(&listed, documents.iter().map(String::as_str)) {
             let there = match kind {
-                Kind::Users => api.user(&id).await?.is_some(),
+                Entity::User => api.user(&id).await?.is_some(),
                 _ => api.organization(&id).await?.is_some(),
             };
             if there {
@@ -254,14 +249,14 @@ pub async fn run(
 /// Every id Clerk has of `kind`; an error if any page fails.
 async fn list(
     api: &ClerkApi,
-    kind: Kind,
+    kind: Entity,
     page_size: u32,
     progress: &mut Progress,
 ) -> Result<HashSet<String>, ReconcileError> {
     let (list, total) = match kind {
-        Kind::Users => (List::Users, api.users_count().await),
-        Kind::Organizations => (List::Organizations, None),
-        Kind::Memberships => return Err(ReconcileError::Kind(kind.as_str())),
+        Entity::User => (List::Users, api.users_count().await),
+        Entity::Organization => (List::Organizations, None),
+        Entity::Membership | Entity::Session => return Err(ReconcileError::Kind(kind.name())),
     };
     progress.start(kind, total);
     let mut ids = HashSet::new();

@@ -1,13 +1,20 @@
 //! user-sync's settings: the contract's variable table, validated once at start-up.
 
 use common::kafka::KafkaSettings;
-use common::{ConfigError, ExposeSecret, LogFormat, SecretString};
+use common::{ConfigError, LogFormat};
 use serde::Deserialize;
 
-use crate::link::LinkConfig;
+use crate::domain::Entity;
 
-use crate::entity::Entity;
-use crate::store::EVENTS_COLLECTION;
+mod clerk;
+mod link;
+mod mongo;
+
+pub use clerk::{ClerkConfig, PublishConfig};
+pub use link::LinkConfig;
+pub use mongo::MongoConfig;
+
+use link::link_config;
 
 #[derive(Debug, Deserialize)]
 struct Env {
@@ -32,18 +39,6 @@ struct Env {
     log_format: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-struct MongoEnv {
-    mongodb_uri: Option<SecretString>,
-    database_url_online: Option<SecretString>,
-    mongodb_database: Option<String>,
-    #[serde(default = "default_users_collection")]
-    mongodb_users_collection: String,
-    mongodb_organizations_collection: Option<String>,
-    mongodb_memberships_collection: Option<String>,
-    mongodb_sessions_collection: Option<String>,
-}
-
 fn default_group_id() -> String {
     "user-sync".into()
 }
@@ -56,119 +51,12 @@ fn default_topic_organizations() -> String {
 fn default_topic_sessions() -> String {
     "clerk-session-events".into()
 }
-fn default_users_collection() -> String {
-    "users".into()
-}
 fn default_health_port() -> u16 {
     DEFAULT_HEALTH_PORT
 }
 
 /// `HEALTH_PORT` when unset.
 pub const DEFAULT_HEALTH_PORT: u16 = 8789;
-
-/// The database used when neither `MONGODB_DATABASE` nor the URI names one.
-pub const DEFAULT_DATABASE: &str = "clerk_sync";
-
-/// Where user documents live.
-#[derive(Debug, Clone)]
-pub struct MongoConfig {
-    /// `MONGODB_URI` (may hold a password: never printed).
-    pub uri: SecretString,
-    /// `MONGODB_DATABASE`, else the URI's, else [`DEFAULT_DATABASE`].
-    pub database: String,
-    /// `MONGODB_USERS_COLLECTION`
-    pub users_collection: String,
-    /// `MONGODB_ORGANIZATIONS_COLLECTION`
-    pub organizations_collection: String,
-    /// `MONGODB_MEMBERSHIPS_COLLECTION`
-    pub memberships_collection: String,
-    /// `MONGODB_SESSIONS_COLLECTION`
-    pub sessions_collection: String,
-}
-
-impl MongoConfig {
-    /// Reads and validates the MongoDB variables only.
-    pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
-    where
-        I: IntoIterator<Item = (String, String)>,
-    {
-        let env: MongoEnv = common::config::from_iter(vars)?;
-        let uri = env.mongodb_uri.or(env.database_url_online).ok_or_else(|| {
-            ConfigError::new(
-                "MONGODB_URI",
-                "is required (or its other name DATABASE_URL_ONLINE)",
-            )
-        })?;
-        let text = uri.expose_secret();
-        if !(text.starts_with("mongodb://") || text.starts_with("mongodb+srv://")) {
-            return Err(ConfigError::new(
-                "MONGODB_URI",
-                "must start with mongodb:// or mongodb+srv://",
-            ));
-        }
-        let database = env
-            .mongodb_database
-            .or_else(|| database_in_uri(text))
-            .unwrap_or_else(|| DEFAULT_DATABASE.to_string());
-        if database.is_empty() || database.contains(['/', '\\', '.', ' ', '"', '$']) {
-            return Err(ConfigError::new(
-                "MONGODB_DATABASE",
-                format!("`{database}` is not a valid database name"),
-            ));
-        }
-        let collection = |variable: &'static str, value: Option<String>, entity: Entity| {
-            let name = value.unwrap_or_else(|| entity.default_collection().to_string());
-            if name.is_empty() || name.starts_with("system.") || name.contains('$') {
-                return Err(ConfigError::new(variable, "is not a valid collection name"));
-            }
-            Ok(name)
-        };
-        let config = MongoConfig {
-            uri,
-            database,
-            users_collection: collection(
-                "MONGODB_USERS_COLLECTION",
-                Some(env.mongodb_users_collection),
-                Entity::User,
-            )?,
-            organizations_collection: collection(
-                "MONGODB_ORGANIZATIONS_COLLECTION",
-                env.mongodb_organizations_collection,
-                Entity::Organization,
-            )?,
-            memberships_collection: collection(
-                "MONGODB_MEMBERSHIPS_COLLECTION",
-                env.mongodb_memberships_collection,
-                Entity::Membership,
-            )?,
-            sessions_collection: collection(
-                "MONGODB_SESSIONS_COLLECTION",
-                env.mongodb_sessions_collection,
-                Entity::Session,
-            )?,
-        };
-        let mut names: Vec<&str> = Entity::ALL.iter().map(|&e| config.collection(e)).collect();
-        names.sort_unstable();
-        if names.windows(2).any(|w| w[0] == w[1]) || names.contains(&EVENTS_COLLECTION) {
-            return Err(ConfigError::new(
-                "MONGODB_USERS_COLLECTION",
-                "and the other MONGODB_*_COLLECTION variables must name different collections, \
-                 none of them webhook_events",
-            ));
-        }
-        Ok(config)
-    }
-
-    /// The collection of one kind of document.
-    pub fn collection(&self, entity: Entity) -> &str {
-        match entity {
-            Entity::User => &self.users_collection,
-            Entity::Organization => &self.organizations_collection,
-            Entity::Membership => &self.memberships_collection,
-            Entity::Session => &self.sessions_collection,
-        }
-    }
-}
 
 /// One topic user-sync consumes, and where its poison goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -335,149 +223,6 @@ impl QueueConfig {
     }
 }
 
-/// Clerk's Backend API, for `backfill` and `reconcile`.
-#[derive(Debug, Clone)]
-pub struct ClerkConfig {
-    /// `CLERK_SECRET_KEY` (never printed).
-    pub secret_key: SecretString,
-    /// `CLERK_API_URL`, without a trailing slash.
-    pub api_url: String,
-}
-
-/// Clerk's production Backend API.
-pub const DEFAULT_CLERK_API_URL: &str = "https://api.clerk.com/v1";
-
-#[derive(Debug, Deserialize)]
-struct ClerkEnv {
-    clerk_secret_key: Option<SecretString>,
-    clerk_api_url: Option<String>,
-}
-
-impl ClerkConfig {
-    /// Reads `CLERK_SECRET_KEY` (required, trimmed: mounted secret files end with a newline)
-    /// and `CLERK_API_URL`.
-    pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
-    where
-        I: IntoIterator<Item = (String, String)>,
-    {
-        let env: ClerkEnv = common::config::from_iter(vars)?;
-        let key = env
-            .clerk_secret_key
-            .map(|k| k.expose_secret().trim().to_string())
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "CLERK_SECRET_KEY",
-                    "is required: the instance's secret key (Clerk dashboard, API keys)",
-                )
-            })?;
-        if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(ConfigError::new(
-                "CLERK_SECRET_KEY",
-                "contains spaces or control characters",
-            ));
-        }
-        let api_url = env
-            .clerk_api_url
-            .map(|u| u.trim().trim_end_matches('/').to_string())
-            .unwrap_or_else(|| DEFAULT_CLERK_API_URL.to_string());
-        if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
-            return Err(ConfigError::new(
-                "CLERK_API_URL",
-                "must start with https:// (or http:// for a local test server)",
-            ));
-        }
-        Ok(ClerkConfig {
-            secret_key: SecretString::from(key),
-            api_url,
-        })
-    }
-}
-
-/// Where `backfill` and `reconcile` publish: the topics clerk-sync publishes to.
-#[derive(Debug, Clone)]
-pub struct PublishConfig {
-    /// Broker connection and topic creation.
-    pub kafka: KafkaSettings,
-    /// `KAFKA_TOPIC_USERS`
-    pub users_topic: String,
-    /// `KAFKA_TOPIC_ORGANIZATIONS` (organizations and memberships)
-    pub organizations_topic: String,
-}
-
-impl PublishConfig {
-    /// Reads the Kafka variables and the two topics, whatever `SYNC_ENTITIES` says.
-    pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
-    where
-        I: IntoIterator<Item = (String, String)>,
-    {
-        let vars: Vec<(String, String)> = vars.into_iter().collect();
-        let env: Env = common::config::from_iter(vars.clone())?;
-        Ok(PublishConfig {
-            kafka: KafkaSettings::from_raw(common::config::from_iter(vars)?)?,
-            users_topic: env.kafka_topic_users,
-            organizations_topic: env.kafka_topic_organizations,
-        })
-    }
-}
-
-/// The `LINK_*` settings: `None` without `LINK_COLLECTION`.
-fn link_config(env: &Env, mongo: &MongoConfig) -> Result<Option<LinkConfig>, ConfigError> {
-    let text = |v: &Option<String>| {
-        v.as_deref()
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-    };
-    let Some(collection) = text(&env.link_collection) else {
-        for (name, value) in [
-            ("LINK_EMAIL_FIELD", &env.link_email_field),
-            ("LINK_CLERK_ID_FIELD", &env.link_clerk_id_field),
-        ] {
-            if text(value).is_some() {
-                return Err(ConfigError::new(name, "needs LINK_COLLECTION"));
-            }
-        }
-        return Ok(None);
-    };
-    let ours = [
-        mongo.users_collection.as_str(),
-        mongo.organizations_collection.as_str(),
-        mongo.memberships_collection.as_str(),
-        mongo.sessions_collection.as_str(),
-        crate::store::EVENTS_COLLECTION,
-    ];
-    if ours.contains(&collection.as_str()) || collection.starts_with("system.") {
-        return Err(ConfigError::new(
-            "LINK_COLLECTION",
-            "must be the application's own collection, not one user-sync keeps",
-        ));
-    }
-    let field = |name: &str, value: &Option<String>, default: &str| {
-        let field = text(value).unwrap_or_else(|| default.to_string());
-        if field.starts_with('$') || field.split('.').any(str::is_empty) {
-            return Err(ConfigError::new(
-                name,
-                "is not a field name (a.b.c, no leading $)",
-            ));
-        }
-        Ok(field)
-    };
-    let email_field = field("LINK_EMAIL_FIELD", &env.link_email_field, "email")?;
-    let id_field = field("LINK_CLERK_ID_FIELD", &env.link_clerk_id_field, "clerkId")?;
-    if email_field == id_field {
-        return Err(ConfigError::new(
-            "LINK_CLERK_ID_FIELD",
-            "must differ from LINK_EMAIL_FIELD",
-        ));
-    }
-    Ok(Some(LinkConfig {
-        collection,
-        email_field,
-        id_field,
-    }))
-}
-
 /// Reads `SYNC_ENTITIES` (default: all three).
 fn feeds(value: Option<&str>) -> Result<Vec<Feed>, ConfigError> {
     let value = value.map(str::trim).filter(|v| !v.is_empty());
@@ -504,17 +249,11 @@ fn feeds(value: Option<&str>) -> Result<Vec<Feed>, ConfigError> {
     Ok(feeds)
 }
 
-/// The path part of `mongodb://user:pw@host/db?opts`, when there is one.
-fn database_in_uri(uri: &str) -> Option<String> {
-    let rest = uri.split_once("://")?.1;
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, hosts)| hosts);
-    let path = rest.split_once('/')?.1;
-    let db = path.split('?').next().unwrap_or_default();
-    (!db.is_empty()).then(|| db.to_string())
-}
-
 #[cfg(test)]
 mod tests {
+    use common::ExposeSecret;
+
+    use super::clerk::DEFAULT_CLERK_API_URL;
     use super::*;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {

@@ -9,9 +9,10 @@
 
 use bson::{doc, Bson, DateTime, Document};
 
-use crate::command::{self, Kind};
-use crate::plan::Outcome;
-use crate::store::{classify_write_error, Store, WriteErrorClass, EVENTS_COLLECTION};
+use crate::domain::Outcome;
+use crate::domain::EVENTS_COLLECTION;
+use crate::store::command::{self, Kind};
+use crate::store::{classify_write_error, Store, WriteErrorClass};
 use crate::{Error, Result};
 
 /// Where a message came from.

@@ -8,7 +8,7 @@ use events::EventMessage;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::entity::{self, Entity};
+use crate::domain::entity::{self, Entity};
 
 /// Documents, and the audit records (outcome, redeliveries).
 #[derive(Default, Clone)]
@@ -66,7 +66,7 @@ impl Memory {
         let changes: Vec<Change> = firsts.iter().map(|m| entity::change(m, &enabled)).collect();
         let payloads: Vec<Bson> = firsts
             .iter()
-            .map(|m| crate::payload::storable(&m.data))
+            .map(|m| crate::domain::payload::storable(&m.data))
             .collect();
         let inputs: Vec<Input<'_>> = firsts
             .iter()

@@ -17,9 +17,10 @@ use rdkafka::consumer::BaseConsumer;
 use serde::Serialize;
 
 use crate::config::QueueConfig;
-use crate::dead_letters::time_text;
-use crate::entity::Entity;
-use crate::store::{Store, EVENTS_COLLECTION};
+use crate::domain::entity::Entity;
+use crate::domain::EVENTS_COLLECTION;
+use crate::ops::dlq::time_text;
+use crate::store::Store;
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
@@ -99,11 +100,11 @@ pub async fn from_store(store: &Store, entities: &[Entity], now: i64) -> crate::
     };
     for &entity in entities {
         let c = store.collection(entity);
-        let total = crate::command::bounded(c.estimated_document_count().into_future())
+        let total = crate::store::command::bounded(c.estimated_document_count().into_future())
             .await?
             .map_err(crate::Error::from)?;
         let count = |filter: Document| async move {
-            let n: u64 = crate::command::bounded(c.count_documents(filter).into_future())
+            let n: u64 = crate::store::command::bounded(c.count_documents(filter).into_future())
                 .await?
                 .map_err(crate::Error::from)?;
             Ok::<u64, crate::Error>(n)
@@ -125,7 +126,7 @@ pub async fn from_store(store: &Store, entities: &[Entity], now: i64) -> crate::
             doc! {"$match": {"processedAt": {"$gte": since}}},
             doc! {"$group": {"_id": "$outcome", "n": {"$sum": 1}}},
         ];
-        let rows: Vec<Document> = crate::command::bounded(async {
+        let rows: Vec<Document> = crate::store::command::bounded(async {
             events.aggregate(pipeline).await?.try_collect().await
         })
         .await??;
@@ -140,7 +141,7 @@ pub async fn from_store(store: &Store, entities: &[Entity], now: i64) -> crate::
             into.insert(outcome, n);
         }
     }
-    let last = crate::command::bounded(
+    let last = crate::store::command::bounded(
         events
             // Within the last week, newest first: the processedAt index bounds the walk.
             .find_one(doc! {

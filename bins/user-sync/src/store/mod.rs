@@ -1,4 +1,11 @@
-//! The MongoDB side: collections, the indexes user-sync relies on, and health.
+//! The MongoDB side: collections, the indexes user-sync relies on, and health; the bulk
+//! write commands ([`command`]), running a plan's statements ([`write`]), the
+//! `webhook_events` records ([`audit`]) and linking pre-registered records ([`link`]).
+
+pub mod audit;
+pub(crate) mod command;
+pub(crate) mod link;
+pub(crate) mod write;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -12,11 +19,9 @@ use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, WriteConcern
 use mongodb::{Collection, IndexModel};
 
 use crate::config::MongoConfig;
-use crate::entity::Entity;
+use crate::domain::entity::Entity;
+use crate::domain::EVENTS_COLLECTION;
 use crate::{Error, Result};
-
-/// The audit collection of the contract.
-pub const EVENTS_COLLECTION: &str = "webhook_events";
 
 /// Handles to the collections user-sync writes.
 #[derive(Clone, Debug)]
@@ -98,7 +103,7 @@ impl Store {
 
     /// Whether the server is FerretDB, whose conditional upserts sometimes write *and*
     /// report a duplicate key, so their replies can't say what a statement did (see
-    /// [`crate::write`]). Learnt by [`Store::ensure_indexes`]; false before.
+    /// [`crate::store::write`]). Learnt by [`Store::ensure_indexes`]; false before.
     pub fn is_ferretdb(&self) -> bool {
         self.ferretdb.get().copied().unwrap_or(false)
     }

@@ -18,25 +18,15 @@ use std::future::IntoFuture;
 use bson::{doc, Bson, DateTime, Document};
 use futures::TryStreamExt;
 
-use crate::command::{self, bounded, Kind};
-use crate::entity::Entity;
-use crate::store::{Store, EVENTS_COLLECTION};
+use super::command::{self, bounded, Kind};
+use super::Store;
+use crate::config::LinkConfig;
+use crate::domain::{Entity, EVENTS_COLLECTION};
 use crate::Result;
 
 /// Most records linked to one user in one batch: a guard against an email field shared by
 /// a whole collection (an import that put one address everywhere).
 const MOST_PER_USER: i64 = 100;
-
-/// The `LINK_*` settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkConfig {
-    /// `LINK_COLLECTION`: the application's collection of pre-registered records.
-    pub collection: String,
-    /// `LINK_EMAIL_FIELD` (default `email`): the field holding the address.
-    pub email_field: String,
-    /// `LINK_CLERK_ID_FIELD` (default `clerkId`): the field that gets the Clerk user id.
-    pub id_field: String,
-}
 
 /// One record linked to one user.
 #[derive(Debug, Clone, PartialEq)]

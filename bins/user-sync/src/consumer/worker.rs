@@ -17,12 +17,13 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::apply::{Applied, Applier, Incoming};
-use crate::audit::{self, Record, Source};
-use crate::dlq::Dlq;
-use crate::metrics::Metrics;
-use crate::plan::Outcome;
-use crate::{payload, Result};
+use crate::broker::dlq::Dlq;
+use crate::consumer::apply::{Applied, Applier, Incoming};
+use crate::consumer::metrics::Metrics;
+use crate::domain::payload;
+use crate::domain::Outcome;
+use crate::store::audit::{self, Record, Source};
+use crate::Result;
 
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -131,10 +132,10 @@ pub struct Worker {
     /// Most messages in one batch.
     pub batch_size: usize,
     /// Linking pre-registered records, when configured.
-    pub link: Option<crate::link::LinkConfig>,
+    pub link: Option<crate::config::LinkConfig>,
 }
 
-/// Names each consumption of a message (see [`crate::audit`]).
+/// Names each consumption of a message (see [`crate::store::audit`]).
 struct Deliveries {
     run: String,
     next: u64,
@@ -337,7 +338,7 @@ impl Worker {
                 .collect();
             users.sort_unstable();
             users.dedup();
-            let links = crate::link::run(self.applier.store(), link, &users).await?;
+            let links = crate::store::link::run(self.applier.store(), link, &users).await?;
             for l in &links {
                 tracing::info!(clerk_id = l.clerk_id, record = %l.record, "linked a pre-registered record");
             }

@@ -12,42 +12,17 @@ use events::{EventMessage, Origin, Record};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-/// A kind of object read from Clerk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    /// `/users`
-    Users,
-    /// `/organizations`
-    Organizations,
-    /// `/organizations/{id}/memberships`
-    Memberships,
-}
+use crate::domain::Entity;
 
-impl Kind {
-    /// Every kind, in the order backfill goes through them.
-    pub const ALL: [Kind; 3] = [Kind::Users, Kind::Organizations, Kind::Memberships];
-
-    /// The name on the command line and in output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Users => "users",
-            Kind::Organizations => "organizations",
-            Kind::Memberships => "memberships",
-        }
-    }
-
-    /// The kind named `name`.
-    pub fn from_name(name: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.as_str() == name)
-    }
-
-    /// The webhook type whose payload is this kind's object.
-    fn updated_type(self) -> &'static str {
-        match self {
-            Kind::Users => "user.updated",
-            Kind::Organizations => "organization.updated",
-            Kind::Memberships => "organizationMembership.updated",
-        }
+/// The webhook type whose payload is this kind's object (sessions aren't read from Clerk).
+fn updated_type(kind: Entity) -> Result<&'static str, SnapshotError> {
+    match kind {
+        Entity::User => Ok("user.updated"),
+        Entity::Organization => Ok("organization.updated"),
+        Entity::Membership => Ok("organizationMembership.updated"),
+        Entity::Session => Err(SnapshotError::Invalid(
+            "sessions are not read from Clerk's Backend API".into(),
+        )),
     }
 }
 
@@ -85,11 +60,11 @@ pub fn id_of(object: &RawValue) -> Option<String> {
 }
 
 /// The snapshot event of one object read from the Backend API.
-pub fn snapshot(kind: Kind, object: &RawValue) -> Result<EventMessage, SnapshotError> {
+pub fn snapshot(kind: Entity, object: &RawValue) -> Result<EventMessage, SnapshotError> {
     let head: Head = serde_json::from_str(object.get())
-        .map_err(|e| SnapshotError::Invalid(format!("{} object: {e}", kind.as_str())))?;
+        .map_err(|e| SnapshotError::Invalid(format!("{} object: {e}", kind.name())))?;
     let incomplete = |what| SnapshotError::Incomplete {
-        kind: kind.as_str(),
+        kind: kind.name(),
         what,
     };
     let id = head
@@ -97,7 +72,7 @@ pub fn snapshot(kind: Kind, object: &RawValue) -> Result<EventMessage, SnapshotE
         .filter(|id| !id.is_empty())
         .ok_or(incomplete("an id"))?;
     let updated_at = head.updated_at.ok_or(incomplete("updated_at"))?;
-    let body = envelope(kind.updated_type(), updated_at, object.get());
+    let body = envelope(updated_type(kind)?, updated_at, object.get());
     let message = message(
         &format!("backfill:{id}:{updated_at}"),
         &body,
@@ -107,14 +82,14 @@ pub fn snapshot(kind: Kind, object: &RawValue) -> Result<EventMessage, SnapshotE
     // would dead-letter it, so it is refused here, where the reason can be printed.
     let expected = matches!(
         (kind, &message.record),
-        (Kind::Users, Record::User(_))
-            | (Kind::Organizations, Record::Organization { .. })
-            | (Kind::Memberships, Record::OrganizationMembership { .. })
+        (Entity::User, Record::User(_))
+            | (Entity::Organization, Record::Organization { .. })
+            | (Entity::Membership, Record::OrganizationMembership { .. })
     );
     if !expected {
         return Err(SnapshotError::Invalid(format!(
             "not a Clerk {} object (organization or member missing?)",
-            kind.as_str()
+            kind.name()
         )));
     }
     Ok(message)
@@ -122,11 +97,14 @@ pub fn snapshot(kind: Kind, object: &RawValue) -> Result<EventMessage, SnapshotE
 
 /// The deletion event for an object Clerk no longer has, timed `at` (ms): the payload
 /// Clerk's own `*.deleted` webhooks carry. Only users and organizations are reconciled.
-pub fn deletion(kind: Kind, id: &str, at: i64) -> Result<EventMessage, SnapshotError> {
+pub fn deletion(kind: Entity, id: &str, at: i64) -> Result<EventMessage, SnapshotError> {
     let (event_type, object) = match kind {
-        Kind::Users => ("user.deleted", "user"),
-        Kind::Organizations => ("organization.deleted", "organization"),
-        Kind::Memberships => ("organizationMembership.deleted", "organization_membership"),
+        Entity::User => ("user.deleted", "user"),
+        Entity::Organization => ("organization.deleted", "organization"),
+        Entity::Membership => ("organizationMembership.deleted", "organization_membership"),
+        Entity::Session => {
+            return Err(SnapshotError::Invalid("sessions are not reconciled".into()))
+        }
     };
     let data = serde_json::json!({"id": id, "object": object, "deleted": true}).to_string();
     let body = envelope(event_type, at, &data);
@@ -156,7 +134,7 @@ mod tests {
     #[test]
     fn a_user_snapshot_is_the_webhook_clerk_sync_would_publish_with_its_own_id() {
         let user = r#"{"id":"user_1","object":"user","first_name":"Ada","primary_email_address_id":"idn_1","email_addresses":[{"id":"idn_1","email_address":"ada@example.com","verification":{"status":"verified"}}],"created_at":1700000000000,"updated_at":1732464000123,"unsafe_metadata":{"a":[[[1]]]}}"#;
-        let m = snapshot(Kind::Users, &raw(user)).unwrap();
+        let m = snapshot(Entity::User, &raw(user)).unwrap();
         assert_eq!(m.event_id, "backfill:user_1:1732464000123");
         assert_eq!(m.event_type, "user.updated");
         assert_eq!(m.event_time, 1_732_464_000_123);
@@ -174,13 +152,13 @@ mod tests {
     #[test]
     fn organization_and_membership_snapshots_are_keyed_by_organization() {
         let org = r#"{"id":"org_1","object":"organization","name":"Acme","slug":"acme","updated_at":1732464000000}"#;
-        let m = snapshot(Kind::Organizations, &raw(org)).unwrap();
+        let m = snapshot(Entity::Organization, &raw(org)).unwrap();
         assert_eq!(
             (m.event_type.as_str(), m.subject_id.as_str()),
             ("organization.updated", "org_1")
         );
         let membership = r#"{"id":"orgmem_1","object":"organization_membership","role":"org:admin","organization":{"id":"org_1","name":"Acme"},"public_user_data":{"user_id":"user_1"},"created_at":1,"updated_at":1732464000500}"#;
-        let m = snapshot(Kind::Memberships, &raw(membership)).unwrap();
+        let m = snapshot(Entity::Membership, &raw(membership)).unwrap();
         assert_eq!(m.event_id, "backfill:orgmem_1:1732464000500");
         assert_eq!(m.subject_id, "org_1");
         assert!(matches!(
@@ -193,17 +171,17 @@ mod tests {
     #[test]
     fn the_same_object_gives_the_same_id_and_a_changed_one_a_new_id() {
         let a = snapshot(
-            Kind::Users,
+            Entity::User,
             &raw(r#"{"id":"user_1","updated_at":1732464000000}"#),
         )
         .unwrap();
         let b = snapshot(
-            Kind::Users,
+            Entity::User,
             &raw(r#"{"id":"user_1","updated_at":1732464000000}"#),
         )
         .unwrap();
         let c = snapshot(
-            Kind::Users,
+            Entity::User,
             &raw(r#"{"id":"user_1","updated_at":1732464000001}"#),
         )
         .unwrap();
@@ -213,12 +191,12 @@ mod tests {
 
     #[test]
     fn objects_without_id_or_updated_at_are_refused_with_a_reason() {
-        let e = snapshot(Kind::Users, &raw(r#"{"updated_at":1}"#)).unwrap_err();
+        let e = snapshot(Entity::User, &raw(r#"{"updated_at":1}"#)).unwrap_err();
         assert_eq!(e.to_string(), "users object without an id");
-        let e = snapshot(Kind::Organizations, &raw(r#"{"id":"org_1"}"#)).unwrap_err();
+        let e = snapshot(Entity::Organization, &raw(r#"{"id":"org_1"}"#)).unwrap_err();
         assert_eq!(e.to_string(), "organizations object without updated_at");
         assert!(snapshot(
-            Kind::Memberships,
+            Entity::Membership,
             &raw(r#"{"id":"orgmem_1","updated_at":1}"#)
         )
         .is_err());
@@ -226,13 +204,13 @@ mod tests {
 
     #[test]
     fn a_reconcile_deletion_is_clerks_deletion_payload() {
-        let m = deletion(Kind::Users, "user_gone", 1_732_464_000_000).unwrap();
+        let m = deletion(Entity::User, "user_gone", 1_732_464_000_000).unwrap();
         assert_eq!(m.event_id, "reconcile:user_gone");
         assert_eq!(m.event_type, "user.deleted");
         assert_eq!(m.event_time, 1_732_464_000_000);
         assert_eq!(m.origin, Origin::Reconcile);
         assert!(m.user().unwrap().deleted);
-        let m = deletion(Kind::Organizations, "org_gone", 1_732_464_000_000).unwrap();
+        let m = deletion(Entity::Organization, "org_gone", 1_732_464_000_000).unwrap();
         assert_eq!(
             (m.event_type.as_str(), m.subject_id.as_str()),
             ("organization.deleted", "org_gone")
@@ -245,7 +223,7 @@ mod tests {
 
     #[test]
     fn an_id_that_needs_escaping_stays_one_string() {
-        let m = deletion(Kind::Users, r#"user_"quoted"\"#, 1).unwrap();
+        let m = deletion(Entity::User, r#"user_"quoted"\"#, 1).unwrap();
         assert_eq!(m.subject_id, r#"user_"quoted"\"#);
     }
 }

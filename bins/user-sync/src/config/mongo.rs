@@ -1,0 +1,134 @@
+//! Where the documents live: `MONGODB_*`.
+
+use common::{ConfigError, ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::domain::{Entity, EVENTS_COLLECTION};
+
+#[derive(Debug, Deserialize)]
+struct MongoEnv {
+    mongodb_uri: Option<SecretString>,
+    database_url_online: Option<SecretString>,
+    mongodb_database: Option<String>,
+    #[serde(default = "default_users_collection")]
+    mongodb_users_collection: String,
+    mongodb_organizations_collection: Option<String>,
+    mongodb_memberships_collection: Option<String>,
+    mongodb_sessions_collection: Option<String>,
+}
+
+fn default_users_collection() -> String {
+    "users".into()
+}
+/// The database used when neither `MONGODB_DATABASE` nor the URI names one.
+pub const DEFAULT_DATABASE: &str = "clerk_sync";
+
+/// Where user documents live.
+#[derive(Debug, Clone)]
+pub struct MongoConfig {
+    /// `MONGODB_URI` (may hold a password: never printed).
+    pub uri: SecretString,
+    /// `MONGODB_DATABASE`, else the URI's, else [`DEFAULT_DATABASE`].
+    pub database: String,
+    /// `MONGODB_USERS_COLLECTION`
+    pub users_collection: String,
+    /// `MONGODB_ORGANIZATIONS_COLLECTION`
+    pub organizations_collection: String,
+    /// `MONGODB_MEMBERSHIPS_COLLECTION`
+    pub memberships_collection: String,
+    /// `MONGODB_SESSIONS_COLLECTION`
+    pub sessions_collection: String,
+}
+
+impl MongoConfig {
+    /// Reads and validates the MongoDB variables only.
+    pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let env: MongoEnv = common::config::from_iter(vars)?;
+        let uri = env.mongodb_uri.or(env.database_url_online).ok_or_else(|| {
+            ConfigError::new(
+                "MONGODB_URI",
+                "is required (or its other name DATABASE_URL_ONLINE)",
+            )
+        })?;
+        let text = uri.expose_secret();
+        if !(text.starts_with("mongodb://") || text.starts_with("mongodb+srv://")) {
+            return Err(ConfigError::new(
+                "MONGODB_URI",
+                "must start with mongodb:// or mongodb+srv://",
+            ));
+        }
+        let database = env
+            .mongodb_database
+            .or_else(|| database_in_uri(text))
+            .unwrap_or_else(|| DEFAULT_DATABASE.to_string());
+        if database.is_empty() || database.contains(['/', '\\', '.', ' ', '"', '$']) {
+            return Err(ConfigError::new(
+                "MONGODB_DATABASE",
+                format!("`{database}` is not a valid database name"),
+            ));
+        }
+        let collection = |variable: &'static str, value: Option<String>, entity: Entity| {
+            let name = value.unwrap_or_else(|| entity.default_collection().to_string());
+            if name.is_empty() || name.starts_with("system.") || name.contains('$') {
+                return Err(ConfigError::new(variable, "is not a valid collection name"));
+            }
+            Ok(name)
+        };
+        let config = MongoConfig {
+            uri,
+            database,
+            users_collection: collection(
+                "MONGODB_USERS_COLLECTION",
+                Some(env.mongodb_users_collection),
+                Entity::User,
+            )?,
+            organizations_collection: collection(
+                "MONGODB_ORGANIZATIONS_COLLECTION",
+                env.mongodb_organizations_collection,
+                Entity::Organization,
+            )?,
+            memberships_collection: collection(
+                "MONGODB_MEMBERSHIPS_COLLECTION",
+                env.mongodb_memberships_collection,
+                Entity::Membership,
+            )?,
+            sessions_collection: collection(
+                "MONGODB_SESSIONS_COLLECTION",
+                env.mongodb_sessions_collection,
+                Entity::Session,
+            )?,
+        };
+        let mut names: Vec<&str> = Entity::ALL.iter().map(|&e| config.collection(e)).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) || names.contains(&EVENTS_COLLECTION) {
+            return Err(ConfigError::new(
+                "MONGODB_USERS_COLLECTION",
+                "and the other MONGODB_*_COLLECTION variables must name different collections, \
+                 none of them webhook_events",
+            ));
+        }
+        Ok(config)
+    }
+
+    /// The collection of one kind of document.
+    pub fn collection(&self, entity: Entity) -> &str {
+        match entity {
+            Entity::User => &self.users_collection,
+            Entity::Organization => &self.organizations_collection,
+            Entity::Membership => &self.memberships_collection,
+            Entity::Session => &self.sessions_collection,
+        }
+    }
+}
+
+/// The path part of `mongodb://user:pw@host/db?opts`, when there is one.
+fn database_in_uri(uri: &str) -> Option<String> {
+    let rest = uri.split_once("://")?.1;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, hosts)| hosts);
+    let path = rest.split_once('/')?.1;
+    let db = path.split('?').next().unwrap_or_default();
+    (!db.is_empty()).then(|| db.to_string())
+}

@@ -1,0 +1,159 @@
+//! The consumer: the service user-sync runs by default. [`run`] starts it: health
+//! endpoints at once, then the MongoDB client, the indexes and the topics (waiting for
+//! the servers), then the [`worker`] loop until SIGTERM.
+
+mod apply;
+mod http;
+mod metrics;
+mod worker;
+
+pub use apply::{Applied, Applier, Incoming};
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use self::http::HealthState;
+use self::metrics::Metrics;
+use self::worker::Worker;
+use crate::broker::Dlq;
+
+use crate::config::Config;
+use crate::store::Store;
+use crate::{Error, Result};
+
+/// Runs `attempt` until it succeeds, waiting with exponential backoff after failures that
+/// can pass. `None` when `stop` is cancelled first; configuration and [`Error::Startup`]
+/// errors, and brokers that refuse our credentials or certificate, which waiting can't
+/// fix, are returned (the process exits with the reason).
+async fn until_ready<T, F, Fut>(
+    stop: &CancellationToken,
+    what: &str,
+    mut attempt: F,
+) -> Result<Option<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(Some(value)),
+            Err(
+                e @ (Error::Config(_)
+                | Error::Startup(_)
+                | Error::KafkaSetup(common::kafka::SetupError::Refused { .. })),
+            ) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "start-up: waiting for {what}");
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(15));
+            }
+        }
+    }
+}
+
+/// Runs until SIGTERM/SIGINT: then finishes the batch in hand, commits, leaves the group.
+pub async fn run(config: Config, listener: TcpListener) -> Result<()> {
+    run_until(config, listener, common::shutdown::shutdown_signal()).await
+}
+
+/// [`run`], stopping when `shutdown` resolves (tests pass their own).
+pub async fn run_until<F>(config: Config, listener: TcpListener, shutdown: F) -> Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let stop = common::shutdown::cancel_on(shutdown);
+    let metrics = Arc::new(Metrics::new());
+    // Parsing a mongodb+srv:// URI resolves DNS: wait for it like for the servers below.
+    let connect = || async {
+        Store::connect(&config.mongo).await.map_err(|e| match e {
+            // A malformed URI won't get better by waiting. (Its message may quote the
+            // URI, password included: not repeated.)
+            Error::Mongo(e)
+                if matches!(*e.kind, mongodb::error::ErrorKind::InvalidArgument { .. }) =>
+            {
+                common::ConfigError::new("MONGODB_URI", "is not a valid MongoDB connection string")
+                    .into()
+            }
+            e => e,
+        })
+    };
+    let Some(store) = until_ready(&stop, "the MongoDB client", connect).await? else {
+        return Ok(());
+    };
+    let consumer = worker::consumer(&config.kafka, &config.group_id, metrics.clone())?;
+    let consuming = Arc::new(AtomicBool::new(false));
+
+    // Health answers from the start, so an orchestrator sees "alive, not ready" while
+    // MongoDB or Kafka are still coming up.
+    let health = http::router(HealthState {
+        store: store.clone(),
+        consumer: consumer.clone(),
+        metrics: metrics.clone(),
+        consuming: consuming.clone(),
+    });
+    let http_stop = stop.clone();
+    tracing::info!(address = %listener.local_addr()?, "health endpoints listening");
+    let server = tokio::spawn(async move {
+        axum::serve(listener, health)
+            .with_graceful_shutdown(async move { http_stop.cancelled().await })
+            .await
+    });
+
+    // Start-up needs both servers; wait for them rather than crash-loop.
+    let prepare = || async {
+        store.ensure_indexes(&config.entities).await?;
+        let max_message = common::kafka::max_message_bytes(common::kafka::DEFAULT_MAX_BODY_BYTES);
+        let topics: Vec<&str> = config
+            .topics
+            .iter()
+            .flat_map(|t| [t.topic.as_str(), t.dlq.as_str()])
+            .collect();
+        config.kafka.ensure_topics(&topics, max_message).await?;
+        Ok(())
+    };
+    match until_ready(&stop, "MongoDB and Kafka", prepare).await {
+        Ok(Some(())) => {}
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            stop.cancel();
+            return Err(e);
+        }
+    }
+
+    let topics: Vec<&str> = config.topics.iter().map(|t| t.topic.as_str()).collect();
+    tracing::info!(
+        topics = ?topics,
+        group = config.group_id,
+        database = config.mongo.database,
+        batch_size = config.batch_size,
+        "user-sync consuming"
+    );
+    let dlqs = config
+        .topics
+        .iter()
+        .map(|t| (t.topic.clone(), t.dlq.clone()))
+        .collect();
+    let worker = Worker {
+        consumer,
+        applier: Applier::new(store, config.entities.clone()),
+        dlq: Dlq::new(&config.kafka, dlqs)?,
+        metrics,
+        batch_size: config.batch_size,
+        link: config.link.clone(),
+    };
+    consuming.store(true, Ordering::Release);
+    let result = worker.run(&topics, stop.clone()).await;
+    stop.cancel();
+    server.await.map_err(std::io::Error::other)??;
+    tracing::info!("user-sync stopped");
+    result
+}
