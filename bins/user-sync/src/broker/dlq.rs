@@ -12,23 +12,23 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
 /// Header: a short, stable error name (`undecodable`, `unsupported_schema_version`, …).
-pub const HEADER_ERROR_CODE: &str = "dlq-error-code";
+pub(crate) const HEADER_ERROR_CODE: &str = "dlq-error-code";
 /// Header: the error, for a person.
-pub const HEADER_ERROR: &str = "dlq-error";
+pub(crate) const HEADER_ERROR: &str = "dlq-error";
 /// Header: the topic the message was consumed from.
-pub const HEADER_SOURCE_TOPIC: &str = "dlq-source-topic";
+pub(crate) const HEADER_SOURCE_TOPIC: &str = "dlq-source-topic";
 /// Header: its partition.
-pub const HEADER_SOURCE_PARTITION: &str = "dlq-source-partition";
+const HEADER_SOURCE_PARTITION: &str = "dlq-source-partition";
 /// Header: its offset.
-pub const HEADER_SOURCE_OFFSET: &str = "dlq-source-offset";
+const HEADER_SOURCE_OFFSET: &str = "dlq-source-offset";
 /// Header, `true` when the value was too large for the DLQ and was left out.
-pub const HEADER_VALUE_DROPPED: &str = "dlq-value-dropped";
+const HEADER_VALUE_DROPPED: &str = "dlq-value-dropped";
 
 /// Kafka Connect's dead-letter context headers (`errors.deadletterqueue.context.headers`),
 /// beside ours, so tools written for Connect's DLQs read these too: the source topic,
 /// partition and offset, the connector's name (`user-sync`), and the error as an
 /// "exception" (class name: our code; message: the error).
-pub const CONNECT_HEADERS: [&str; 6] = [
+const CONNECT_HEADERS: [&str; 6] = [
     "__connect.errors.topic",
     "__connect.errors.partition",
     "__connect.errors.offset",
@@ -39,7 +39,7 @@ pub const CONNECT_HEADERS: [&str; 6] = [
 
 /// An idempotent, `acks=all` producer that copies messages between our topics (into a DLQ,
 /// or back out of one), whatever their size.
-pub fn copier(kafka: &KafkaSettings, client_id: &str) -> Result<FutureProducer, KafkaError> {
+pub(crate) fn copier(kafka: &KafkaSettings, client_id: &str) -> Result<FutureProducer, KafkaError> {
     kafka
         .client_config()
         .set("client.id", client_id)
@@ -55,7 +55,7 @@ pub fn copier(kafka: &KafkaSettings, client_id: &str) -> Result<FutureProducer, 
 
 /// Produces to the DLQ of each consumed topic.
 #[derive(Clone)]
-pub struct Dlq {
+pub(crate) struct Dlq {
     producer: FutureProducer,
     /// Consumed topic → its DLQ.
     topics: HashMap<String, String>,
@@ -64,14 +64,14 @@ pub struct Dlq {
 impl Dlq {
     /// An idempotent, `acks=all` producer for the DLQ topics (`topics`: consumed topic →
     /// its DLQ).
-    pub fn new(kafka: &KafkaSettings, topics: HashMap<String, String>) -> Result<Self, KafkaError> {
+    pub(crate) fn new(kafka: &KafkaSettings, topics: HashMap<String, String>) -> Result<Self, KafkaError> {
         let producer = copier(kafka, "user-sync-dlq")?;
         Ok(Dlq { producer, topics })
     }
 
     /// Sends `message` unchanged (key, value, original headers) plus the reason headers, and
     /// waits for the broker's acknowledgement.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         message: &OwnedMessage,
         code: &str,

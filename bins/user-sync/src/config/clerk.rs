@@ -17,7 +17,7 @@ pub struct ClerkConfig {
 }
 
 /// Clerk's production Backend API.
-pub const DEFAULT_CLERK_API_URL: &str = "https://api.clerk.com/v1";
+pub(crate) const DEFAULT_CLERK_API_URL: &str = "https://api.clerk.com/v1";
 
 #[derive(Debug, Deserialize)]
 struct ClerkEnv {
@@ -70,13 +70,13 @@ impl ClerkConfig {
 #[derive(Debug, Clone)]
 pub struct PublishConfig {
     /// Broker connection and topic creation.
-    pub kafka: KafkaSettings,
+    pub(crate) kafka: KafkaSettings,
     /// `KAFKA_TOPIC_USERS`
-    pub users_topic: String,
+    pub(crate) users_topic: String,
     /// `KAFKA_TOPIC_ORGANIZATIONS` (organizations and memberships)
-    pub organizations_topic: String,
+    pub(crate) organizations_topic: String,
     /// `KAFKA_TOPIC_SESSIONS`
-    pub sessions_topic: String,
+    pub(crate) sessions_topic: String,
 }
 
 impl PublishConfig {

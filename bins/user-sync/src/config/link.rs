@@ -7,13 +7,13 @@ use crate::domain::EVENTS_COLLECTION;
 
 /// The `LINK_*` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkConfig {
+pub(crate) struct LinkConfig {
     /// `LINK_COLLECTION`: the application's collection of pre-registered records.
-    pub collection: String,
+    pub(crate) collection: String,
     /// `LINK_EMAIL_FIELD` (default `email`): the field holding the address.
-    pub email_field: String,
+    pub(crate) email_field: String,
     /// `LINK_CLERK_ID_FIELD` (default `clerkId`): the field that gets the Clerk user id.
-    pub id_field: String,
+    pub(crate) id_field: String,
 }
 
 /// The `LINK_*` settings: `None` without `LINK_COLLECTION`.

@@ -11,7 +11,7 @@ mod link;
 mod mongo;
 
 pub use clerk::{ClerkConfig, PublishConfig};
-pub use link::LinkConfig;
+pub(crate) use link::LinkConfig;
 pub use mongo::MongoConfig;
 
 use link::link_config;
@@ -60,16 +60,14 @@ pub const DEFAULT_HEALTH_PORT: u16 = 8789;
 
 /// One topic user-sync consumes, and where its poison goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicConfig {
-    /// The topic.
-    pub topic: String,
-    /// Its dead-letter topic.
-    pub dlq: String,
+pub(crate) struct TopicConfig {
+    pub(crate) topic: String,
+    pub(crate) dlq: String,
 }
 
 /// What `SYNC_ENTITIES` names: a topic each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Feed {
+enum Feed {
     /// `users`: `KAFKA_TOPIC_USERS`.
     Users,
     /// `organizations`: `KAFKA_TOPIC_ORGANIZATIONS` (organizations and memberships).
@@ -80,7 +78,7 @@ pub enum Feed {
 
 impl Feed {
     /// The kinds of document its events write.
-    pub fn entities(self) -> &'static [Entity] {
+    pub(crate) fn entities(self) -> &'static [Entity] {
         match self {
             Feed::Users => &[Entity::User],
             Feed::Organizations => &[Entity::Organization, Entity::Membership],
@@ -90,21 +88,21 @@ impl Feed {
 }
 
 /// Default batch size: what one poll hands over at most.
-pub const DEFAULT_BATCH_SIZE: usize = 500;
+const DEFAULT_BATCH_SIZE: usize = 500;
 
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Broker connection and topic creation.
-    pub kafka: KafkaSettings,
+    pub(crate) kafka: KafkaSettings,
     /// `KAFKA_GROUP_ID`
-    pub group_id: String,
+    pub(crate) group_id: String,
     /// The topics consumed (`SYNC_ENTITIES`), each with its DLQ.
-    pub topics: Vec<TopicConfig>,
+    pub(crate) topics: Vec<TopicConfig>,
     /// The kinds of document kept.
     pub entities: Vec<Entity>,
     /// `SYNC_BATCH_SIZE`: most messages applied together.
-    pub batch_size: usize,
+    pub(crate) batch_size: usize,
     /// MongoDB.
     pub mongo: MongoConfig,
     /// `HEALTH_PORT`
@@ -112,7 +110,7 @@ pub struct Config {
     /// `LOG_FORMAT`
     pub log_format: LogFormat,
     /// `LINK_COLLECTION` and the fields: linking pre-registered records (off when unset).
-    pub link: Option<LinkConfig>,
+    pub(crate) link: Option<LinkConfig>,
 }
 
 impl Config {
@@ -163,11 +161,11 @@ impl Config {
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
     /// Broker connection and topic creation.
-    pub kafka: KafkaSettings,
+    pub(crate) kafka: KafkaSettings,
     /// `KAFKA_GROUP_ID`
-    pub group_id: String,
+    pub(crate) group_id: String,
     /// The topics consumed (`SYNC_ENTITIES`), each with its DLQ.
-    pub topics: Vec<TopicConfig>,
+    pub(crate) topics: Vec<TopicConfig>,
     /// The kinds of document kept.
     pub entities: Vec<Entity>,
 }

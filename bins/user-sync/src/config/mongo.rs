@@ -21,23 +21,23 @@ fn default_users_collection() -> String {
     "users".into()
 }
 /// The database used when neither `MONGODB_DATABASE` nor the URI names one.
-pub const DEFAULT_DATABASE: &str = "clerk_sync";
+const DEFAULT_DATABASE: &str = "clerk_sync";
 
 /// Where user documents live.
 #[derive(Debug, Clone)]
 pub struct MongoConfig {
     /// `MONGODB_URI` (may hold a password: never printed).
-    pub uri: SecretString,
+    pub(crate) uri: SecretString,
     /// `MONGODB_DATABASE`, else the URI's, else [`DEFAULT_DATABASE`].
-    pub database: String,
+    pub(crate) database: String,
     /// `MONGODB_USERS_COLLECTION`
-    pub users_collection: String,
+    pub(crate) users_collection: String,
     /// `MONGODB_ORGANIZATIONS_COLLECTION`
-    pub organizations_collection: String,
+    pub(crate) organizations_collection: String,
     /// `MONGODB_MEMBERSHIPS_COLLECTION`
-    pub memberships_collection: String,
+    pub(crate) memberships_collection: String,
     /// `MONGODB_SESSIONS_COLLECTION`
-    pub sessions_collection: String,
+    pub(crate) sessions_collection: String,
 }
 
 impl MongoConfig {
@@ -114,7 +114,7 @@ impl MongoConfig {
     }
 
     /// The collection of one kind of document.
-    pub fn collection(&self, entity: Entity) -> &str {
+    pub(crate) fn collection(&self, entity: Entity) -> &str {
         match entity {
             Entity::User => &self.users_collection,
             Entity::Organization => &self.organizations_collection,

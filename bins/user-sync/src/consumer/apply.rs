@@ -40,9 +40,9 @@ pub struct Applied {
     pub outcomes: Vec<Outcome>,
     /// Events that can never be applied (index, short code, reason): the caller
     /// dead-letters them.
-    pub rejected: Vec<(usize, &'static str, String)>,
+    pub(crate) rejected: Vec<(usize, &'static str, String)>,
     /// Whether the event at each index repeats one earlier in the batch.
-    pub repeats: Vec<bool>,
+    pub(crate) repeats: Vec<bool>,
 }
 
 /// Writes batches of events.
@@ -58,8 +58,7 @@ impl Applier {
         Applier { store, entities }
     }
 
-    /// The store.
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 

@@ -18,19 +18,17 @@ use crate::store::Store;
 
 /// What the endpoints look at.
 #[derive(Clone)]
-pub struct HealthState {
-    /// MongoDB.
-    pub store: Store,
+pub(crate) struct HealthState {
+    pub(crate) store: Store,
     /// The consumer, whose client asks the brokers for metadata.
-    pub consumer: Arc<KafkaConsumer>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
+    pub(crate) consumer: Arc<KafkaConsumer>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Set once start-up (indexes, topics) is done and the consumer runs.
-    pub consuming: Arc<AtomicBool>,
+    pub(crate) consuming: Arc<AtomicBool>,
 }
 
 /// The routes, apart from serving them.
-pub fn router(state: HealthState) -> Router {
+pub(crate) fn router(state: HealthState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))

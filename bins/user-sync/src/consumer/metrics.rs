@@ -9,32 +9,29 @@ use prometheus_client::registry::Registry;
 
 /// Labels of `user_sync_events_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EventLabels {
+struct EventLabels {
     /// Clerk event type (`unknown` when undecodable).
-    pub event_type: String,
+    pub(crate) event_type: String,
     /// `applied`, `stale`, `duplicate` or `dead_lettered`.
-    pub outcome: String,
+    pub(crate) outcome: String,
 }
 
 /// Labels with a single reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    /// Short error name.
-    pub reason: String,
+struct ReasonLabels {
+    pub(crate) reason: String,
 }
 
 /// Labels of `user_sync_consumer_lag`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PartitionLabels {
-    /// Topic.
-    pub topic: String,
-    /// Partition number.
-    pub partition: String,
+struct PartitionLabels {
+    pub(crate) topic: String,
+    pub(crate) partition: String,
 }
 
 /// Every metric, and the registry that renders them.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     ready: prometheus_client::metrics::gauge::Gauge,
     events: Family<EventLabels, Counter>,
@@ -51,8 +48,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Registers the metrics.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("user_sync");
         let ready = common::metrics::register_service(&mut registry, env!("CARGO_PKG_VERSION"));
         let events = Family::<EventLabels, Counter>::default();
@@ -97,7 +93,7 @@ impl Metrics {
     }
 
     /// Counts one consumed event.
-    pub fn event(&self, event_type: &str, outcome: &str) {
+    pub(crate) fn event(&self, event_type: &str, outcome: &str) {
         self.events
             .get_or_create(&EventLabels {
                 event_type: event_type.to_string(),
@@ -107,7 +103,7 @@ impl Metrics {
     }
 
     /// Counts one dead-lettered message.
-    pub fn dead_lettered(&self, reason: &str) {
+    pub(crate) fn dead_lettered(&self, reason: &str) {
         self.dlq
             .get_or_create(&ReasonLabels {
                 reason: reason.to_string(),
@@ -116,7 +112,7 @@ impl Metrics {
     }
 
     /// Counts one failed attempt.
-    pub fn transient_failure(&self, reason: &str) {
+    pub(crate) fn transient_failure(&self, reason: &str) {
         self.retries
             .get_or_create(&ReasonLabels {
                 reason: reason.to_string(),
@@ -125,12 +121,12 @@ impl Metrics {
     }
 
     /// Records one batch's apply time.
-    pub fn applied_batch(&self, seconds: f64) {
+    pub(crate) fn applied_batch(&self, seconds: f64) {
         self.apply_duration.observe(seconds);
     }
 
     /// Sets the lag of one partition.
-    pub fn lag(&self, topic: &str, partition: i32, lag: i64) {
+    pub(crate) fn lag(&self, topic: &str, partition: i32, lag: i64) {
         self.lag
             .get_or_create(&PartitionLabels {
                 topic: topic.to_string(),
@@ -141,7 +137,7 @@ impl Metrics {
 
     /// Forgets the lag of a partition this consumer no longer owns (its new owner reports
     /// it), so that replicas don't count it twice.
-    pub fn forget_lag(&self, topic: &str, partition: i32) {
+    pub(crate) fn forget_lag(&self, topic: &str, partition: i32) {
         self.lag.remove(&PartitionLabels {
             topic: topic.to_string(),
             partition: partition.to_string(),
@@ -149,12 +145,12 @@ impl Metrics {
     }
 
     /// Records the outcome of a readiness check.
-    pub fn set_ready(&self, ready: bool) {
+    pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.set(i64::from(ready));
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out

@@ -31,7 +31,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// librdkafka callbacks: lag from statistics, rebalances in the log.
-pub struct Context {
+pub(crate) struct Context {
     metrics: Arc<Metrics>,
     /// The partitions this consumer owns. Statistics also describe partitions it lost
     /// (librdkafka keeps their state, and a report can be in flight across a rebalance):
@@ -88,10 +88,10 @@ impl ConsumerContext for Context {
 }
 
 /// The group consumer of the topics.
-pub type KafkaConsumer = StreamConsumer<Context>;
+pub(crate) type KafkaConsumer = StreamConsumer<Context>;
 
 /// Creates the consumer (not subscribed yet: see [`Worker::run`]).
-pub fn consumer(
+pub(crate) fn consumer(
     kafka: &KafkaSettings,
     group_id: &str,
     metrics: Arc<Metrics>,
@@ -119,20 +119,16 @@ pub fn consumer(
     Ok(Arc::new(consumer))
 }
 
-/// The loop's parts.
-pub struct Worker {
+pub(crate) struct Worker {
     /// The consumer, shared with `/ready`.
-    pub consumer: Arc<KafkaConsumer>,
-    /// MongoDB writes.
-    pub applier: Applier,
-    /// The dead-letter producer.
-    pub dlq: Dlq,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
+    pub(crate) consumer: Arc<KafkaConsumer>,
+    pub(crate) applier: Applier,
+    pub(crate) dlq: Dlq,
+    pub(crate) metrics: Arc<Metrics>,
     /// Most messages in one batch.
-    pub batch_size: usize,
+    pub(crate) batch_size: usize,
     /// Linking pre-registered records, when configured.
-    pub link: Option<crate::config::LinkConfig>,
+    pub(crate) link: Option<crate::config::LinkConfig>,
 }
 
 /// Names each consumption of a message (see [`crate::store::audit`]).
@@ -165,7 +161,7 @@ impl Worker {
     /// Subscribes to `topics` (which must exist: a subscription to a missing topic waits
     /// for the next metadata refresh) and runs until `stop` is cancelled: then finishes the
     /// batch in hand, commits and leaves the group.
-    pub async fn run(self, topics: &[&str], stop: CancellationToken) -> Result<()> {
+    pub(crate) async fn run(self, topics: &[&str], stop: CancellationToken) -> Result<()> {
         self.consumer.subscribe(topics)?;
         let mut deliveries = Deliveries::new();
         loop {

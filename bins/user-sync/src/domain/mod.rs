@@ -10,4 +10,4 @@ pub use entity::Entity;
 pub use outcome::Outcome;
 
 /// The contract's audit collection: one record per consumed event.
-pub const EVENTS_COLLECTION: &str = "webhook_events";
+pub(crate) const EVENTS_COLLECTION: &str = "webhook_events";

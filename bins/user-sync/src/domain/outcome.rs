@@ -17,7 +17,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// The contract's name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Applied => "applied",
             Outcome::Stale => "stale",

@@ -24,7 +24,7 @@ pub fn storable(raw: &serde_json::value::RawValue) -> Bson {
 }
 
 /// [`storable`] for a value already parsed (a field of `data`).
-pub fn storable_value(value: &serde_json::Value) -> Bson {
+pub(crate) fn storable_value(value: &serde_json::Value) -> Bson {
     convert(value.clone(), 0).unwrap_or_else(|| Bson::String(value.to_string()))
 }
 
@@ -70,11 +70,6 @@ fn storable_key(key: String) -> String {
     .replace('.', "\u{FF0E}")
     // BSON keys are C strings.
     .replace('\0', "\u{2400}")
-}
-
-/// A Clerk object as JSON text, for a server that refuses it as a document.
-pub fn as_text(value: &serde_json::value::RawValue) -> Bson {
-    Bson::String(value.get().to_string())
 }
 
 #[cfg(test)]

@@ -34,13 +34,13 @@ use super::entity::{Change, Entity, Slot};
 use super::Outcome;
 
 /// An event's version stamp: sorts like (event time, event id).
-pub fn version(event_time: i64, event_id: &str) -> String {
+pub(crate) fn version(event_time: i64, event_id: &str) -> String {
     format!("{:015}:{event_id}", event_time.max(0))
 }
 
 impl Slot {
     /// The field whose value the slot's rule compares.
-    pub fn stamp_field(self) -> &'static str {
+    pub(crate) fn stamp_field(self) -> &'static str {
         match self {
             Slot::Profile => "profileVersion",
             Slot::Final => "finalVersion",
@@ -76,30 +76,27 @@ fn compare(a: &Bson, b: &Bson) -> Option<Ordering> {
 
 /// One conditional upsert of one document, on behalf of one event.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Statement {
-    /// The collection.
-    pub entity: Entity,
+pub(crate) struct Statement {
+    pub(crate) entity: Entity,
     /// The document's `clerkId`.
-    pub id: String,
-    /// The rule.
-    pub slot: Slot,
+    pub(crate) id: String,
+    pub(crate) slot: Slot,
     /// The value the rule compares and stores (a version, or a date for `Activity`).
-    pub stamp: Bson,
-    /// The fields written.
-    pub set: Document,
-    /// The event (its index in the batch).
-    pub event: usize,
+    pub(crate) stamp: Bson,
+    pub(crate) set: Document,
+    /// The event's index in the batch.
+    pub(crate) event: usize,
     /// The same document's pointer, when this event is also the newest of its document:
     /// written together when both rules admit it (one write instead of two, the usual
     /// case); otherwise the next round writes them apart.
-    pub pointer: Option<Box<Statement>>,
+    pub(crate) pointer: Option<Box<Statement>>,
 }
 
 impl Statement {
     /// The rule, over the document as it is now (`None`: there is none, so the write
     /// creates it). The statement of the rule the unit tests hold [`Statement::filter`] to.
     #[cfg(test)]
-    pub fn admits(&self, current: Option<&Document>) -> bool {
+    pub(crate) fn admits(&self, current: Option<&Document>) -> bool {
         self.admits_alone(current) && self.pointer.as_ref().is_none_or(|p| p.admits(current))
     }
 
@@ -126,7 +123,7 @@ impl Statement {
     }
 
     /// [`Statement::admits`] as a MongoDB filter.
-    pub fn filter(&self) -> Document {
+    pub(crate) fn filter(&self) -> Document {
         let mut filter = doc! {"clerkId": &self.id};
         match &self.pointer {
             None => filter.extend(self.condition()),
@@ -173,7 +170,7 @@ impl Statement {
     }
 
     /// The fields this statement sets, stamp included (and its pointer's).
-    pub fn fields(&self, now: DateTime) -> Document {
+    pub(crate) fn fields(&self, now: DateTime) -> Document {
         let mut set = self.set.clone();
         if self.slot != Slot::Activity {
             set.insert(self.slot.stamp_field(), self.stamp.clone());
@@ -186,7 +183,7 @@ impl Statement {
     }
 
     /// The fields a document created by this statement gets besides [`Statement::fields`].
-    pub fn on_insert(&self, now: DateTime) -> Document {
+    pub(crate) fn on_insert(&self, now: DateTime) -> Document {
         let mut insert: Document = self
             .entity
             .defaults()
@@ -209,7 +206,7 @@ impl Statement {
     /// Stamps this statement removes: once a session has ended, the status of its
     /// non-terminal events no longer counts, so whether one was written before doesn't
     /// show (every order ends in the same document, hidden fields included).
-    pub fn unsets(&self) -> &'static [&'static str] {
+    pub(crate) fn unsets(&self) -> &'static [&'static str] {
         match self.slot {
             Slot::Final => &["statusVersion"],
             _ => &[],
@@ -217,7 +214,7 @@ impl Statement {
     }
 
     /// The update document.
-    pub fn update(&self, now: DateTime) -> Document {
+    pub(crate) fn update(&self, now: DateTime) -> Document {
         let mut update = doc! {"$set": self.fields(now), "$setOnInsert": self.on_insert(now)};
         if !self.unsets().is_empty() {
             let unset: Document = self
@@ -233,17 +230,17 @@ impl Statement {
 
 /// One event as the plan sees it.
 #[derive(Debug, Clone)]
-pub struct Input<'a> {
+pub(crate) struct Input<'a> {
     /// Its id.
-    pub event_id: &'a str,
+    pub(crate) event_id: &'a str,
     /// Its event time (ms).
-    pub event_time: i64,
+    pub(crate) event_time: i64,
     /// What it means for the documents.
-    pub change: &'a Change,
+    pub(crate) change: &'a Change,
     /// Its Clerk `data` as stored (see [`crate::domain::payload`]), for `webhookPayload`.
-    pub payload: &'a Bson,
+    pub(crate) payload: &'a Bson,
     /// Its Clerk `data` as JSON text, for a server that refuses `payload`.
-    pub raw: &'a str,
+    pub(crate) raw: &'a str,
 }
 
 impl Input<'_> {
@@ -273,7 +270,7 @@ impl Input<'_> {
 
 /// What the database did with one statement.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Written {
+pub(crate) enum Written {
     /// It wrote (or created) the document.
     Applied,
     /// The rule didn't admit it.
@@ -294,7 +291,7 @@ enum PayloadForm {
 /// The rounds of writes of one batch: [`Batch::round`] gives the statements to run,
 /// [`Batch::learn`] takes what the database did; until a round refuses nothing new.
 #[derive(Debug)]
-pub struct Batch<'a> {
+pub(crate) struct Batch<'a> {
     inputs: &'a [Input<'a>],
     now: DateTime,
     /// Events the database refused, with the reason.
@@ -313,7 +310,7 @@ pub struct Batch<'a> {
 
 impl<'a> Batch<'a> {
     /// The batch, in consumption order. Repeats of an event id must already be left out.
-    pub fn new(inputs: &'a [Input<'a>], now: DateTime) -> Self {
+    pub(crate) fn new(inputs: &'a [Input<'a>], now: DateTime) -> Self {
         Batch {
             inputs,
             now,
@@ -328,7 +325,7 @@ impl<'a> Batch<'a> {
     }
 
     /// The statements to run next, in this order; `None` once the batch is done.
-    pub fn round(&mut self) -> Option<&[Statement]> {
+    pub(crate) fn round(&mut self) -> Option<&[Statement]> {
         if self.finished {
             return None;
         }
@@ -336,7 +333,7 @@ impl<'a> Batch<'a> {
     }
 
     /// What the database did with each statement of the last round.
-    pub fn learn(&mut self, results: &[Written]) {
+    pub(crate) fn learn(&mut self, results: &[Written]) {
         let statements = self.pending.take().expect("learn after round");
         assert_eq!(statements.len(), results.len(), "one result per statement");
         let mut again = false;
@@ -392,17 +389,17 @@ impl<'a> Batch<'a> {
     }
 
     /// Events with a write applied so far (indexes into the batch).
-    pub fn applied(&self) -> &HashSet<usize> {
+    pub(crate) fn applied(&self) -> &HashSet<usize> {
         &self.applied
     }
 
     /// Events the database refused (index, reason): to dead-letter.
-    pub fn refused(&self) -> &HashMap<usize, String> {
+    pub(crate) fn refused(&self) -> &HashMap<usize, String> {
         &self.refused
     }
 
     /// Documents to read before [`Batch::outcomes`] can tell `duplicate` from `stale`.
-    pub fn to_read(&self) -> Vec<(Entity, String)> {
+    pub(crate) fn to_read(&self) -> Vec<(Entity, String)> {
         let mut keys: Vec<(Entity, String)> = self
             .not_applied
             .iter()
@@ -415,7 +412,7 @@ impl<'a> Batch<'a> {
     }
 
     /// Each event's outcome, given the documents read for [`Batch::to_read`].
-    pub fn outcomes(&self, current: &HashMap<(Entity, String), Document>) -> Vec<Outcome> {
+    pub(crate) fn outcomes(&self, current: &HashMap<(Entity, String), Document>) -> Vec<Outcome> {
         let mut outcomes: Vec<Outcome> = self
             .inputs
             .iter()

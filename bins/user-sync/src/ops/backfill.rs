@@ -62,15 +62,15 @@ pub struct Summary {
     /// Snapshot events the broker acknowledged (or, in a dry run, that would be published).
     pub published: BTreeMap<Entity, u64>,
     /// Objects that couldn't become an event, with the reason (the first few).
-    pub skipped: Vec<String>,
+    pub(crate) skipped: Vec<String>,
     /// How many objects were skipped.
     pub skipped_count: u64,
     /// Ids asked for with `--user`/`--organization` that Clerk doesn't have.
-    pub not_found: Vec<String>,
+    not_found: Vec<String>,
     /// How long it took.
-    pub elapsed: Duration,
+    pub(crate) elapsed: Duration,
     /// Nothing was published.
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
 }
 
 impl std::fmt::Display for Summary {

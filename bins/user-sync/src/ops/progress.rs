@@ -44,7 +44,7 @@ impl Progress {
     }
 
     /// A new kind of object starts; `total` when Clerk said how many there are.
-    pub fn start(&mut self, kind: Entity, total: Option<u64>) {
+    pub(crate) fn start(&mut self, kind: Entity, total: Option<u64>) {
         self.kind = Some(kind);
         self.fetched = 0;
         self.total = total;
@@ -66,7 +66,7 @@ impl Progress {
     }
 
     /// One more object of `kind` fetched; `published` in all so far.
-    pub fn advance(&mut self, kind: Entity, published: u64) {
+    pub(crate) fn advance(&mut self, kind: Entity, published: u64) {
         if self.kind != Some(kind) {
             // Memberships met while going through organizations: counted, not barred.
             return;
@@ -82,7 +82,7 @@ impl Progress {
     }
 
     /// The kind in progress is done.
-    pub fn finish(&mut self, kind: Entity) {
+    pub(crate) fn finish(&mut self, kind: Entity) {
         if self.kind != Some(kind) {
             return;
         }

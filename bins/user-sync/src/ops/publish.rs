@@ -13,7 +13,7 @@ use crate::config::PublishConfig;
 use crate::domain::Entity;
 
 /// Messages awaiting the broker's acknowledgement at most.
-pub const MAX_IN_FLIGHT: usize = 1000;
+pub(crate) const MAX_IN_FLIGHT: usize = 1000;
 
 /// Why a message was not published.
 #[derive(Debug, thiserror::Error)]
@@ -30,13 +30,10 @@ pub enum PublishError {
          before; running the command again is safe: its event ids are deterministic)"
     )]
     Delivery {
-        /// The event.
         event_id: String,
-        /// Its topic.
         topic: String,
         /// What the broker or librdkafka said.
         source: KafkaError,
-        /// Acknowledged before it.
         published: u64,
     },
 }
@@ -45,7 +42,7 @@ pub enum PublishError {
 pub enum Sink {
     /// Counts what would be published.
     DryRun(BTreeMap<Entity, u64>),
-    /// Publishes.
+    /// Publishes to the topics clerk-sync publishes to.
     Kafka(Publisher),
 }
 
@@ -56,12 +53,12 @@ impl Sink {
     }
 
     /// True for a dry run.
-    pub fn is_dry_run(&self) -> bool {
+    pub(crate) fn is_dry_run(&self) -> bool {
         matches!(self, Sink::DryRun(_))
     }
 
     /// Sends `message`, waiting only when [`MAX_IN_FLIGHT`] are unacknowledged.
-    pub async fn send(
+    pub(crate) async fn send(
         &mut self,
         kind: Entity,
         message: &events::EventMessage,
@@ -84,7 +81,7 @@ impl Sink {
     }
 
     /// Acknowledged (or counted) so far, by kind.
-    pub fn published(&self) -> &BTreeMap<Entity, u64> {
+    pub(crate) fn published(&self) -> &BTreeMap<Entity, u64> {
         match self {
             Sink::DryRun(counts) => counts,
             Sink::Kafka(publisher) => &publisher.published,

@@ -39,7 +39,7 @@ pub struct Options {
 /// The default most deletions one run publishes: 10% of the documents checked, at least
 /// 10. A key of another instance (a development key against the production database)
 /// lists successfully and would make every document look deleted, and a deletion is final.
-pub fn deletion_limit(documents: u64) -> u64 {
+fn deletion_limit(documents: u64) -> u64 {
     (documents / 10).max(10)
 }
 
@@ -62,9 +62,9 @@ pub enum ReconcileError {
          database follows; if these deletions are right, run again with --max-deletions {missing}"
     )]
     TooMany {
-        /// Confirmed missing.
+        /// Documents whose object Clerk confirmed missing.
         missing: u64,
-        /// The limit.
+        /// The most deletions allowed (`--max-deletions`, or [`deletion_limit`]).
         limit: u64,
     },
     /// A kind that can't be reconciled.
@@ -76,13 +76,13 @@ pub enum ReconcileError {
 #[derive(Debug, Default)]
 pub struct Found {
     /// Ids Clerk listed.
-    pub listed: u64,
+    pub(crate) listed: u64,
     /// Documents checked (not deleted, created before the listing).
-    pub documents: u64,
+    pub(crate) documents: u64,
     /// Ids confirmed missing from Clerk (404): deleted with `--apply`.
     pub missing: Vec<String>,
     /// Not listed, but Clerk still has them (skipped by the listing's paging).
-    pub still_there: Vec<String>,
+    still_there: Vec<String>,
 }
 
 /// What a run found and did.
@@ -95,9 +95,9 @@ pub struct Report {
     /// When the listing began (the deletions' event time).
     pub started_at: i64,
     /// The most deletions this run would publish.
-    pub limit: u64,
+    pub(crate) limit: u64,
     /// How long it took.
-    pub elapsed: Duration,
+    pub(crate) elapsed: Duration,
 }
 
 /// Ids printed per kind; the count is always printed.
@@ -157,7 +157,7 @@ impl std::fmt::Display for Report {
 }
 
 /// The ids among `documents` that `listed` lacks, in document order.
-pub fn candidates<'a>(
+pub(crate) fn candidates<'a>(
     listed: &HashSet<String>,
     documents: impl IntoIterator<Item = &'a str>,
 ) -> Vec<String> {

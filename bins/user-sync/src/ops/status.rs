@@ -29,66 +29,58 @@ const DAY_MS: i64 = 24 * HOUR_MS;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Status {
     /// When it was taken (Unix ms).
-    pub at: i64,
-    /// The MongoDB database.
-    pub database: String,
-    /// The consumer group.
-    pub group: String,
+    pub(crate) at: i64,
+    pub(crate) database: String,
+    pub(crate) group: String,
     /// One row per collection kept.
-    pub collections: Vec<Collection>,
+    pub(crate) collections: Vec<Collection>,
     /// `webhook_events` outcomes over the last hour.
-    pub last_hour: BTreeMap<String, u64>,
+    last_hour: BTreeMap<String, u64>,
     /// And over the last day.
-    pub last_day: BTreeMap<String, u64>,
+    last_day: BTreeMap<String, u64>,
     /// Messages in each DLQ topic.
-    pub dlq: BTreeMap<String, u64>,
+    pub(crate) dlq: BTreeMap<String, u64>,
     /// Per partition of the consumed topics.
-    pub lag: Vec<PartitionLag>,
+    pub(crate) lag: Vec<PartitionLag>,
     /// The sum of [`PartitionLag::lag`].
-    pub total_lag: u64,
+    total_lag: u64,
     /// The newest `webhook_events` record of the last week that says `dead_lettered`.
-    pub last_error: Option<LastError>,
+    last_error: Option<LastError>,
 }
 
 /// A collection's documents.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Collection {
-    /// Its name.
-    pub name: String,
+pub(crate) struct Collection {
+    pub(crate) name: String,
     /// All documents (the server's count from its metadata: no scan).
-    pub total: u64,
+    pub(crate) total: u64,
     /// `isDeleted: true` (a scan on a large collection: no index serves it).
-    pub deleted: u64,
+    pub(crate) deleted: u64,
     /// `syncStatus: "failed"`.
-    pub failed: u64,
+    pub(crate) failed: u64,
 }
 
 /// One partition's lag.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct PartitionLag {
-    /// The topic.
-    pub topic: String,
-    /// The partition.
-    pub partition: i32,
+pub(crate) struct PartitionLag {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
     /// The group's committed offset, if it has one.
-    pub committed: Option<i64>,
+    pub(crate) committed: Option<i64>,
     /// The partition's end (high watermark).
-    pub end: i64,
+    pub(crate) end: i64,
     /// Messages after the committed offset (all that retention kept, without one).
-    pub lag: u64,
+    pub(crate) lag: u64,
 }
 
 /// The last event that couldn't be applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct LastError {
-    /// Its event id.
-    pub event_id: String,
-    /// Its type, when known.
-    pub event_type: Option<String>,
+struct LastError {
+    pub(crate) event_id: String,
+    pub(crate) event_type: Option<String>,
     /// When it was processed (Unix ms).
-    pub at: Option<i64>,
-    /// Why.
-    pub error: String,
+    pub(crate) at: Option<i64>,
+    pub(crate) error: String,
 }
 
 /// The MongoDB half (documents, outcomes, last error), at `now` (Unix ms).

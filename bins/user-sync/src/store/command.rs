@@ -34,26 +34,24 @@ const FERRETDB_MAX_STATEMENTS: usize = 10;
 
 /// A statement's write error.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WriteError {
-    /// The server's code.
-    pub code: i32,
-    /// Its message.
-    pub message: String,
+pub(crate) struct WriteError {
+    pub(crate) code: i32,
+    pub(crate) message: String,
 }
 
 /// What a run of statements did.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Per statement: done, or the error.
-    pub results: Vec<Result<(), WriteError>>,
+    pub(crate) results: Vec<Result<(), WriteError>>,
     /// Documents matched by `update` statements (not counting upserts), when the server
     /// said (FerretDB doesn't when a statement fails).
-    pub matched: Option<i64>,
+    pub(crate) matched: Option<i64>,
 }
 
 /// The kind of command.
 #[derive(Debug, Clone, Copy)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// `update`, statements `{q, u, upsert}`.
     Update,
     /// `insert`, statements are documents.
@@ -61,7 +59,7 @@ pub enum Kind {
 }
 
 /// Runs `statements` against `collection`, each in order, until every one is done or failed.
-pub async fn run(
+pub(crate) async fn run(
     store: &Store,
     kind: Kind,
     collection: &str,
@@ -152,10 +150,10 @@ pub async fn run(
 
 /// How long one command may take. The driver bounds connecting and server selection but
 /// not a reply that never comes (a hung server): past this, the batch fails and is retried.
-pub const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `future`, or [`Error::Write`] after [`COMMAND_TIMEOUT`].
-pub async fn bounded<T>(future: impl std::future::Future<Output = T>) -> Result<T> {
+pub(crate) async fn bounded<T>(future: impl std::future::Future<Output = T>) -> Result<T> {
     tokio::time::timeout(COMMAND_TIMEOUT, future)
         .await
         .map_err(|_| Error::Write(format!("no reply within {COMMAND_TIMEOUT:?}")))

@@ -30,17 +30,17 @@ const MOST_PER_USER: i64 = 100;
 
 /// One record linked to one user.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Link {
+pub(crate) struct Link {
     /// The Clerk user id written.
-    pub clerk_id: String,
+    pub(crate) clerk_id: String,
     /// The record's `_id`.
-    pub record: Bson,
+    pub(crate) record: Bson,
     /// The address they share (the user's).
-    pub email: String,
+    pub(crate) email: String,
 }
 
 /// The filter of records with `email` (any case) and no user id yet.
-pub fn unlinked(config: &LinkConfig, email: &str) -> Document {
+fn unlinked(config: &LinkConfig, email: &str) -> Document {
     let mut filter = Document::new();
     filter.insert(
         config.email_field.clone(),
@@ -64,7 +64,7 @@ fn escape(text: &str) -> String {
 
 /// The address a user's document links with: its primary email, when verified and the
 /// user isn't deleted.
-pub fn address(user: &Document) -> Option<&str> {
+pub(crate) fn address(user: &Document) -> Option<&str> {
     let verified = user.get_bool("emailVerified").unwrap_or(false);
     let deleted = user.get_bool("isDeleted").unwrap_or(false);
     let email = user
@@ -76,7 +76,7 @@ pub fn address(user: &Document) -> Option<&str> {
 }
 
 /// Links the records of the users `clerk_ids` (those a batch touched) and records each link.
-pub async fn run(store: &Store, config: &LinkConfig, clerk_ids: &[&str]) -> Result<Vec<Link>> {
+pub(crate) async fn run(store: &Store, config: &LinkConfig, clerk_ids: &[&str]) -> Result<Vec<Link>> {
     if clerk_ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -165,7 +165,7 @@ fn permanent(e: &mongodb::error::Error) -> bool {
 }
 
 /// The `webhook_events` record of a link.
-pub fn audit_record(config: &LinkConfig, link: &Link, now: DateTime) -> Document {
+fn audit_record(config: &LinkConfig, link: &Link, now: DateTime) -> Document {
     let record_id = match &link.record {
         Bson::ObjectId(id) => id.to_hex(),
         Bson::String(s) => s.clone(),

@@ -30,7 +30,7 @@ pub struct Store {
     db: mongodb::Database,
     collections: HashMap<Entity, (String, Collection<Document>)>,
     /// One document per consumed event.
-    pub events: Collection<Document>,
+    pub(crate) events: Collection<Document>,
     /// The write concern every write carries (commands run by name don't inherit it).
     write_concern: Document,
     /// Whether the server is FerretDB (learnt at start-up; see [`Store::is_ferretdb`]).
@@ -86,25 +86,23 @@ impl Store {
         &self.collections[&entity].1
     }
 
-    /// Its name.
-    pub fn collection_name(&self, entity: Entity) -> &str {
+    pub(crate) fn collection_name(&self, entity: Entity) -> &str {
         &self.collections[&entity].0
     }
 
-    /// The database.
-    pub fn database(&self) -> &mongodb::Database {
+    pub(crate) fn database(&self) -> &mongodb::Database {
         &self.db
     }
 
     /// The `writeConcern` field of the commands user-sync runs.
-    pub fn write_concern(&self) -> Document {
+    pub(crate) fn write_concern(&self) -> Document {
         self.write_concern.clone()
     }
 
     /// Whether the server is FerretDB, whose conditional upserts sometimes write *and*
     /// report a duplicate key, so their replies can't say what a statement did (see
     /// [`crate::store::write`]). Learnt by [`Store::ensure_indexes`]; false before.
-    pub fn is_ferretdb(&self) -> bool {
+    pub(crate) fn is_ferretdb(&self) -> bool {
         self.ferretdb.get().copied().unwrap_or(false)
     }
 
@@ -162,7 +160,7 @@ impl Store {
     }
 
     /// Whether the server answers a `ping` within `timeout`.
-    pub async fn ping(&self, timeout: Duration) -> bool {
+    pub(crate) async fn ping(&self, timeout: Duration) -> bool {
         let admin = self.client.database("admin");
         let ping = admin.run_command(doc! {"ping": 1});
         matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)))
@@ -177,7 +175,7 @@ fn command_code(err: &mongodb::error::Error) -> Option<i32> {
 }
 
 /// The server's code for a failed command or a failed single write.
-pub fn error_code(err: &mongodb::error::Error) -> Option<i32> {
+pub(crate) fn error_code(err: &mongodb::error::Error) -> Option<i32> {
     match err.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(e)) => Some(e.code),
         _ => command_code(err),
@@ -260,7 +258,7 @@ fn write_concern_document(wc: &WriteConcern) -> Document {
 
 /// How a per-statement write error reads.
 #[derive(Debug, PartialEq, Eq)]
-pub enum WriteErrorClass {
+pub(crate) enum WriteErrorClass {
     /// A duplicate key on the unique `clerkId` index (`named`: the message says so; FerretDB
     /// names no index, so there any duplicate key may be one).
     ClerkIdConflict {
@@ -281,7 +279,7 @@ pub enum WriteErrorClass {
 const DOCUMENT_ERRORS: [i32; 10] = [2, 9, 14, 52, 56, 57, 66, 121, 10334, 17419];
 
 /// Reads one statement's write error.
-pub fn classify_write_error(code: i32, message: &str) -> WriteErrorClass {
+pub(crate) fn classify_write_error(code: i32, message: &str) -> WriteErrorClass {
     match code {
         11000 if !message.contains("index:") => WriteErrorClass::ClerkIdConflict { named: false },
         11000 if message.contains("clerkId") => WriteErrorClass::ClerkIdConflict { named: true },

@@ -25,7 +25,7 @@ use crate::store::{classify_write_error, Store, WriteErrorClass};
 use crate::{Error, Result};
 
 /// Runs `statements` (in their order within each collection) and returns what each did.
-pub async fn execute(
+pub(crate) async fn execute(
     store: &Store,
     statements: &[Statement],
     now: DateTime,
@@ -248,7 +248,7 @@ async fn update(
 }
 
 /// The documents with these `clerkId`s, by `clerkId`.
-pub async fn read(
+pub(crate) async fn read(
     store: &Store,
     entity: Entity,
     ids: &[&str],

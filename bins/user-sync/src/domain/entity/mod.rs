@@ -39,7 +39,7 @@ impl Entity {
 
     /// The kind an event type is about, if user-sync keeps it (`organizationInvitation.*`,
     /// `email.*`, … are not kept).
-    pub fn of(event_type: &str) -> Option<Entity> {
+    pub(crate) fn of(event_type: &str) -> Option<Entity> {
         match event_type.split_once('.').map(|(family, _)| family) {
             Some("user") => Some(Entity::User),
             Some("organization") => Some(Entity::Organization),
@@ -51,7 +51,7 @@ impl Entity {
 
     /// The kind's name in `SYNC_ENTITIES`, on the command line and in output: `users`,
     /// `organizations`, `memberships`, `sessions`.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Entity::User => "users",
             Entity::Organization => "organizations",
@@ -66,7 +66,7 @@ impl Entity {
     }
 
     /// The contract's default collection name.
-    pub fn default_collection(self) -> &'static str {
+    pub(crate) fn default_collection(self) -> &'static str {
         match self {
             Entity::User => "users",
             Entity::Organization => "organizations",
@@ -78,7 +78,7 @@ impl Entity {
     /// Fields a document gets when an event creates it, besides what the event sets: every
     /// mapped field null, not deleted. (A tombstone, or a user known so far only from its
     /// session activity, looks like this.)
-    pub fn defaults(self) -> Document {
+    pub(crate) fn defaults(self) -> Document {
         let mut fields = match self {
             Entity::User => user::defaults(),
             Entity::Organization => organization::defaults(),
@@ -91,7 +91,7 @@ impl Entity {
     }
 
     /// Indexes besides the unique one on `clerkId`: (name, keys).
-    pub fn indexes(self) -> Vec<(&'static str, Document)> {
+    pub(crate) fn indexes(self) -> Vec<(&'static str, Document)> {
         match self {
             Entity::User | Entity::Organization => Vec::new(),
             Entity::Membership => membership::indexes(),
@@ -102,7 +102,7 @@ impl Entity {
 
 /// A part of a document that events decide under one order rule (see [`crate::domain::plan`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Slot {
+pub(crate) enum Slot {
     /// The mapped fields: the newest create/update by version holds them.
     Profile,
     /// Deletion (or a session's end): the earliest such event decides, and it is final.
@@ -118,22 +118,20 @@ pub enum Slot {
 
 /// What an event asks of one document.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Intent {
-    /// Which collection.
-    pub entity: Entity,
+pub(crate) struct Intent {
+    pub(crate) entity: Entity,
     /// The document's `clerkId`.
-    pub id: String,
+    pub(crate) id: String,
     /// Under which rule.
-    pub slot: Slot,
-    /// The fields written.
-    pub set: Document,
+    pub(crate) slot: Slot,
+    pub(crate) set: Document,
     /// For [`Slot::Activity`]: the time the rule compares (ms). Others compare versions.
-    pub at: Option<i64>,
+    pub(crate) at: Option<i64>,
 }
 
 /// What an event means for the documents.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Change {
+pub(crate) enum Change {
     /// Writes; the first names the event's own document (the one whose `lastEvent*`
     /// follows it).
     Writes(Vec<Intent>),
@@ -143,7 +141,6 @@ pub enum Change {
     /// It can never be applied: dead-lettered with this reason. When the event still
     /// names its document, that document says so (`syncStatus: failed`).
     Invalid {
-        /// Why.
         reason: String,
         /// The document it names, if any.
         key: Option<(Entity, String)>,
@@ -151,7 +148,7 @@ pub enum Change {
 }
 
 /// What `message` means, with only the kinds in `enabled` kept.
-pub fn change(message: &EventMessage, enabled: &[Entity]) -> Change {
+pub(crate) fn change(message: &EventMessage, enabled: &[Entity]) -> Change {
     let Some(entity) = Entity::of(&message.event_type).filter(|e| enabled.contains(e)) else {
         return Change::Ignored;
     };

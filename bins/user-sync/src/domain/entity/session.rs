@@ -10,7 +10,7 @@ use events::{EventMessage, Record};
 use super::{nulls, Data, Entity, Intent, Slot};
 
 /// Statuses after which a session never becomes active again.
-pub const TERMINAL: [&str; 5] = ["ended", "removed", "revoked", "expired", "abandoned"];
+const TERMINAL: [&str; 5] = ["ended", "removed", "revoked", "expired", "abandoned"];
 
 const FIELDS: [&str; 9] = [
     "userId",

@@ -41,7 +41,6 @@ pub enum ApiError {
     /// lasted through every retry.
     #[error("Clerk answered {status} for GET {path}: {message}")]
     Status {
-        /// The HTTP status.
         status: u16,
         /// The path asked for (no query string, no key).
         path: String,
@@ -51,7 +50,6 @@ pub enum ApiError {
     /// The server could not be reached, or the answer did not arrive, through every retry.
     #[error("cannot reach Clerk at {path} (CLERK_API_URL): {reason}")]
     Unreachable {
-        /// The path asked for.
         path: String,
         /// The last failure.
         reason: String,
@@ -59,7 +57,6 @@ pub enum ApiError {
     /// The answer was not the JSON the documentation describes.
     #[error("unexpected answer from Clerk for GET {path}: {reason}")]
     Unexpected {
-        /// The path asked for.
         path: String,
         /// What was wrong.
         reason: String,
@@ -95,7 +92,7 @@ impl Default for RetryPolicy {
 
 /// What one failed attempt leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+enum Step {
     /// Wait this long, then ask again.
     Retry(Duration),
     /// Stop: the failure is final.
@@ -104,7 +101,7 @@ pub enum Step {
 
 /// The answer (or its absence) of one attempt, as the retry decision sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attempt<'a> {
+enum Attempt<'a> {
     /// An HTTP status other than success, with its `Retry-After` header if any.
     Status(u16, Option<&'a str>),
     /// No answer: connection refused or reset, timeout.
@@ -114,7 +111,7 @@ pub enum Attempt<'a> {
 /// The retry decision. `failures` counts earlier failures of the same kind for this
 /// request (0 for the first); 429s and the rest are counted apart, so a rate limit never
 /// uses up the attempts meant for outages.
-pub fn next_step(policy: &RetryPolicy, attempt: Attempt<'_>, failures: u32) -> Step {
+fn next_step(policy: &RetryPolicy, attempt: Attempt<'_>, failures: u32) -> Step {
     let backoff = || {
         let factor = 2u32.saturating_pow(failures.min(16));
         Step::Retry(
@@ -151,11 +148,11 @@ pub fn next_step(policy: &RetryPolicy, attempt: Attempt<'_>, failures: u32) -> S
 
 /// One page of a list.
 #[derive(Debug)]
-pub struct Page {
+pub(crate) struct Page {
     /// The objects, as Clerk sent them.
-    pub items: Vec<Box<RawValue>>,
+    pub(crate) items: Vec<Box<RawValue>>,
     /// `total_count`, where the endpoint gives it.
-    pub total: Option<u64>,
+    pub(crate) total: Option<u64>,
 }
 
 /// The list answers other than `/users`'s bare array.
@@ -203,7 +200,7 @@ const OVERLAP: u64 = 20;
 /// Offset paging over a list sorted oldest first, without I/O: which offset to ask for
 /// next, which items of an answer are new, and when the list is done.
 #[derive(Debug)]
-pub struct Pager {
+struct Pager {
     size: u32,
     offset: u64,
     previous: std::collections::HashSet<String>,
@@ -212,7 +209,7 @@ pub struct Pager {
 
 impl Pager {
     /// Paging by `size` (clamped to 1..=[`MAX_PAGE_SIZE`]).
-    pub fn new(size: u32) -> Self {
+    pub(crate) fn new(size: u32) -> Self {
         Pager {
             size: size.clamp(1, MAX_PAGE_SIZE),
             offset: 0,
@@ -222,18 +219,18 @@ impl Pager {
     }
 
     /// The offset to ask for next, or `None` when the list is done.
-    pub fn next_offset(&self) -> Option<u64> {
+    fn next_offset(&self) -> Option<u64> {
         (!self.done).then_some(self.offset)
     }
 
     /// The page size to ask for.
-    pub fn size(&self) -> u32 {
+    pub(crate) fn size(&self) -> u32 {
         self.size
     }
 
     /// Takes the answer for [`Pager::next_offset`]: the items not already seen, in order. A
     /// full page with nothing new means the server ignores `offset` (it would never end).
-    pub fn take(&mut self, items: Vec<Box<RawValue>>) -> Result<Vec<Box<RawValue>>, String> {
+    pub(crate) fn take(&mut self, items: Vec<Box<RawValue>>) -> Result<Vec<Box<RawValue>>, String> {
         let full = items.len() >= self.size as usize;
         let ids: Vec<Option<String>> = items.iter().map(|item| id_of(item)).collect();
         let fresh: Vec<Box<RawValue>> = items
@@ -262,7 +259,7 @@ impl Pager {
 
 /// A list of the Backend API.
 #[derive(Debug, Clone)]
-pub enum List {
+pub(crate) enum List {
     /// `/users`
     Users,
     /// `/organizations`
@@ -283,7 +280,7 @@ impl List {
 }
 
 /// A list read page by page (see [`Pager`]).
-pub struct Listing<'a> {
+pub(crate) struct Listing<'a> {
     api: &'a ClerkApi,
     path: String,
     pager: Pager,
@@ -292,7 +289,7 @@ pub struct Listing<'a> {
 impl Listing<'_> {
     /// The next page's new objects (and Clerk's total, where it gives one); `None` once
     /// the list is done.
-    pub async fn next(&mut self) -> Result<Option<Page>, ApiError> {
+    pub(crate) async fn next(&mut self) -> Result<Option<Page>, ApiError> {
         let Some(offset) = self.pager.next_offset() else {
             return Ok(None);
         };
@@ -341,7 +338,7 @@ impl ClerkApi {
     }
 
     /// Reads `list` page by page, `page_size` objects at a time, oldest first.
-    pub fn listing(&self, list: List, page_size: u32) -> Listing<'_> {
+    pub(crate) fn listing(&self, list: List, page_size: u32) -> Listing<'_> {
         Listing {
             api: self,
             path: list.path(),
@@ -352,14 +349,14 @@ impl ClerkApi {
     /// `GET /instance`: the instance's id (`ins_…`), which webhooks carry as `instance_id`.
     /// Best effort: nothing depends on it, so `None` when Clerk doesn't answer within
     /// [`BEST_EFFORT`] (no waiting out rate limits for it).
-    pub async fn instance_id(&self) -> Option<String> {
+    pub(crate) async fn instance_id(&self) -> Option<String> {
         let object = tokio::time::timeout(BEST_EFFORT, self.object("/instance")).await;
         id_of(&object.ok()?.ok()??)
     }
 
     /// `GET /users/count`: how many users the instance has, for the progress bar only.
     /// Best effort, as [`ClerkApi::instance_id`].
-    pub async fn users_count(&self) -> Option<u64> {
+    pub(crate) async fn users_count(&self) -> Option<u64> {
         #[derive(Deserialize)]
         struct Count {
             total_count: u64,
@@ -372,12 +369,12 @@ impl ClerkApi {
     }
 
     /// `GET /users/{id}`: `None` when Clerk has no such user (404).
-    pub async fn user(&self, id: &str) -> Result<Option<Box<RawValue>>, ApiError> {
+    pub(crate) async fn user(&self, id: &str) -> Result<Option<Box<RawValue>>, ApiError> {
         self.object(&format!("/users/{}", segment(id))).await
     }
 
     /// `GET /organizations/{id}`: `None` when Clerk has no such organization (404).
-    pub async fn organization(&self, id: &str) -> Result<Option<Box<RawValue>>, ApiError> {
+    pub(crate) async fn organization(&self, id: &str) -> Result<Option<Box<RawValue>>, ApiError> {
         self.object(&format!("/organizations/{}", segment(id)))
             .await
     }

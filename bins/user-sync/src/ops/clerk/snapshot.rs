@@ -28,13 +28,11 @@ fn updated_type(kind: Entity) -> Result<&'static str, SnapshotError> {
 
 /// Why an object from Clerk can't become a message.
 #[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
+pub(crate) enum SnapshotError {
     /// No `id`, or no usable `updated_at`.
     #[error("{kind} object without {what}")]
     Incomplete {
-        /// The kind of object.
         kind: &'static str,
-        /// What is missing.
         what: &'static str,
     },
     /// The object as a webhook payload doesn't normalize (the reason says why).
@@ -52,7 +50,7 @@ struct Head {
 }
 
 /// The id of a Clerk object, when it has one.
-pub fn id_of(object: &RawValue) -> Option<String> {
+pub(crate) fn id_of(object: &RawValue) -> Option<String> {
     serde_json::from_str::<Head>(object.get())
         .ok()
         .and_then(|h| h.id)
@@ -60,7 +58,7 @@ pub fn id_of(object: &RawValue) -> Option<String> {
 }
 
 /// The snapshot event of one object read from the Backend API.
-pub fn snapshot(kind: Entity, object: &RawValue) -> Result<EventMessage, SnapshotError> {
+pub(crate) fn snapshot(kind: Entity, object: &RawValue) -> Result<EventMessage, SnapshotError> {
     let head: Head = serde_json::from_str(object.get())
         .map_err(|e| SnapshotError::Invalid(format!("{} object: {e}", kind.name())))?;
     let incomplete = |what| SnapshotError::Incomplete {
@@ -97,7 +95,7 @@ pub fn snapshot(kind: Entity, object: &RawValue) -> Result<EventMessage, Snapsho
 
 /// The deletion event for an object Clerk no longer has, timed `at` (ms): the payload
 /// Clerk's own `*.deleted` webhooks carry. Only users and organizations are reconciled.
-pub fn deletion(kind: Entity, id: &str, at: i64) -> Result<EventMessage, SnapshotError> {
+pub(crate) fn deletion(kind: Entity, id: &str, at: i64) -> Result<EventMessage, SnapshotError> {
     let (event_type, object) = match kind {
         Entity::User => ("user.deleted", "user"),
         Entity::Organization => ("organization.deleted", "organization"),

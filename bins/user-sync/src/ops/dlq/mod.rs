@@ -30,7 +30,7 @@ use crate::config::{QueueConfig, TopicConfig};
 
 /// Header on a replayed message: the DLQ position it was replayed from
 /// (`<dlq topic>:<partition>:<offset>`).
-pub const HEADER_REPLAYED_FROM: &str = "dlq-replayed-from";
+const HEADER_REPLAYED_FROM: &str = "dlq-replayed-from";
 
 /// Kafka Connect's DLQ context headers start with this; like `dlq-*`, they describe a
 /// failure, not the event, and don't travel back with a replay.
@@ -65,7 +65,7 @@ pub enum DlqError {
     Stalled {
         /// The DLQ topic.
         topic: String,
-        /// The partition.
+        /// The partition that stalled.
         partition: i32,
         /// The next offset wanted.
         at: i64,
@@ -86,26 +86,24 @@ pub enum DlqError {
 
 /// One dead-lettered message, as the commands see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Letter {
+pub(crate) struct Letter {
     /// The DLQ topic it is in.
-    pub dlq: String,
-    /// Its partition there.
-    pub partition: i32,
-    /// Its offset there.
-    pub offset: i64,
+    pub(crate) dlq: String,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
     /// `dlq-error-code` (empty when missing).
     pub code: String,
     /// `dlq-error`.
-    pub error: String,
+    pub(crate) error: String,
     /// `dlq-source-topic`, when present.
-    pub source_topic: Option<String>,
+    source_topic: Option<String>,
     /// When it was dead-lettered (the DLQ message's timestamp, Unix ms), when known.
-    pub time: Option<i64>,
+    pub(crate) time: Option<i64>,
 }
 
 impl Letter {
     /// Reads the headers of `message`, a message of a DLQ topic.
-    pub fn of(message: &OwnedMessage) -> Letter {
+    pub(crate) fn of(message: &OwnedMessage) -> Letter {
         let header = |name: &str| common::kafka::header(message, name);
         Letter {
             dlq: message.topic().to_string(),
@@ -119,7 +117,7 @@ impl Letter {
     }
 
     /// `<dlq>:<partition>:<offset>`.
-    pub fn position(&self) -> String {
+    pub(crate) fn position(&self) -> String {
         format!("{}:{}:{}", self.dlq, self.partition, self.offset)
     }
 }
@@ -135,7 +133,7 @@ pub struct Selection {
 
 impl Selection {
     /// Whether `letter` is chosen. A message with no time is chosen only without `since`.
-    pub fn matches(&self, letter: &Letter) -> bool {
+    pub(crate) fn matches(&self, letter: &Letter) -> bool {
         self.code.as_ref().is_none_or(|c| *c == letter.code)
             && self
                 .since
@@ -147,7 +145,7 @@ impl Selection {
 /// `<KAFKA_GROUP_ID>-dlq-replay[-<code>]`. One per code, so replaying one code after a fix
 /// and another after a later fix each finds its own messages; `--since` narrows a run
 /// without a group of its own (older messages are passed over for good in that group).
-pub fn replay_group(group_id: &str, code: Option<&str>) -> String {
+fn replay_group(group_id: &str, code: Option<&str>) -> String {
     match code {
         Some(code) => format!("{group_id}-dlq-replay-{code}"),
         None => format!("{group_id}-dlq-replay"),
@@ -183,7 +181,7 @@ pub fn parse_since(text: &str, now_ms: i64) -> Result<i64, String> {
 
 /// The headers a replayed message goes back with: the original ones (the event's), without
 /// the failure's (`dlq-*`, `__connect.errors.*`), plus [`HEADER_REPLAYED_FROM`].
-pub fn replay_headers<'a>(
+fn replay_headers<'a>(
     original: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
     from: &str,
 ) -> Vec<(String, Option<Vec<u8>>)> {
@@ -204,35 +202,31 @@ pub fn replay_headers<'a>(
 pub struct CodeSummary {
     /// `dlq-error-code`.
     pub code: String,
-    /// How many.
-    pub count: u64,
+    pub(crate) count: u64,
     /// The oldest dead-lettering time (Unix ms).
-    pub oldest: Option<i64>,
-    /// The newest.
-    pub newest: Option<i64>,
+    pub(crate) oldest: Option<i64>,
+    pub(crate) newest: Option<i64>,
     /// Up to three different reasons (`dlq-error`).
-    pub samples: Vec<String>,
+    pub(crate) samples: Vec<String>,
 }
 
 /// One DLQ topic's content.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TopicSummary {
-    /// The DLQ topic.
-    pub topic: String,
+    pub(crate) topic: String,
     /// The topic its messages came from.
-    pub source: String,
+    pub(crate) source: String,
     /// Messages in it (what retention kept).
-    pub messages: u64,
+    pub(crate) messages: u64,
     /// Messages after the point the all-codes replay group reached (not replayed yet by
     /// `dlq replay` without `--code`).
-    pub not_replayed: u64,
+    not_replayed: u64,
     /// Per code, by code.
-    pub codes: Vec<CodeSummary>,
+    codes: Vec<CodeSummary>,
 }
 
 impl TopicSummary {
-    /// Counts `letter` in.
-    pub fn add(&mut self, letter: &Letter) {
+    pub(crate) fn add(&mut self, letter: &Letter) {
         self.messages += 1;
         let at = match self
             .codes
@@ -266,20 +260,20 @@ impl TopicSummary {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ReplayReport {
     /// The consumer group holding the progress.
-    pub group: String,
+    pub(crate) group: String,
     /// Nothing was sent or committed.
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Messages read from the DLQs (after the group's progress).
-    pub read: u64,
+    pub(crate) read: u64,
     /// Sent back (or, dry run, would be): per target topic.
-    pub replayed: BTreeMap<String, u64>,
+    pub(crate) replayed: BTreeMap<String, u64>,
     /// Read and not chosen (another code, older than `--since`).
-    pub passed_over: u64,
+    passed_over: u64,
 }
 
 impl ReplayReport {
     /// Messages sent back in all.
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.replayed.values().sum()
     }
 }
@@ -343,7 +337,7 @@ pub fn render_list(topics: &[TopicSummary]) -> String {
 }
 
 /// A Unix-ms time as RFC 3339 with milliseconds (`2026-11-24T14:00:00.040Z`), or `-`.
-pub fn time_text(ms: Option<i64>) -> String {
+pub(crate) fn time_text(ms: Option<i64>) -> String {
     let Some(ms) = ms else {
         return "-".into();
     };
@@ -369,7 +363,7 @@ fn one_line(text: &str, most: usize) -> String {
 }
 
 /// The DLQ topics `topic` selects (all without it): a DLQ's name or its source topic's.
-pub fn chosen<'a>(
+pub(crate) fn chosen<'a>(
     config: &'a QueueConfig,
     topic: Option<&str>,
 ) -> Result<Vec<&'a TopicConfig>, DlqError> {
