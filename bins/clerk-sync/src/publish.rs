@@ -92,18 +92,13 @@ impl Publisher {
         // message holds the body's `data` plus the normalized record: leave room for both.
         let max_message = common::kafka::max_message_bytes(max_body_bytes);
         let producer: FutureProducer = kafka
-            .client_config()
-            .set("client.id", "clerk-sync")
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("message.timeout.ms", &timeout_ms)
+            .reliable_producer_config("clerk-sync", timeout, max_message)
             .set("request.timeout.ms", &timeout_ms)
             .set("linger.ms", "2")
             // JSON compresses well; the broker's limit (1 MB by default) applies to the
             // compressed batch.
             .set("compression.type", "lz4")
             .set("socket.keepalive.enable", "true")
-            .set("message.max.bytes", max_message.to_string())
             .create()?;
         Ok(Publisher {
             producer,

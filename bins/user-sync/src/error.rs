@@ -1,4 +1,7 @@
-//! user-sync's errors.
+//! user-sync's errors. The retry decisions and the metric labels are read from the
+//! variants, never from a message.
+
+use std::time::Duration;
 
 use common::ConfigError;
 
@@ -19,13 +22,64 @@ pub enum Error {
     Mongo(#[from] mongodb::error::Error),
     /// A write the server didn't make (or didn't make durable) for a reason that can pass.
     #[error("mongodb write: {0}")]
-    Write(String),
+    Write(#[from] WriteFailure),
     /// A start-up problem that waiting won't fix (an index conflict, say).
     #[error("start-up: {0}")]
     Startup(String),
     /// Listening or serving.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Why a write failed in a way that can pass: the batch is retried, its offsets not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteFailure {
+    /// A statement couldn't be encoded as BSON.
+    #[error("a statement can't be encoded as BSON: {0}")]
+    Encode(#[from] bson::raw::Error),
+    /// The server made the writes but couldn't make them durable as the write concern
+    /// asks (`writeConcernError`).
+    #[error("write concern not satisfied: {message} (code {code})")]
+    NotDurable {
+        /// The server's code.
+        code: i32,
+        /// The server's message.
+        message: String,
+    },
+    /// The server didn't answer in time.
+    #[error("no reply within {0:?}")]
+    NoReply(Duration),
+    /// One statement failed for a reason that isn't the document's (a server stepping
+    /// down, say).
+    #[error("write error {code}: {message}")]
+    Statement {
+        /// The server's code.
+        code: i32,
+        /// The server's message.
+        message: String,
+    },
+}
+
+impl Error {
+    /// Whether waiting can't help: a configuration error, a start-up problem, or brokers
+    /// that refuse our credentials or certificate. The process exits with the reason.
+    pub(crate) fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Error::Config(_)
+                | Error::Startup(_)
+                | Error::KafkaSetup(common::kafka::SetupError::Refused { .. })
+        )
+    }
+
+    /// The `reason` label of `user_sync_transient_failures_total`: which server failed.
+    pub(crate) fn server(&self) -> &'static str {
+        match self {
+            Error::Mongo(_) | Error::Write(_) => "mongodb",
+            Error::Kafka(_) => "kafka",
+            Error::KafkaSetup(_) | Error::Config(_) | Error::Startup(_) | Error::Io(_) => "other",
+        }
+    }
 }
 
 /// `Result` with [`Error`].

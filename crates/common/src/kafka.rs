@@ -218,6 +218,30 @@ impl KafkaSettings {
         config
     }
 
+    /// [`KafkaSettings::client_config`] for a producer that neither loses nor duplicates an
+    /// acknowledged message: every in-sync replica acknowledges (`acks=all`), and a retried
+    /// send can't be written twice (idempotence). Messages up to `max_message_bytes` (see
+    /// [`max_message_bytes`]); one unacknowledged after `timeout` fails. Every producer of
+    /// ours starts from this, and adds its own batching.
+    pub fn reliable_producer_config(
+        &self,
+        client_id: &str,
+        timeout: Duration,
+        max_message_bytes: usize,
+    ) -> ClientConfig {
+        let mut config = self.client_config();
+        config
+            .set("client.id", client_id)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set(
+                "message.timeout.ms",
+                timeout.as_millis().clamp(1, i32::MAX as u128).to_string(),
+            )
+            .set("message.max.bytes", max_message_bytes.to_string());
+        config
+    }
+
     /// When `KAFKA_CREATE_TOPICS` allows it, describes the topics (which also checks that the
     /// brokers take our credentials and certificate) and creates those that don't exist, with
     /// `max.message.bytes` = `max_message_bytes` (the broker's 1 MB default is too small
@@ -580,6 +604,24 @@ mod tests {
         assert!(s.create_topics);
         assert_eq!(s.topic_partitions, 6);
         assert_eq!(s.replication_factor, None);
+    }
+
+    #[test]
+    fn reliable_producers_wait_for_every_replica_and_never_write_twice() {
+        let s = settings(&[
+            ("KAFKA_BROKERS", "k:9092"),
+            ("KAFKA_USERNAME", "u"),
+            ("KAFKA_PASSWORD", "p"),
+        ])
+        .unwrap();
+        let c = s.reliable_producer_config("me", Duration::from_secs(30), 2_000_000);
+        assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("enable.idempotence"), Some("true"));
+        assert_eq!(c.get("client.id"), Some("me"));
+        assert_eq!(c.get("message.timeout.ms"), Some("30000"));
+        assert_eq!(c.get("message.max.bytes"), Some("2000000"));
+        // On top of the connection settings, not instead of them.
+        assert_eq!(c.get("sasl.username"), Some("u"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Plumbing both services share, so they configure Kafka, log and stop the same way.
 //!
+//! - [`backoff`]: the exponential backoff of every retry loop.
 //! - [`config`]: reading typed settings from the environment with errors that name the
 //!   variable.
 //! - [`kafka`]: the Kafka variables of the contract (brokers, SASL, TLS, topic creation),
@@ -11,6 +12,7 @@
 //!
 //! It also sets the global allocator (mimalloc), for every program that links it.
 
+pub mod backoff;
 pub mod config;
 pub mod healthcheck;
 pub mod kafka;

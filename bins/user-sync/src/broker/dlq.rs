@@ -37,19 +37,26 @@ const CONNECT_HEADERS: [&str; 6] = [
     "__connect.errors.exception.message",
 ];
 
+/// How long a copy waits for the broker's acknowledgement.
+pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether a header tells of a failure (ours, `dlq-*`, or Kafka Connect's,
+/// `__connect.errors.*`) rather than of the event. A message dead-lettered again, or
+/// replayed, loses these: an earlier failure's headers would be read first and name the
+/// old reason.
+pub(crate) fn is_failure_header(key: &str) -> bool {
+    key.starts_with("dlq-") || key.starts_with(CONNECT_PREFIX)
+}
+
+/// The prefix of Kafka Connect's DLQ context headers.
+const CONNECT_PREFIX: &str = "__connect.errors.";
+
 /// An idempotent, `acks=all` producer that copies messages between our topics (into a DLQ,
 /// or back out of one), whatever their size.
 pub(crate) fn copier(kafka: &KafkaSettings, client_id: &str) -> Result<FutureProducer, KafkaError> {
+    let max_message = common::kafka::max_message_bytes(common::kafka::DEFAULT_MAX_BODY_BYTES);
     kafka
-        .client_config()
-        .set("client.id", client_id)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("message.timeout.ms", "30000")
-        .set(
-            "message.max.bytes",
-            common::kafka::max_message_bytes(common::kafka::DEFAULT_MAX_BODY_BYTES).to_string(),
-        )
+        .reliable_producer_config(client_id, SEND_TIMEOUT, max_message)
         .create()
 }
 
@@ -64,7 +71,10 @@ pub(crate) struct Dlq {
 impl Dlq {
     /// An idempotent, `acks=all` producer for the DLQ topics (`topics`: consumed topic →
     /// its DLQ).
-    pub(crate) fn new(kafka: &KafkaSettings, topics: HashMap<String, String>) -> Result<Self, KafkaError> {
+    pub(crate) fn new(
+        kafka: &KafkaSettings,
+        topics: HashMap<String, String>,
+    ) -> Result<Self, KafkaError> {
         let producer = copier(kafka, "user-sync-dlq")?;
         Ok(Dlq { producer, topics })
     }
@@ -95,45 +105,8 @@ impl Dlq {
         error: &str,
         payload: Option<&[u8]>,
     ) -> Result<(), KafkaError> {
-        let mut headers = OwnedHeaders::new();
-        if let Some(original) = message.headers() {
-            // An earlier failure's headers (a message dead-lettered before, replayed, and
-            // failing again) would be read first and name the old reason.
-            for h in original
-                .iter()
-                .filter(|h| !h.key.starts_with("dlq-") && !h.key.starts_with("__connect.errors."))
-            {
-                headers = headers.insert(Header {
-                    key: h.key,
-                    value: h.value,
-                });
-            }
-        }
-        let partition = message.partition().to_string();
-        let offset = message.offset().to_string();
-        let truncated = (payload.is_none() && message.payload().is_some()).then_some("true");
-        let [c_topic, c_partition, c_offset, c_connector, c_class, c_message] = CONNECT_HEADERS;
-        for (key, value) in [
-            (HEADER_ERROR_CODE, Some(code)),
-            (HEADER_ERROR, Some(error)),
-            (HEADER_SOURCE_TOPIC, Some(message.topic())),
-            (HEADER_SOURCE_PARTITION, Some(partition.as_str())),
-            (HEADER_SOURCE_OFFSET, Some(offset.as_str())),
-            (HEADER_VALUE_DROPPED, truncated),
-            (c_topic, Some(message.topic())),
-            (c_partition, Some(partition.as_str())),
-            (c_offset, Some(offset.as_str())),
-            (c_connector, Some("user-sync")),
-            (c_class, Some(code)),
-            (c_message, Some(error)),
-        ] {
-            if let Some(value) = value {
-                headers = headers.insert(Header {
-                    key,
-                    value: Some(value),
-                });
-            }
-        }
+        let value_dropped = payload.is_none() && message.payload().is_some();
+        let headers = failure_headers(message, code, error, value_dropped);
         let dlq = self
             .topics
             .get(message.topic())
@@ -147,9 +120,53 @@ impl Dlq {
             record = record.payload(payload);
         }
         self.producer
-            .send(record, Timeout::After(Duration::from_secs(30)))
+            .send(record, Timeout::After(SEND_TIMEOUT))
             .await
             .map(|_| ())
             .map_err(|(e, _)| e)
     }
+}
+
+/// The headers a dead-lettered message goes with: its own (not an earlier failure's), then
+/// ours and Kafka Connect's saying why and where from.
+fn failure_headers(
+    message: &OwnedMessage,
+    code: &str,
+    error: &str,
+    value_dropped: bool,
+) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new();
+    if let Some(original) = message.headers() {
+        for h in original.iter().filter(|h| !is_failure_header(h.key)) {
+            headers = headers.insert(Header {
+                key: h.key,
+                value: h.value,
+            });
+        }
+    }
+    let partition = message.partition().to_string();
+    let offset = message.offset().to_string();
+    let [c_topic, c_partition, c_offset, c_connector, c_class, c_message] = CONNECT_HEADERS;
+    for (key, value) in [
+        (HEADER_ERROR_CODE, Some(code)),
+        (HEADER_ERROR, Some(error)),
+        (HEADER_SOURCE_TOPIC, Some(message.topic())),
+        (HEADER_SOURCE_PARTITION, Some(partition.as_str())),
+        (HEADER_SOURCE_OFFSET, Some(offset.as_str())),
+        (HEADER_VALUE_DROPPED, value_dropped.then_some("true")),
+        (c_topic, Some(message.topic())),
+        (c_partition, Some(partition.as_str())),
+        (c_offset, Some(offset.as_str())),
+        (c_connector, Some("user-sync")),
+        (c_class, Some(code)),
+        (c_message, Some(error)),
+    ] {
+        if let Some(value) = value {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+    }
+    headers
 }

@@ -12,8 +12,8 @@ use axum::{Json, Router};
 use rdkafka::consumer::Consumer;
 use serde_json::json;
 
-use crate::consumer::metrics::Metrics;
-use crate::consumer::worker::KafkaConsumer;
+use super::metrics::Metrics;
+use super::worker::KafkaConsumer;
 use crate::store::Store;
 
 /// What the endpoints look at.

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::backoff::Backoff;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -39,22 +40,19 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let mut delay = Duration::from_millis(500);
+    let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(15));
+    let mut failures = 0;
     loop {
         match attempt().await {
             Ok(value) => return Ok(Some(value)),
-            Err(
-                e @ (Error::Config(_)
-                | Error::Startup(_)
-                | Error::KafkaSetup(common::kafka::SetupError::Refused { .. })),
-            ) => return Err(e),
+            Err(e) if e.is_permanent() => return Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "start-up: waiting for {what}");
+                failures += 1;
                 tokio::select! {
                     () = stop.cancelled() => return Ok(None),
-                    () = tokio::time::sleep(delay) => {}
+                    () = tokio::time::sleep(backoff.delay(failures)) => {}
                 }
-                delay = (delay * 2).min(Duration::from_secs(15));
             }
         }
     }

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::backoff::Backoff;
 use common::kafka::KafkaSettings;
 use events::{EventMessage, Origin, HEADER_EVENT_ID, HEADER_EVENT_TYPE};
 use futures::FutureExt;
@@ -17,16 +18,18 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::apply::{Applied, Applier, Incoming};
+use super::metrics::Metrics;
 use crate::broker::dlq::Dlq;
-use crate::consumer::apply::{Applied, Applier, Incoming};
-use crate::consumer::metrics::Metrics;
+use crate::config::LinkConfig;
 use crate::domain::payload;
 use crate::domain::Outcome;
 use crate::store::audit::{self, Record, Source};
+use crate::store::link;
 use crate::Result;
 
-const BACKOFF_START: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Waits between attempts at a batch (jittered).
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
 /// How long the batch in hand may still take once the process is asked to stop.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -128,7 +131,7 @@ pub(crate) struct Worker {
     /// Most messages in one batch.
     pub(crate) batch_size: usize,
     /// Linking pre-registered records, when configured.
-    pub(crate) link: Option<crate::config::LinkConfig>,
+    pub(crate) link: Option<LinkConfig>,
 }
 
 /// Names each consumption of a message (see [`crate::store::audit`]).
@@ -179,7 +182,7 @@ impl Worker {
                 Err(e) => {
                     tracing::warn!(error = %e, "consumer error");
                     self.metrics.transient_failure("kafka_consume");
-                    tokio::time::sleep(BACKOFF_START).await;
+                    tokio::time::sleep(BACKOFF.first).await;
                     continue;
                 }
             };
@@ -220,7 +223,6 @@ impl Worker {
     /// Retries `process` until it succeeds (true) or `stop` is cancelled (false: offsets of
     /// this batch stay unstored, so it is consumed again).
     async fn process_until_done(&self, batch: &[Polled], stop: &CancellationToken) -> bool {
-        let mut delay = BACKOFF_START;
         let mut attempt = 1u32;
         // What earlier attempts at this batch did: DLQ sends (not sent twice) and changes
         // made (not taken for duplicates by a retry).
@@ -248,53 +250,31 @@ impl Worker {
             match attempt_result {
                 Ok(()) => return true,
                 Err(e) => {
-                    let reason = match e {
-                        crate::Error::Mongo(_) | crate::Error::Write(_) => "mongodb",
-                        crate::Error::Kafka(_) => "kafka",
-                        _ => "other",
-                    };
-                    self.metrics.transient_failure(reason);
+                    self.metrics.transient_failure(e.server());
                     // Jitter: replicas failing together don't retry together.
-                    let sleep = delay.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+                    let sleep = BACKOFF.jittered(attempt, rand::random::<f64>());
                     tracing::warn!(error = %e, attempt, retry_in_ms = sleep.as_millis() as u64, "batch failed; retrying");
                     tokio::select! {
                         () = stop.cancelled() => return false,
                         () = tokio::time::sleep(sleep) => {}
                     }
-                    delay = (delay * 2).min(BACKOFF_MAX);
                     attempt += 1;
                 }
             }
         }
     }
 
-    /// One attempt at a batch: decode, apply, dead-letter, record, in that order, so that
-    /// a record never claims what isn't durable.
+    /// One attempt at a batch: decode, apply, dead-letter, link, record, in that order, so
+    /// that a record never claims what isn't durable.
     #[tracing::instrument(skip_all, fields(size = batch.len()))]
     async fn process(&self, batch: &[Polled], memory: &mut Attempts) -> Result<()> {
         let started = Instant::now();
-        let mut incoming = Vec::with_capacity(batch.len());
-        let mut positions = Vec::with_capacity(batch.len());
-        let mut records = Vec::with_capacity(batch.len());
-        let mut letters: Vec<(&OwnedMessage, &'static str, String)> = Vec::new();
-        for p in batch {
-            let m = &p.message;
-            match decode(m) {
-                Ok(message) => {
-                    incoming.push(Incoming {
-                        payload: payload::storable(&message.data),
-                        message,
-                        source: source_of(m),
-                        delivery: p.delivery.clone(),
-                    });
-                    positions.push(m);
-                }
-                Err((code, reason)) => {
-                    records.push(undecodable_record(m, &p.delivery, &reason));
-                    letters.push((m, code, reason));
-                }
-            }
-        }
+        let Decoded {
+            incoming,
+            positions,
+            mut records,
+            mut letters,
+        } = decode_batch(batch);
         let applied = if incoming.is_empty() {
             Applied::default()
         } else {
@@ -305,11 +285,32 @@ impl Worker {
             letters.push((positions[*i], code, reason.clone()));
             rejected.insert(*i, reason.clone());
         }
-        for (m, code, reason) in &letters {
-            if memory
-                .sent
-                .insert((m.topic().to_string(), m.partition(), m.offset()))
-            {
+        self.dead_letter(&letters, &mut memory.sent).await?;
+        if let Some(link) = &self.link {
+            // After the writes, from the users' current documents; before the records, so
+            // a failure here retries the batch (linking is idempotent).
+            self.link_users(link, &incoming, &rejected).await?;
+        }
+        records.extend(records_of(incoming, &applied, rejected));
+        audit::record(
+            self.applier.store(),
+            &records,
+            started.elapsed().as_millis() as i64,
+        )
+        .await?;
+        // Counted once the whole batch is done, so a retried batch isn't counted twice.
+        self.report(&records, &letters, started);
+        Ok(())
+    }
+
+    /// Sends each letter to its DLQ, unless an earlier attempt at the batch did (`sent`).
+    async fn dead_letter(
+        &self,
+        letters: &[Letter<'_>],
+        sent: &mut HashSet<(String, i32, i64)>,
+    ) -> Result<()> {
+        for (m, code, reason) in letters {
+            if sent.insert((m.topic().to_string(), m.partition(), m.offset())) {
                 self.dlq.send(m, code, reason).await?;
                 tracing::warn!(
                     code,
@@ -321,62 +322,37 @@ impl Worker {
                 );
             }
         }
-        if let Some(link) = &self.link {
-            // After the writes, from the users' current documents; before the records, so
-            // a failure here retries the batch (linking is idempotent).
-            let mut users: Vec<&str> = incoming
-                .iter()
-                .enumerate()
-                .filter(|(i, e)| {
-                    e.message.event_type.starts_with("user.") && !rejected.contains_key(i)
-                })
-                .map(|(_, e)| e.message.subject_id.as_str())
-                .collect();
-            users.sort_unstable();
-            users.dedup();
-            let links = crate::store::link::run(self.applier.store(), link, &users).await?;
-            for l in &links {
-                tracing::info!(clerk_id = l.clerk_id, record = %l.record, "linked a pre-registered record");
-            }
-        }
-        for (i, e) in incoming.into_iter().enumerate() {
-            let m = e.message;
-            records.push(Record {
-                id: m.event_id,
-                event_type: Some(m.event_type),
-                subject: Some(m.subject_id),
-                event_time: Some(m.event_time),
-                origin: Some(m.origin.as_str()),
-                payload: e.payload,
-                raw: Some(m.data.get().to_string()),
-                outcome: applied.outcomes[i],
-                error: rejected.remove(&i),
-                source: e.source,
-                delivery: e.delivery,
-                repeat: applied.repeats[i],
-            });
-        }
-        audit::record(
-            self.applier.store(),
-            &records,
-            started.elapsed().as_millis() as i64,
-        )
-        .await?;
+        Ok(())
+    }
 
-        // Counted once the whole batch is done, so a retried batch isn't counted twice.
-        for (_, code, _) in &letters {
+    /// Links pre-registered records to the users the batch wrote (not those rejected).
+    async fn link_users(
+        &self,
+        link: &LinkConfig,
+        incoming: &[Incoming],
+        rejected: &HashMap<usize, String>,
+    ) -> Result<()> {
+        let mut users: Vec<&str> = incoming
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| e.message.event_type.starts_with("user.") && !rejected.contains_key(i))
+            .map(|(_, e)| e.message.subject_id.as_str())
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        let links = link::run(self.applier.store(), link, &users).await?;
+        for l in &links {
+            tracing::info!(clerk_id = l.clerk_id, record = %l.record, "linked a pre-registered record");
+        }
+        Ok(())
+    }
+
+    /// Metrics and logs of a batch done.
+    fn report(&self, records: &[Record], letters: &[Letter<'_>], started: Instant) {
+        for (_, code, _) in letters {
             self.metrics.dead_lettered(code);
         }
-        // A repeat within the batch counts as the duplicate it is (its record keeps its
-        // first copy's outcome).
-        let shown = |r: &Record| {
-            if r.repeat {
-                Outcome::Duplicate
-            } else {
-                r.outcome
-            }
-        };
-        for r in &records {
+        for r in records {
             self.metrics.event(
                 r.event_type.as_deref().unwrap_or("unknown"),
                 shown(r).as_str(),
@@ -399,7 +375,6 @@ impl Worker {
             dead_lettered = count(Outcome::DeadLettered),
             "batch done"
         );
-        Ok(())
     }
 
     /// Stores, per partition, the offset after the batch's last message.
@@ -431,6 +406,83 @@ struct Attempts {
     sent: HashSet<(String, i32, i64)>,
     /// Events whose change was made.
     applied: HashSet<String>,
+}
+
+/// A message for the DLQ: the message, a short code and the reason.
+type Letter<'a> = (&'a OwnedMessage, &'static str, String);
+
+/// A batch read: the events, the messages they came from, and what couldn't be read (its
+/// records and letters).
+struct Decoded<'a> {
+    incoming: Vec<Incoming>,
+    positions: Vec<&'a OwnedMessage>,
+    records: Vec<Record>,
+    letters: Vec<Letter<'a>>,
+}
+
+fn decode_batch(batch: &[Polled]) -> Decoded<'_> {
+    let mut decoded = Decoded {
+        incoming: Vec::with_capacity(batch.len()),
+        positions: Vec::with_capacity(batch.len()),
+        records: Vec::with_capacity(batch.len()),
+        letters: Vec::new(),
+    };
+    for p in batch {
+        let m = &p.message;
+        match decode(m) {
+            Ok(message) => {
+                decoded.incoming.push(Incoming {
+                    payload: payload::storable(&message.data),
+                    message,
+                    source: source_of(m),
+                    delivery: p.delivery.clone(),
+                });
+                decoded.positions.push(m);
+            }
+            Err((code, reason)) => {
+                decoded
+                    .records
+                    .push(undecodable_record(m, &p.delivery, &reason));
+                decoded.letters.push((m, code, reason));
+            }
+        }
+    }
+    decoded
+}
+
+/// The records of the events applied (or rejected: `rejected` has their reasons).
+fn records_of(
+    incoming: Vec<Incoming>,
+    applied: &Applied,
+    mut rejected: HashMap<usize, String>,
+) -> impl Iterator<Item = Record> + '_ {
+    incoming.into_iter().enumerate().map(move |(i, e)| {
+        let m = e.message;
+        Record {
+            id: m.event_id,
+            event_type: Some(m.event_type),
+            subject: Some(m.subject_id),
+            event_time: Some(m.event_time),
+            origin: Some(m.origin.as_str()),
+            payload: e.payload,
+            raw: Some(m.data.get().to_string()),
+            outcome: applied.outcomes[i],
+            error: rejected.remove(&i),
+            source: e.source,
+            delivery: e.delivery,
+            repeat: applied.repeats[i],
+        }
+    })
+}
+
+/// The outcome a record counts as: a repeat within the batch counts as the duplicate it
+/// is (its record keeps its first copy's outcome).
+fn shown(r: &Record) -> Outcome {
+    if r.repeat {
+        Outcome::Duplicate
+    } else {
+        r.outcome
+    }
 }
 
 fn source_of(m: &OwnedMessage) -> Source {

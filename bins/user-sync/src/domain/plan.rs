@@ -237,7 +237,7 @@ pub(crate) struct Input<'a> {
     pub(crate) event_time: i64,
     /// What it means for the documents.
     pub(crate) change: &'a Change,
-    /// Its Clerk `data` as stored (see [`crate::domain::payload`]), for `webhookPayload`.
+    /// Its Clerk `data` as stored (see [`super::payload`]), for `webhookPayload`.
     pub(crate) payload: &'a Bson,
     /// Its Clerk `data` as JSON text, for a server that refuses `payload`.
     pub(crate) raw: &'a str,
@@ -260,7 +260,7 @@ impl Input<'_> {
         }
     }
 
-    fn writes(&self) -> &[crate::domain::entity::Intent] {
+    fn writes(&self) -> &[super::entity::Intent] {
         match self.change {
             Change::Writes(intents) => intents,
             _ => &[],

@@ -1,6 +1,6 @@
 //! `user-sync backfill`: every object Clerk already has, as snapshot events into the topics
 //! clerk-sync publishes to, so the consumer applies them under the same order rules as
-//! webhooks (see [`crate::ops::clerk::snapshot`] for why a snapshot never overwrites newer data).
+//! webhooks (see [`super::clerk::snapshot`] for why a snapshot never overwrites newer data).
 //!
 //! Pages are read one at a time and published as they arrive, so memory stays at about one
 //! page whatever the instance's size; up to [`MAX_IN_FLIGHT`] messages await the broker's
@@ -10,11 +10,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use super::clerk::api::{ApiError, ClerkApi, List};
+use super::clerk::snapshot;
+use super::progress::Progress;
+use super::publish::{PublishError, Sink};
 use crate::domain::Entity;
-use crate::ops::clerk::api::{ApiError, ClerkApi, List};
-use crate::ops::clerk::snapshot;
-use crate::ops::progress::Progress;
-use crate::ops::publish::{PublishError, Sink};
 
 /// The kinds Clerk's Backend API lists, in the order backfill reads them. (Sessions are
 /// not listed: they come from webhooks only.)
@@ -25,7 +25,7 @@ pub const KINDS: [Entity; 3] = [Entity::User, Entity::Organization, Entity::Memb
 pub struct Options {
     /// The kinds of object (default: all).
     pub kinds: Vec<Entity>,
-    /// Objects per page (at most [`crate::ops::clerk::api::MAX_PAGE_SIZE`]).
+    /// Objects per page (at most [`super::clerk::api::MAX_PAGE_SIZE`]).
     pub page_size: u32,
     /// Only these users (`--user`).
     pub users: Vec<String>,

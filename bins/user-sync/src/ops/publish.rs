@@ -123,14 +123,9 @@ impl Publisher {
             .map_err(PublishError::Topics)?;
         let producer: FutureProducer = config
             .kafka
-            .client_config()
-            .set("client.id", "user-sync-backfill")
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("message.timeout.ms", "60000")
+            .reliable_producer_config("user-sync-backfill", Duration::from_secs(60), max_message)
             .set("linger.ms", "20")
             .set("compression.type", "lz4")
-            .set("message.max.bytes", max_message.to_string())
             .create()
             .map_err(PublishError::Producer)?;
         Ok(Publisher {

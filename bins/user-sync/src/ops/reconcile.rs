@@ -18,11 +18,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bson::{doc, DateTime, Document};
 use futures::TryStreamExt;
 
+use super::clerk::api::{ApiError, ClerkApi, List};
+use super::clerk::snapshot;
+use super::progress::Progress;
+use super::publish::{PublishError, Sink};
 use crate::domain::Entity;
-use crate::ops::clerk::api::{ApiError, ClerkApi, List};
-use crate::ops::clerk::snapshot;
-use crate::ops::progress::Progress;
-use crate::ops::publish::{PublishError, Sink};
 use crate::store::Store;
 
 /// What to reconcile.

@@ -16,11 +16,11 @@ use futures::TryStreamExt;
 use rdkafka::consumer::BaseConsumer;
 use serde::Serialize;
 
+use super::dlq::time_text;
 use crate::config::QueueConfig;
 use crate::domain::entity::Entity;
 use crate::domain::EVENTS_COLLECTION;
-use crate::ops::dlq::time_text;
-use crate::store::Store;
+use crate::store::{integer, Store};
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
@@ -124,12 +124,10 @@ pub async fn from_store(store: &Store, entities: &[Entity], now: i64) -> crate::
         .await??;
         for row in rows {
             let outcome = row.get_str("_id").unwrap_or("(none)").to_string();
-            let n = match row.get("n") {
-                Some(bson::Bson::Int32(n)) => *n as u64,
-                Some(bson::Bson::Int64(n)) => *n as u64,
-                Some(bson::Bson::Double(n)) => *n as u64,
-                _ => 0,
-            };
+            let n = row
+                .get("n")
+                .and_then(integer)
+                .map_or(0, |n| n.max(0) as u64);
             into.insert(outcome, n);
         }
     }

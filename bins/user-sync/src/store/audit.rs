@@ -9,11 +9,11 @@
 
 use bson::{doc, Bson, DateTime, Document};
 
+use super::command::{self, Kind};
+use super::{classify_write_error, Store, WriteErrorClass};
 use crate::domain::Outcome;
 use crate::domain::EVENTS_COLLECTION;
-use crate::store::command::{self, Kind};
-use crate::store::{classify_write_error, Store, WriteErrorClass};
-use crate::{Error, Result};
+use crate::Result;
 
 /// Where a message came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +102,7 @@ pub async fn record(store: &Store, records: &[Record], processing_ms: i64) -> Re
                 (_, WriteErrorClass::Permanent) => {
                     insert_smaller(store, &documents[index], record).await?
                 }
-                _ => return Err(Error::Write(format!("{} (code {})", e.message, e.code))),
+                _ => return Err(e.transient().into()),
             }
         }
     }
@@ -120,9 +120,9 @@ async fn insert_smaller(store: &Store, document: &Document, record: &Record) -> 
         d.insert("payload", payload);
         match store.events.insert_one(d).await {
             Ok(_) => return Ok(()),
-            Err(e) if matches!(crate::store::error_code(&e), Some(11000)) => return Ok(()),
+            Err(e) if matches!(super::error_code(&e), Some(11000)) => return Ok(()),
             Err(e)
-                if crate::store::error_code(&e)
+                if super::error_code(&e)
                     .is_some_and(|c| classify_write_error(c, "") == WriteErrorClass::Permanent) => {
             }
             Err(e) => return Err(e.into()),
@@ -167,7 +167,7 @@ async fn count_redeliveries(
     }
     let outcome = command::run(store, Kind::Update, EVENTS_COLLECTION, &updates).await?;
     if let Some(Err(e)) = outcome.results.into_iter().find(Result::is_err) {
-        return Err(Error::Write(format!("{} (code {})", e.message, e.code)));
+        return Err(e.transient().into());
     }
     Ok(())
 }

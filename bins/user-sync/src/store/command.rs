@@ -12,8 +12,9 @@ use std::future::IntoFuture;
 
 use bson::{Bson, Document, RawArrayBuf, RawDocumentBuf};
 
-use crate::store::Store;
-use crate::{Error, Result};
+use super::{integer, Store};
+use crate::error::WriteFailure;
+use crate::Result;
 
 /// Most bytes of statements in one command: well under MongoDB's 16 MiB message limit,
 /// whatever the payloads.
@@ -37,6 +38,16 @@ const FERRETDB_MAX_STATEMENTS: usize = 10;
 pub(crate) struct WriteError {
     pub(crate) code: i32,
     pub(crate) message: String,
+}
+
+impl WriteError {
+    /// This error, failing the batch (retried).
+    pub(crate) fn transient(&self) -> WriteFailure {
+        WriteFailure::Statement {
+            code: self.code,
+            message: self.message.clone(),
+        }
+    }
 }
 
 /// What a run of statements did.
@@ -72,9 +83,9 @@ pub(crate) async fn run(
         .iter()
         .map(RawDocumentBuf::from_document)
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::Write(format!("a statement can't be encoded as BSON: {e}")))?;
-    let write_concern = RawDocumentBuf::from_document(&store.write_concern())
-        .map_err(|e| Error::Write(format!("the write concern can't be encoded: {e}")))?;
+        .map_err(WriteFailure::Encode)?;
+    let write_concern =
+        RawDocumentBuf::from_document(&store.write_concern()).map_err(WriteFailure::Encode)?;
     let mut results: Vec<Result<(), WriteError>> = Vec::with_capacity(statements.len());
     let mut matched = Some(0);
     let mut rest = statements.as_slice();
@@ -106,14 +117,17 @@ pub(crate) async fn run(
         }
         if let Ok(wce) = reply.get_document("writeConcernError") {
             // The writes may not be durable: the batch is retried, its offsets not committed.
-            return Err(Error::Write(
-                wce.get_str("errmsg")
+            return Err(WriteFailure::NotDurable {
+                code: wce.get_i32("code").unwrap_or_default(),
+                message: wce
+                    .get_str("errmsg")
                     .unwrap_or("write concern failed")
                     .to_string(),
-            ));
+            }
+            .into());
         }
         let errors = write_errors(&reply, chunk.len());
-        let n = number(&reply, "n");
+        let n = reply.get("n").and_then(integer);
         // mongo-java-server goes on past a failed statement even when asked to stop: its
         // `n` then counts every other statement (each writes one document), and all of
         // them ran. Otherwise the server stopped at the first error.
@@ -152,11 +166,11 @@ pub(crate) async fn run(
 /// not a reply that never comes (a hung server): past this, the batch fails and is retried.
 const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// `future`, or [`Error::Write`] after [`COMMAND_TIMEOUT`].
+/// `future`, or [`WriteFailure::NoReply`] after [`COMMAND_TIMEOUT`].
 pub(crate) async fn bounded<T>(future: impl std::future::Future<Output = T>) -> Result<T> {
     tokio::time::timeout(COMMAND_TIMEOUT, future)
         .await
-        .map_err(|_| Error::Write(format!("no reply within {COMMAND_TIMEOUT:?}")))
+        .map_err(|_| WriteFailure::NoReply(COMMAND_TIMEOUT).into())
 }
 
 /// The longest prefix of `statements` under [`MAX_COMMAND_BYTES`] and of at most `most`
@@ -182,11 +196,7 @@ fn write_errors(reply: &Document, count: usize) -> Vec<(usize, WriteError)> {
         .iter()
         .filter_map(Bson::as_document)
         .filter_map(|e| {
-            let index = match e.get("index")? {
-                Bson::Int32(n) => usize::try_from(*n).ok()?,
-                Bson::Int64(n) => usize::try_from(*n).ok()?,
-                _ => return None,
-            };
+            let index = usize::try_from(integer(e.get("index")?)?).ok()?;
             let error = WriteError {
                 code: e.get_i32("code").unwrap_or_default(),
                 message: e.get_str("errmsg").unwrap_or_default().to_string(),
@@ -198,15 +208,6 @@ fn write_errors(reply: &Document, count: usize) -> Vec<(usize, WriteError)> {
     errors.sort_by_key(|(index, _)| *index);
     errors.dedup_by_key(|(index, _)| *index);
     errors
-}
-
-fn number(reply: &Document, key: &str) -> Option<i64> {
-    match reply.get(key)? {
-        Bson::Int32(n) => Some(i64::from(*n)),
-        Bson::Int64(n) => Some(*n),
-        Bson::Double(n) => Some(*n as i64),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -76,7 +76,11 @@ pub(crate) fn address(user: &Document) -> Option<&str> {
 }
 
 /// Links the records of the users `clerk_ids` (those a batch touched) and records each link.
-pub(crate) async fn run(store: &Store, config: &LinkConfig, clerk_ids: &[&str]) -> Result<Vec<Link>> {
+pub(crate) async fn run(
+    store: &Store,
+    config: &LinkConfig,
+    clerk_ids: &[&str],
+) -> Result<Vec<Link>> {
     if clerk_ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -155,8 +159,7 @@ pub(crate) async fn run(store: &Store, config: &LinkConfig, clerk_ids: &[&str]) 
 fn permanent(e: &mongodb::error::Error) -> bool {
     match e.kind.as_ref() {
         mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => {
-            crate::store::classify_write_error(w.code, &w.message)
-                != crate::store::WriteErrorClass::Transient
+            super::classify_write_error(w.code, &w.message) != super::WriteErrorClass::Transient
         }
         // Unauthorized: a role without write rights on the application's collection.
         mongodb::error::ErrorKind::Command(c) => c.code == 13,

@@ -101,7 +101,7 @@ impl Store {
 
     /// Whether the server is FerretDB, whose conditional upserts sometimes write *and*
     /// report a duplicate key, so their replies can't say what a statement did (see
-    /// [`crate::store::write`]). Learnt by [`Store::ensure_indexes`]; false before.
+    /// [`self::write`]). Learnt by [`Store::ensure_indexes`]; false before.
     pub(crate) fn is_ferretdb(&self) -> bool {
         self.ferretdb.get().copied().unwrap_or(false)
     }
@@ -191,15 +191,8 @@ async fn ensure_unique_clerk_id(name: &str, collection: &Collection<Document>) -
         Err(e) => return Err(e.into()),
     };
     // `{clerkId: 1}`, whatever number type the key was created with (1, 1.0, 1L).
-    let on_clerk_id = |i: &&IndexModel| {
-        i.keys.len() == 1
-            && i.keys.get("clerkId").and_then(|v| match v {
-                Bson::Int32(n) => Some(f64::from(*n)),
-                Bson::Int64(n) => Some(*n as f64),
-                Bson::Double(n) => Some(*n),
-                _ => None,
-            }) == Some(1.0)
-    };
+    let on_clerk_id =
+        |i: &&IndexModel| i.keys.len() == 1 && i.keys.get("clerkId").and_then(integer) == Some(1);
     if let Some(index) = existing.iter().find(on_clerk_id) {
         let options = index.options.as_ref();
         if options.and_then(|o| o.unique).unwrap_or(false) {
@@ -235,6 +228,17 @@ async fn ensure_unique_clerk_id(name: &str, collection: &Collection<Document>) -
             "cannot create the index clerkId_unique on {name}: {e}"
         ))),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// A whole number as a server may send it: int, long, or a double without a fraction
+/// (servers and drivers differ in which they use for counts, indexes and index keys).
+pub(crate) fn integer(value: &Bson) -> Option<i64> {
+    match value {
+        Bson::Int32(n) => Some(i64::from(*n)),
+        Bson::Int64(n) => Some(*n),
+        Bson::Double(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => Some(*n as i64),
+        _ => None,
     }
 }
 
@@ -311,6 +315,15 @@ mod tests {
         assert_eq!(classify_write_error(11000, email), Permanent);
         assert_eq!(classify_write_error(17419, "too large"), Permanent);
         assert_eq!(classify_write_error(91, "shutting down"), Transient);
+    }
+
+    #[test]
+    fn whole_numbers_read_alike_whatever_their_bson_type() {
+        for value in [Bson::Int32(1), Bson::Int64(1), Bson::Double(1.0)] {
+            assert_eq!(integer(&value), Some(1), "{value:?}");
+        }
+        assert_eq!(integer(&Bson::Double(1.5)), None);
+        assert_eq!(integer(&Bson::String("1".into())), None);
     }
 
     #[test]

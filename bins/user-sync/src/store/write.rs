@@ -1,5 +1,5 @@
 //! Runs a round of [`Statement`]s: multi-statement `update` commands per collection (see
-//! [`crate::store::command`]), and tells what each statement did.
+//! [`super::command`]), and tells what each statement did.
 //!
 //! Every statement is an upsert whose filter holds its rule. So a statement either
 //! matched (applied), inserted (applied), or failed on the unique `clerkId` index: the
@@ -18,11 +18,11 @@ use std::collections::HashMap;
 use bson::{doc, DateTime, Document};
 use futures::TryStreamExt;
 
+use super::command::{self, Kind};
+use super::{classify_write_error, Store, WriteErrorClass};
 use crate::domain::entity::{Entity, Slot};
 use crate::domain::plan::{Statement, Written};
-use crate::store::command::{self, Kind};
-use crate::store::{classify_write_error, Store, WriteErrorClass};
-use crate::{Error, Result};
+use crate::Result;
 
 /// Runs `statements` (in their order within each collection) and returns what each did.
 pub(crate) async fn execute(
@@ -204,10 +204,7 @@ async fn one_by_one(
 fn refusal(e: &command::WriteError) -> Result<String> {
     match classify_write_error(e.code, &e.message) {
         WriteErrorClass::Permanent => Ok(format!("{} (code {})", e.message, e.code)),
-        _ => Err(Error::Write(format!(
-            "write error {}: {}",
-            e.code, e.message
-        ))),
+        _ => Err(e.transient().into()),
     }
 }
 

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use common::backoff::Backoff;
 use common::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -113,13 +114,8 @@ enum Attempt<'a> {
 /// uses up the attempts meant for outages.
 fn next_step(policy: &RetryPolicy, attempt: Attempt<'_>, failures: u32) -> Step {
     let backoff = || {
-        let factor = 2u32.saturating_pow(failures.min(16));
-        Step::Retry(
-            policy
-                .first_backoff
-                .saturating_mul(factor)
-                .min(policy.max_backoff),
-        )
+        let backoff = Backoff::new(policy.first_backoff, policy.max_backoff);
+        Step::Retry(backoff.delay(failures + 1))
     };
     match attempt {
         Attempt::Status(429, retry_after) => {

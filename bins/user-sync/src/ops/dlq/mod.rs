@@ -32,10 +32,6 @@ use crate::config::{QueueConfig, TopicConfig};
 /// (`<dlq topic>:<partition>:<offset>`).
 const HEADER_REPLAYED_FROM: &str = "dlq-replayed-from";
 
-/// Kafka Connect's DLQ context headers start with this; like `dlq-*`, they describe a
-/// failure, not the event, and don't travel back with a replay.
-const CONNECT_PREFIX: &str = "__connect.errors.";
-
 /// How long one metadata, watermark or offset request may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -187,7 +183,7 @@ fn replay_headers<'a>(
 ) -> Vec<(String, Option<Vec<u8>>)> {
     let mut headers: Vec<(String, Option<Vec<u8>>)> = original
         .into_iter()
-        .filter(|(key, _)| !key.starts_with("dlq-") && !key.starts_with(CONNECT_PREFIX))
+        .filter(|(key, _)| !dlq::is_failure_header(key))
         .map(|(key, value)| (key.to_string(), value.map(<[u8]>::to_vec)))
         .collect();
     headers.push((
@@ -610,7 +606,7 @@ async fn send(
                 record = record.payload(payload);
             }
             let sent = producer
-                .send(record, Timeout::After(Duration::from_secs(30)))
+                .send(record, Timeout::After(dlq::SEND_TIMEOUT))
                 .await;
             sent.map(|_| ()).map_err(|(error, _)| DlqError::Replay {
                 from: letter.position(),
