@@ -9,12 +9,13 @@
 
 use std::time::Duration;
 
-use common::backoff::Backoff;
 use common::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::ops::clerk::snapshot::id_of;
+use super::pager::{read_list, Page, Pager};
+use super::retry::{next_step, Attempt, RetryPolicy, Step};
+use super::snapshot::id_of;
 
 /// Clerk's documented maximum page size for its list endpoints.
 pub const MAX_PAGE_SIZE: u32 = 500;
@@ -64,115 +65,6 @@ pub enum ApiError {
     },
 }
 
-/// How persistent requests are.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Attempts for a `5xx` or a network failure, the first included.
-    pub attempts: u32,
-    /// The first wait after such a failure; doubled each time.
-    pub first_backoff: Duration,
-    /// The longest backoff.
-    pub max_backoff: Duration,
-    /// `429`s waited out for one request before giving up.
-    pub rate_limited: u32,
-    /// The longest `Retry-After` honoured (a longer one is waited for this long).
-    pub max_retry_after: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 6,
-            first_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(30),
-            rate_limited: 50,
-            max_retry_after: Duration::from_secs(120),
-        }
-    }
-}
-
-/// What one failed attempt leads to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    /// Wait this long, then ask again.
-    Retry(Duration),
-    /// Stop: the failure is final.
-    Fail,
-}
-
-/// The answer (or its absence) of one attempt, as the retry decision sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Attempt<'a> {
-    /// An HTTP status other than success, with its `Retry-After` header if any.
-    Status(u16, Option<&'a str>),
-    /// No answer: connection refused or reset, timeout.
-    Network,
-}
-
-/// The retry decision. `failures` counts earlier failures of the same kind for this
-/// request (0 for the first); 429s and the rest are counted apart, so a rate limit never
-/// uses up the attempts meant for outages.
-fn next_step(policy: &RetryPolicy, attempt: Attempt<'_>, failures: u32) -> Step {
-    let backoff = || {
-        let backoff = Backoff::new(policy.first_backoff, policy.max_backoff);
-        Step::Retry(backoff.delay(failures + 1))
-    };
-    match attempt {
-        Attempt::Status(429, retry_after) => {
-            if failures >= policy.rate_limited {
-                return Step::Fail;
-            }
-            // Retry-After is seconds here (Clerk sends seconds); an HTTP date or garbage
-            // falls back to the backoff.
-            match retry_after.and_then(|v| v.trim().parse::<f64>().ok()) {
-                Some(seconds) if seconds.is_finite() && seconds >= 0.0 => Step::Retry(
-                    Duration::from_secs_f64(seconds.min(policy.max_retry_after.as_secs_f64())),
-                ),
-                _ => backoff(),
-            }
-        }
-        Attempt::Status(500..=599, _) | Attempt::Network => {
-            if failures + 1 >= policy.attempts {
-                Step::Fail
-            } else {
-                backoff()
-            }
-        }
-        Attempt::Status(..) => Step::Fail,
-    }
-}
-
-/// One page of a list.
-#[derive(Debug)]
-pub(crate) struct Page {
-    /// The objects, as Clerk sent them.
-    pub(crate) items: Vec<Box<RawValue>>,
-    /// `total_count`, where the endpoint gives it.
-    pub(crate) total: Option<u64>,
-}
-
-/// The list answers other than `/users`'s bare array.
-#[derive(Deserialize)]
-struct Wrapped {
-    data: Vec<Box<RawValue>>,
-    #[serde(default)]
-    total_count: Option<u64>,
-}
-
-/// A list answer: `/users` answers a bare array, the others `{"data": […], "total_count"}`.
-/// (Told apart by the first byte: serde's untagged enums can't hold raw values.)
-fn read_list(body: &[u8]) -> Result<Page, serde_json::Error> {
-    if body.trim_ascii_start().first() == Some(&b'[') {
-        let items: Vec<Box<RawValue>> = serde_json::from_slice(body)?;
-        return Ok(Page { items, total: None });
-    }
-    let wrapped: Wrapped = serde_json::from_slice(body)?;
-    Ok(Page {
-        items: wrapped.data,
-        total: wrapped.total_count,
-    })
-}
-
 /// Clerk's error body: `{"errors":[{"message","long_message","code"}]}`.
 #[derive(Deserialize)]
 struct ErrorBody {
@@ -186,71 +78,6 @@ struct ErrorEntry {
     long_message: Option<String>,
     #[serde(default)]
     message: Option<String>,
-}
-
-/// Items re-read at the start of each page: offset paging skips an object when an earlier
-/// one is deleted between two requests; starting each page this many items early catches
-/// up to that many deletions per page (ids already seen are dropped).
-const OVERLAP: u64 = 20;
-
-/// Offset paging over a list sorted oldest first, without I/O: which offset to ask for
-/// next, which items of an answer are new, and when the list is done.
-#[derive(Debug)]
-struct Pager {
-    size: u32,
-    offset: u64,
-    previous: std::collections::HashSet<String>,
-    done: bool,
-}
-
-impl Pager {
-    /// Paging by `size` (clamped to 1..=[`MAX_PAGE_SIZE`]).
-    pub(crate) fn new(size: u32) -> Self {
-        Pager {
-            size: size.clamp(1, MAX_PAGE_SIZE),
-            offset: 0,
-            previous: std::collections::HashSet::new(),
-            done: false,
-        }
-    }
-
-    /// The offset to ask for next, or `None` when the list is done.
-    fn next_offset(&self) -> Option<u64> {
-        (!self.done).then_some(self.offset)
-    }
-
-    /// The page size to ask for.
-    pub(crate) fn size(&self) -> u32 {
-        self.size
-    }
-
-    /// Takes the answer for [`Pager::next_offset`]: the items not already seen, in order. A
-    /// full page with nothing new means the server ignores `offset` (it would never end).
-    pub(crate) fn take(&mut self, items: Vec<Box<RawValue>>) -> Result<Vec<Box<RawValue>>, String> {
-        let full = items.len() >= self.size as usize;
-        let ids: Vec<Option<String>> = items.iter().map(|item| id_of(item)).collect();
-        let fresh: Vec<Box<RawValue>> = items
-            .into_iter()
-            .zip(&ids)
-            .filter(|(_, id)| id.as_ref().is_none_or(|id| !self.previous.contains(id)))
-            .map(|(item, _)| item)
-            .collect();
-        if full && fresh.is_empty() {
-            return Err(format!(
-                "the page at offset {} holds only objects already read: the server ignores \
-                 `offset` (is CLERK_API_URL Clerk's Backend API?)",
-                self.offset
-            ));
-        }
-        if full {
-            let overlap = OVERLAP.min(u64::from(self.size) - 1);
-            self.offset += u64::from(self.size) - overlap;
-            self.previous = ids.into_iter().flatten().collect();
-        } else {
-            self.done = true;
-        }
-        Ok(fresh)
-    }
 }
 
 /// A list of the Backend API.
@@ -558,161 +385,6 @@ fn refusal(status: u16, path: &str, body: &[u8]) -> ApiError {
 mod tests {
     use super::*;
 
-    fn policy() -> RetryPolicy {
-        RetryPolicy {
-            attempts: 3,
-            first_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_millis(250),
-            rate_limited: 4,
-            max_retry_after: Duration::from_secs(60),
-        }
-    }
-
-    #[test]
-    fn a_rate_limit_waits_what_retry_after_says() {
-        let p = policy();
-        assert_eq!(
-            next_step(&p, Attempt::Status(429, Some("2")), 0),
-            Step::Retry(Duration::from_secs(2))
-        );
-        assert_eq!(
-            next_step(&p, Attempt::Status(429, Some(" 0.5 ")), 1),
-            Step::Retry(Duration::from_millis(500))
-        );
-        // Capped, and a value that isn't seconds falls back to the backoff.
-        assert_eq!(
-            next_step(&p, Attempt::Status(429, Some("86400")), 0),
-            Step::Retry(Duration::from_secs(60))
-        );
-        assert_eq!(
-            next_step(
-                &p,
-                Attempt::Status(429, Some("Wed, 21 Oct 2015 07:28:00 GMT")),
-                0
-            ),
-            Step::Retry(Duration::from_millis(100))
-        );
-        assert_eq!(
-            next_step(&p, Attempt::Status(429, Some("-1")), 0),
-            Step::Retry(Duration::from_millis(100))
-        );
-        // …`rate_limited` times for one request, then no more.
-        assert_eq!(
-            next_step(&p, Attempt::Status(429, Some("1")), 3),
-            Step::Retry(Duration::from_secs(1))
-        );
-        assert_eq!(
-            next_step(&p, Attempt::Status(429, Some("1")), 4),
-            Step::Fail
-        );
-    }
-
-    #[test]
-    fn outages_back_off_a_bounded_number_of_times() {
-        let p = policy();
-        for attempt in [
-            Attempt::Status(500, None),
-            Attempt::Status(503, Some("1")),
-            Attempt::Network,
-        ] {
-            assert_eq!(
-                next_step(&p, attempt, 0),
-                Step::Retry(Duration::from_millis(100))
-            );
-            assert_eq!(
-                next_step(&p, attempt, 1),
-                Step::Retry(Duration::from_millis(200))
-            );
-            assert_eq!(next_step(&p, attempt, 2), Step::Fail);
-        }
-        let patient = RetryPolicy { attempts: 100, ..p };
-        assert_eq!(
-            next_step(&patient, Attempt::Network, 40),
-            Step::Retry(Duration::from_millis(250)),
-            "the backoff is capped and never overflows"
-        );
-    }
-
-    #[test]
-    fn other_answers_are_final() {
-        for status in [400, 401, 403, 404, 422, 302] {
-            assert_eq!(
-                next_step(&policy(), Attempt::Status(status, Some("1")), 0),
-                Step::Fail
-            );
-        }
-    }
-
-    fn objects(ids: &[u32]) -> Vec<Box<RawValue>> {
-        ids.iter()
-            .map(|i| RawValue::from_string(format!(r#"{{"id":"u{i}"}}"#)).unwrap())
-            .collect()
-    }
-
-    fn ids(items: &[Box<RawValue>]) -> Vec<String> {
-        items.iter().filter_map(|i| id_of(i)).collect()
-    }
-
-    /// Serves `list` (oldest first) as Clerk would, and reads it with a pager.
-    fn read_all(
-        list: &[u32],
-        size: u32,
-        mut between_pages: impl FnMut(&mut Vec<u32>),
-    ) -> Vec<String> {
-        let mut list = list.to_vec();
-        let mut pager = Pager::new(size);
-        let mut read = Vec::new();
-        while let Some(offset) = pager.next_offset() {
-            let page: Vec<u32> = list
-                .iter()
-                .skip(offset as usize)
-                .take(pager.size() as usize)
-                .copied()
-                .collect();
-            read.extend(ids(&pager.take(objects(&page)).unwrap()));
-            between_pages(&mut list);
-        }
-        read
-    }
-
-    #[test]
-    fn paging_reads_everything_once_and_ends() {
-        let list: Vec<u32> = (0..95).collect();
-        for size in [1, 2, 10, 21, 50, 95, 500] {
-            let read = read_all(&list, size, |_| {});
-            let want: Vec<String> = list.iter().map(|i| format!("u{i}")).collect();
-            assert_eq!(read, want, "size {size}");
-        }
-        assert!(read_all(&[], 10, |_| {}).is_empty());
-    }
-
-    #[test]
-    fn paging_misses_nothing_when_objects_are_deleted_or_added_mid_listing() {
-        let list: Vec<u32> = (0..200).collect();
-        // Before each next page, the oldest remaining object is deleted and a new one added.
-        let mut next_new = 1000;
-        let read = read_all(&list, 30, |l| {
-            l.remove(0);
-            l.push(next_new);
-            next_new += 1;
-        });
-        for i in 30..200 {
-            assert!(read.contains(&format!("u{i}")), "u{i} skipped");
-        }
-        let mut unique = read.clone();
-        unique.sort();
-        unique.dedup();
-        assert_eq!(unique.len(), read.len(), "an object read twice");
-    }
-
-    #[test]
-    fn a_server_that_ignores_offset_is_an_error_not_an_endless_loop() {
-        let mut pager = Pager::new(3);
-        assert_eq!(pager.take(objects(&[1, 2, 3])).unwrap().len(), 3);
-        let e = pager.take(objects(&[1, 2, 3])).unwrap_err();
-        assert!(e.contains("ignores `offset`"), "{e}");
-    }
-
     #[test]
     fn ids_cannot_change_the_path() {
         assert_eq!(segment("user_2abc-DEF"), "user_2abc-DEF");
@@ -727,15 +399,5 @@ mod tests {
             e.to_string(),
             "Clerk answered 404 for GET /organizations/org_x/memberships: No organization was found with id org_x"
         );
-    }
-
-    #[test]
-    fn lists_read_bare_and_wrapped() {
-        let bare = read_list(br#" [{"id":"user_1"},{"id":"user_2"}]"#).unwrap();
-        assert_eq!((bare.items.len(), bare.total), (2, None));
-        assert_eq!(bare.items[1].get(), r#"{"id":"user_2"}"#);
-        let wrapped = read_list(br#"{"data":[{"id":"org_1"}],"total_count":7}"#).unwrap();
-        assert_eq!((wrapped.items.len(), wrapped.total), (1, Some(7)));
-        assert!(read_list(br#"{"errors":[]}"#).is_err());
     }
 }

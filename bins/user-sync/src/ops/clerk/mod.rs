@@ -2,6 +2,9 @@
 //! and pager, and the events made from what it returns.
 
 pub(crate) mod api;
+mod pager;
+mod retry;
 pub(crate) mod snapshot;
 
-pub use api::{ClerkApi, RetryPolicy, MAX_PAGE_SIZE};
+pub use api::{ClerkApi, MAX_PAGE_SIZE};
+pub use retry::RetryPolicy;

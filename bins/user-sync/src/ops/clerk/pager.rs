@@ -1,0 +1,189 @@
+//! Reading a list of the Backend API page by page: the answers' two shapes, and offset
+//! paging that misses nothing when objects come and go mid-listing. No I/O.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::api::MAX_PAGE_SIZE;
+use super::snapshot::id_of;
+
+/// One page of a list.
+#[derive(Debug)]
+pub(crate) struct Page {
+    /// The objects, as Clerk sent them.
+    pub(crate) items: Vec<Box<RawValue>>,
+    /// `total_count`, where the endpoint gives it.
+    pub(crate) total: Option<u64>,
+}
+
+/// The list answers other than `/users`'s bare array.
+#[derive(Deserialize)]
+struct Wrapped {
+    data: Vec<Box<RawValue>>,
+    #[serde(default)]
+    total_count: Option<u64>,
+}
+
+/// A list answer: `/users` answers a bare array, the others `{"data": […], "total_count"}`.
+/// (Told apart by the first byte: serde's untagged enums can't hold raw values.)
+pub(super) fn read_list(body: &[u8]) -> Result<Page, serde_json::Error> {
+    if body.trim_ascii_start().first() == Some(&b'[') {
+        let items: Vec<Box<RawValue>> = serde_json::from_slice(body)?;
+        return Ok(Page { items, total: None });
+    }
+    let wrapped: Wrapped = serde_json::from_slice(body)?;
+    Ok(Page {
+        items: wrapped.data,
+        total: wrapped.total_count,
+    })
+}
+
+/// Items re-read at the start of each page: offset paging skips an object when an earlier
+/// one is deleted between two requests; starting each page this many items early catches
+/// up to that many deletions per page (ids already seen are dropped).
+const OVERLAP: u64 = 20;
+
+/// Offset paging over a list sorted oldest first, without I/O: which offset to ask for
+/// next, which items of an answer are new, and when the list is done.
+#[derive(Debug)]
+pub(super) struct Pager {
+    size: u32,
+    offset: u64,
+    previous: std::collections::HashSet<String>,
+    done: bool,
+}
+
+impl Pager {
+    /// Paging by `size` (clamped to 1..=[`MAX_PAGE_SIZE`]).
+    pub(crate) fn new(size: u32) -> Self {
+        Pager {
+            size: size.clamp(1, MAX_PAGE_SIZE),
+            offset: 0,
+            previous: std::collections::HashSet::new(),
+            done: false,
+        }
+    }
+
+    /// The offset to ask for next, or `None` when the list is done.
+    pub(super) fn next_offset(&self) -> Option<u64> {
+        (!self.done).then_some(self.offset)
+    }
+
+    /// The page size to ask for.
+    pub(crate) fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// Takes the answer for [`Pager::next_offset`]: the items not already seen, in order. A
+    /// full page with nothing new means the server ignores `offset` (it would never end).
+    pub(crate) fn take(&mut self, items: Vec<Box<RawValue>>) -> Result<Vec<Box<RawValue>>, String> {
+        let full = items.len() >= self.size as usize;
+        let ids: Vec<Option<String>> = items.iter().map(|item| id_of(item)).collect();
+        let fresh: Vec<Box<RawValue>> = items
+            .into_iter()
+            .zip(&ids)
+            .filter(|(_, id)| id.as_ref().is_none_or(|id| !self.previous.contains(id)))
+            .map(|(item, _)| item)
+            .collect();
+        if full && fresh.is_empty() {
+            return Err(format!(
+                "the page at offset {} holds only objects already read: the server ignores \
+                 `offset` (is CLERK_API_URL Clerk's Backend API?)",
+                self.offset
+            ));
+        }
+        if full {
+            let overlap = OVERLAP.min(u64::from(self.size) - 1);
+            self.offset += u64::from(self.size) - overlap;
+            self.previous = ids.into_iter().flatten().collect();
+        } else {
+            self.done = true;
+        }
+        Ok(fresh)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn objects(ids: &[u32]) -> Vec<Box<RawValue>> {
+        ids.iter()
+            .map(|i| RawValue::from_string(format!(r#"{{"id":"u{i}"}}"#)).unwrap())
+            .collect()
+    }
+
+    fn ids(items: &[Box<RawValue>]) -> Vec<String> {
+        items.iter().filter_map(|i| id_of(i)).collect()
+    }
+
+    /// Serves `list` (oldest first) as Clerk would, and reads it with a pager.
+    fn read_all(
+        list: &[u32],
+        size: u32,
+        mut between_pages: impl FnMut(&mut Vec<u32>),
+    ) -> Vec<String> {
+        let mut list = list.to_vec();
+        let mut pager = Pager::new(size);
+        let mut read = Vec::new();
+        while let Some(offset) = pager.next_offset() {
+            let page: Vec<u32> = list
+                .iter()
+                .skip(offset as usize)
+                .take(pager.size() as usize)
+                .copied()
+                .collect();
+            read.extend(ids(&pager.take(objects(&page)).unwrap()));
+            between_pages(&mut list);
+        }
+        read
+    }
+
+    #[test]
+    fn paging_reads_everything_once_and_ends() {
+        let list: Vec<u32> = (0..95).collect();
+        for size in [1, 2, 10, 21, 50, 95, 500] {
+            let read = read_all(&list, size, |_| {});
+            let want: Vec<String> = list.iter().map(|i| format!("u{i}")).collect();
+            assert_eq!(read, want, "size {size}");
+        }
+        assert!(read_all(&[], 10, |_| {}).is_empty());
+    }
+
+    #[test]
+    fn paging_misses_nothing_when_objects_are_deleted_or_added_mid_listing() {
+        let list: Vec<u32> = (0..200).collect();
+        // Before each next page, the oldest remaining object is deleted and a new one added.
+        let mut next_new = 1000;
+        let read = read_all(&list, 30, |l| {
+            l.remove(0);
+            l.push(next_new);
+            next_new += 1;
+        });
+        for i in 30..200 {
+            assert!(read.contains(&format!("u{i}")), "u{i} skipped");
+        }
+        let mut unique = read.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), read.len(), "an object read twice");
+    }
+
+    #[test]
+    fn a_server_that_ignores_offset_is_an_error_not_an_endless_loop() {
+        let mut pager = Pager::new(3);
+        assert_eq!(pager.take(objects(&[1, 2, 3])).unwrap().len(), 3);
+        let e = pager.take(objects(&[1, 2, 3])).unwrap_err();
+        assert!(e.contains("ignores `offset`"), "{e}");
+    }
+
+    #[test]
+    fn lists_read_bare_and_wrapped() {
+        let bare = read_list(br#" [{"id":"user_1"},{"id":"user_2"}]"#).unwrap();
+        assert_eq!((bare.items.len(), bare.total), (2, None));
+        assert_eq!(bare.items[1].get(), r#"{"id":"user_2"}"#);
+        let wrapped = read_list(br#"{"data":[{"id":"org_1"}],"total_count":7}"#).unwrap();
+        assert_eq!((wrapped.items.len(), wrapped.total), (1, Some(7)));
+        assert!(read_list(br#"{"errors":[]}"#).is_err());
+    }
+}
