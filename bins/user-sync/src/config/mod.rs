@@ -1,5 +1,7 @@
 //! user-sync's settings: the contract's variable table, validated once at start-up.
 
+use std::collections::HashMap;
+
 use common::kafka::KafkaSettings;
 use common::{ConfigError, LogFormat};
 use serde::Deserialize;
@@ -114,6 +116,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// Each consumed topic with its DLQ.
+    pub(crate) fn dlqs(&self) -> HashMap<String, String> {
+        self.topics
+            .iter()
+            .map(|t| (t.topic.clone(), t.dlq.clone()))
+            .collect()
+    }
+
     /// Reads and validates the environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_vars(std::env::vars())

@@ -32,6 +32,19 @@ pub struct Incoming {
     pub payload: Bson,
 }
 
+impl Incoming {
+    /// What the plan reads of this event, with its `change`.
+    fn input<'a>(&'a self, change: &'a Change) -> Input<'a> {
+        Input {
+            event_id: &self.message.event_id,
+            event_time: self.message.event_time,
+            change,
+            payload: &self.payload,
+            raw: self.message.data.get(),
+        }
+    }
+}
+
 /// What [`Applier::apply`] did.
 #[derive(Debug, Default)]
 pub struct Applied {
@@ -72,14 +85,8 @@ impl Applier {
         applied_before: &mut HashSet<String>,
     ) -> Result<Applied> {
         // A second copy of an event in the same batch is a redelivery: only counted.
-        let mut first_index: HashMap<&str, usize> = HashMap::new();
-        let first_of: Vec<usize> = batch
-            .iter()
-            .enumerate()
-            .map(|(i, e)| *first_index.entry(e.message.event_id.as_str()).or_insert(i))
-            .collect();
-        let repeats: Vec<bool> = first_of.iter().enumerate().map(|(i, &f)| f != i).collect();
-        let firsts: Vec<usize> = (0..batch.len()).filter(|&i| !repeats[i]).collect();
+        let first_of = first_copies(batch);
+        let firsts: Vec<usize> = (0..batch.len()).filter(|&i| first_of[i] == i).collect();
         let changes: Vec<Change> = firsts
             .iter()
             .map(|&i| entity::change(&batch[i].message, &self.entities))
@@ -87,16 +94,7 @@ impl Applier {
         let inputs: Vec<Input<'_>> = firsts
             .iter()
             .zip(&changes)
-            .map(|(&i, change)| {
-                let m = &batch[i].message;
-                Input {
-                    event_id: &m.event_id,
-                    event_time: m.event_time,
-                    change,
-                    payload: &batch[i].payload,
-                    raw: m.data.get(),
-                }
-            })
+            .map(|(&i, change)| batch[i].input(change))
             .collect();
 
         let now = DateTime::now();
@@ -110,22 +108,14 @@ impl Applier {
                 applied_before.insert(batch[firsts[k]].message.event_id.clone());
             }
         }
-        let mut current: HashMap<(Entity, String), Document> = HashMap::new();
-        let to_read = plan.to_read();
-        for entity in Entity::ALL {
-            let ids: Vec<&str> = to_read
-                .iter()
-                .filter(|(e, _)| *e == entity)
-                .map(|(_, id)| id.as_str())
-                .collect();
-            for (id, doc) in write::read(&self.store, entity, &ids).await? {
-                current.insert((entity, id), doc);
-            }
-        }
+        let current = self.read(&plan.to_read()).await?;
         let planned = plan.outcomes(&current);
 
-        let mut outcomes = vec![Outcome::Duplicate; batch.len()];
-        let mut rejected = Vec::new();
+        let mut applied = Applied {
+            outcomes: vec![Outcome::Duplicate; batch.len()],
+            rejected: Vec::new(),
+            repeats: first_of.iter().enumerate().map(|(i, &f)| f != i).collect(),
+        };
         for (k, &i) in firsts.iter().enumerate() {
             let id = &batch[i].message.event_id;
             let mut outcome = planned[k];
@@ -135,25 +125,51 @@ impl Applier {
                 // batch may since have moved the stamp on).
                 outcome = Outcome::Applied;
             }
-            outcomes[i] = outcome;
+            applied.outcomes[i] = outcome;
             if let Change::Invalid { reason, .. } = &changes[k] {
-                rejected.push((i, "invalid_record", reason.clone()));
+                applied.rejected.push((i, "invalid_record", reason.clone()));
             } else if let Some(reason) = plan.refused().get(&k) {
                 tracing::error!(event_id = id, error = %reason, "the database refused this event");
-                rejected.push((i, "rejected_by_database", reason.clone()));
+                applied
+                    .rejected
+                    .push((i, "rejected_by_database", reason.clone()));
             }
         }
         // A repeat in the batch is recorded as a redelivery of its first copy, with that
         // copy's outcome (so a dead-lettered record stays dead-lettered and is counted).
         for (i, &first) in first_of.iter().enumerate() {
-            if first != i {
-                outcomes[i] = outcomes[first];
+            applied.outcomes[i] = applied.outcomes[first];
+        }
+        Ok(applied)
+    }
+
+    /// The current documents the plan asks for, by kind and `clerkId`.
+    async fn read(
+        &self,
+        wanted: &[(Entity, String)],
+    ) -> Result<HashMap<(Entity, String), Document>> {
+        let mut current = HashMap::new();
+        for entity in Entity::ALL {
+            let ids: Vec<&str> = wanted
+                .iter()
+                .filter(|(e, _)| *e == entity)
+                .map(|(_, id)| id.as_str())
+                .collect();
+            for (id, doc) in write::read(&self.store, entity, &ids).await? {
+                current.insert((entity, id), doc);
             }
         }
-        Ok(Applied {
-            outcomes,
-            rejected,
-            repeats,
-        })
+        Ok(current)
     }
+}
+
+/// For each event of the batch, the index of its first copy (itself, unless it repeats an
+/// event earlier in the batch).
+fn first_copies(batch: &[Incoming]) -> Vec<usize> {
+    let mut first_index: HashMap<&str, usize> = HashMap::new();
+    batch
+        .iter()
+        .enumerate()
+        .map(|(i, e)| *first_index.entry(e.message.event_id.as_str()).or_insert(i))
+        .collect()
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use common::backoff::Backoff;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use self::http::HealthState;
@@ -71,19 +72,7 @@ where
     let stop = common::shutdown::cancel_on(shutdown);
     let metrics = Arc::new(Metrics::new());
     // Parsing a mongodb+srv:// URI resolves DNS: wait for it like for the servers below.
-    let connect = || async {
-        Store::connect(&config.mongo).await.map_err(|e| match e {
-            // A malformed URI won't get better by waiting. (Its message may quote the
-            // URI, password included: not repeated.)
-            Error::Mongo(e)
-                if matches!(*e.kind, mongodb::error::ErrorKind::InvalidArgument { .. }) =>
-            {
-                common::ConfigError::new("MONGODB_URI", "is not a valid MongoDB connection string")
-                    .into()
-            }
-            e => e,
-        })
-    };
+    let connect = || connect(&config);
     let Some(store) = until_ready(&stop, "the MongoDB client", connect).await? else {
         return Ok(());
     };
@@ -92,32 +81,16 @@ where
 
     // Health answers from the start, so an orchestrator sees "alive, not ready" while
     // MongoDB or Kafka are still coming up.
-    let health = http::router(HealthState {
+    let health = HealthState {
         store: store.clone(),
         consumer: consumer.clone(),
         metrics: metrics.clone(),
         consuming: consuming.clone(),
-    });
-    let http_stop = stop.clone();
-    tracing::info!(address = %listener.local_addr()?, "health endpoints listening");
-    let server = tokio::spawn(async move {
-        axum::serve(listener, health)
-            .with_graceful_shutdown(async move { http_stop.cancelled().await })
-            .await
-    });
+    };
+    let server = serve_health(listener, health, stop.clone())?;
 
     // Start-up needs both servers; wait for them rather than crash-loop.
-    let prepare = || async {
-        store.ensure_indexes(&config.entities).await?;
-        let max_message = common::kafka::max_message_bytes(common::kafka::DEFAULT_MAX_BODY_BYTES);
-        let topics: Vec<&str> = config
-            .topics
-            .iter()
-            .flat_map(|t| [t.topic.as_str(), t.dlq.as_str()])
-            .collect();
-        config.kafka.ensure_topics(&topics, max_message).await?;
-        Ok(())
-    };
+    let prepare = || prepare(&config, &store);
     match until_ready(&stop, "MongoDB and Kafka", prepare).await {
         Ok(Some(())) => {}
         Ok(None) => return Ok(()),
@@ -135,15 +108,10 @@ where
         batch_size = config.batch_size,
         "user-sync consuming"
     );
-    let dlqs = config
-        .topics
-        .iter()
-        .map(|t| (t.topic.clone(), t.dlq.clone()))
-        .collect();
     let worker = Worker {
         consumer,
         applier: Applier::new(store, config.entities.clone()),
-        dlq: Dlq::new(&config.kafka, dlqs)?,
+        dlq: Dlq::new(&config.kafka, config.dlqs())?,
         metrics,
         batch_size: config.batch_size,
         link: config.link.clone(),
@@ -154,4 +122,43 @@ where
     server.await.map_err(std::io::Error::other)??;
     tracing::info!("user-sync stopped");
     result
+}
+
+/// The MongoDB client. A malformed URI is a configuration error: it won't get better by
+/// waiting. (The driver's message may quote the URI, password included: not repeated.)
+async fn connect(config: &Config) -> Result<Store> {
+    Store::connect(&config.mongo).await.map_err(|e| match e {
+        Error::Mongo(e) if matches!(*e.kind, mongodb::error::ErrorKind::InvalidArgument { .. }) => {
+            common::ConfigError::new("MONGODB_URI", "is not a valid MongoDB connection string")
+                .into()
+        }
+        e => e,
+    })
+}
+
+/// Serves `/health`, `/ready` and `/metrics` on `listener` until `stop`.
+fn serve_health(
+    listener: TcpListener,
+    state: HealthState,
+    stop: CancellationToken,
+) -> Result<JoinHandle<std::io::Result<()>>> {
+    tracing::info!(address = %listener.local_addr()?, "health endpoints listening");
+    Ok(tokio::spawn(async move {
+        axum::serve(listener, http::router(state))
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    }))
+}
+
+/// What consuming needs of the servers: the indexes, the topics and their DLQs.
+async fn prepare(config: &Config, store: &Store) -> Result<()> {
+    store.ensure_indexes(&config.entities).await?;
+    let max_message = common::kafka::max_message_bytes(common::kafka::DEFAULT_MAX_BODY_BYTES);
+    let topics: Vec<&str> = config
+        .topics
+        .iter()
+        .flat_map(|t| [t.topic.as_str(), t.dlq.as_str()])
+        .collect();
+    config.kafka.ensure_topics(&topics, max_message).await?;
+    Ok(())
 }

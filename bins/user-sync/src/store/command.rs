@@ -60,9 +60,9 @@ pub(crate) struct Outcome {
     pub(crate) matched: Option<i64>,
 }
 
-/// The kind of command.
+/// Which write command.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Kind {
+pub(crate) enum Verb {
     /// `update`, statements `{q, u, upsert}`.
     Update,
     /// `insert`, statements are documents.
@@ -72,7 +72,7 @@ pub(crate) enum Kind {
 /// Runs `statements` against `collection`, each in order, until every one is done or failed.
 pub(crate) async fn run(
     store: &Store,
-    kind: Kind,
+    verb: Verb,
     collection: &str,
     statements: &[Document],
 ) -> Result<Outcome> {
@@ -86,58 +86,80 @@ pub(crate) async fn run(
         .map_err(WriteFailure::Encode)?;
     let write_concern =
         RawDocumentBuf::from_document(&store.write_concern()).map_err(WriteFailure::Encode)?;
-    let mut results: Vec<Result<(), WriteError>> = Vec::with_capacity(statements.len());
-    let mut matched = Some(0);
-    let mut rest = statements.as_slice();
-    let most = match kind {
-        Kind::Update if store.is_ferretdb() => FERRETDB_MAX_STATEMENTS,
+    let most = match verb {
+        Verb::Update if store.is_ferretdb() => FERRETDB_MAX_STATEMENTS,
         _ => MAX_STATEMENTS,
     };
+    let mut outcome = Outcome {
+        results: Vec::with_capacity(statements.len()),
+        matched: Some(0),
+    };
+    let mut rest = statements.as_slice();
     while !rest.is_empty() {
         let chunk = chunk(rest, most);
-        let (field, name) = match kind {
-            Kind::Update => ("updates", "update"),
-            Kind::Insert => ("documents", "insert"),
-        };
-        let mut command = RawDocumentBuf::new();
-        command.append(name, collection);
-        command.append(field, chunk.iter().cloned().collect::<RawArrayBuf>());
-        command.append("ordered", true);
-        command.append("writeConcern", write_concern.clone());
-        let started = std::time::Instant::now();
-        let reply = bounded(store.database().run_raw_command(command).into_future()).await??;
-        if started.elapsed() > std::time::Duration::from_secs(5) {
-            tracing::warn!(
-                command = name,
-                collection,
-                statements = chunk.len(),
-                took_ms = started.elapsed().as_millis() as u64,
-                "slow write command"
-            );
+        let reply = send(store, verb, collection, chunk, &write_concern).await?;
+        rest = &rest[outcome.take(&reply, chunk.len())..];
+    }
+    Ok(outcome)
+}
+
+/// Sends one command of `chunk`'s statements; a reply whose writes may not be durable is
+/// an error (the batch is retried, its offsets not stored).
+async fn send(
+    store: &Store,
+    verb: Verb,
+    collection: &str,
+    chunk: &[RawDocumentBuf],
+    write_concern: &RawDocumentBuf,
+) -> Result<Document> {
+    let (field, name) = match verb {
+        Verb::Update => ("updates", "update"),
+        Verb::Insert => ("documents", "insert"),
+    };
+    let mut command = RawDocumentBuf::new();
+    command.append(name, collection);
+    command.append(field, chunk.iter().cloned().collect::<RawArrayBuf>());
+    command.append("ordered", true);
+    command.append("writeConcern", write_concern.clone());
+    let started = std::time::Instant::now();
+    let reply = bounded(store.database().run_raw_command(command).into_future()).await??;
+    if started.elapsed() > std::time::Duration::from_secs(5) {
+        tracing::warn!(
+            command = name,
+            collection,
+            statements = chunk.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "slow write command"
+        );
+    }
+    if let Ok(wce) = reply.get_document("writeConcernError") {
+        return Err(WriteFailure::NotDurable {
+            code: wce.get_i32("code").unwrap_or_default(),
+            message: wce
+                .get_str("errmsg")
+                .unwrap_or("write concern failed")
+                .to_string(),
         }
-        if let Ok(wce) = reply.get_document("writeConcernError") {
-            // The writes may not be durable: the batch is retried, its offsets not committed.
-            return Err(WriteFailure::NotDurable {
-                code: wce.get_i32("code").unwrap_or_default(),
-                message: wce
-                    .get_str("errmsg")
-                    .unwrap_or("write concern failed")
-                    .to_string(),
-            }
-            .into());
-        }
-        let errors = write_errors(&reply, chunk.len());
+        .into());
+    }
+    Ok(reply)
+}
+
+impl Outcome {
+    /// Takes the reply to a command of `count` statements: what each statement that ran
+    /// did. Returns how many statements are settled; the rest are sent again.
+    fn take(&mut self, reply: &Document, count: usize) -> usize {
+        let errors = write_errors(reply, count);
         let n = reply.get("n").and_then(integer);
         // mongo-java-server goes on past a failed statement even when asked to stop: its
         // `n` then counts every other statement (each writes one document), and all of
         // them ran. Otherwise the server stopped at the first error.
-        let went_on =
-            !errors.is_empty() && n.is_some_and(|n| n == (chunk.len() - errors.len()) as i64);
+        let went_on = !errors.is_empty() && n.is_some_and(|n| n == (count - errors.len()) as i64);
         let done = match errors.first() {
             Some((index, _)) if !went_on => *index,
-            _ => chunk.len(),
+            _ => count,
         };
-        matched = match (matched, n) {
+        self.matched = match (self.matched, n) {
             (Some(m), Some(n)) => {
                 let upserted = reply.get_array("upserted").map_or(0, |a| a.len() as i64);
                 Some(m + n - upserted)
@@ -147,19 +169,18 @@ pub(crate) async fn run(
         let mut errors = errors.into_iter().peekable();
         for index in 0..done {
             match errors.next_if(|(i, _)| *i == index) {
-                Some((_, error)) => results.push(Err(error)),
-                None => results.push(Ok(())),
+                Some((_, error)) => self.results.push(Err(error)),
+                None => self.results.push(Ok(())),
             }
         }
         match errors.next() {
             Some((index, error)) if index == done => {
-                results.push(Err(error));
-                rest = &rest[done + 1..];
+                self.results.push(Err(error));
+                done + 1
             }
-            _ => rest = &rest[done..],
+            _ => done,
         }
     }
-    Ok(Outcome { results, matched })
 }
 
 /// How long one command may take. The driver bounds connecting and server selection but
@@ -233,6 +254,40 @@ mod tests {
         assert_eq!(errors.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [1, 3]);
         assert_eq!(errors[0].1.code, 11000);
         assert!(write_errors(&doc! {"ok": 1.0, "n": 2}, 2).is_empty());
+    }
+
+    #[test]
+    fn a_server_that_stops_at_an_error_gets_the_rest_again() {
+        let mut outcome = Outcome {
+            matched: Some(0),
+            ..Outcome::default()
+        };
+        // FerretDB and MongoDB (ordered): statement 1 failed, 2 and 3 never ran.
+        let reply =
+            doc! {"ok": 1.0, "n": 1, "writeErrors": [{"index": 1, "code": 2, "errmsg": "b"}]};
+        assert_eq!(
+            outcome.take(&reply, 4),
+            2,
+            "0 done, 1 failed; 2 and 3 go again"
+        );
+        assert_eq!(outcome.results.len(), 2);
+        assert!(outcome.results[0].is_ok() && outcome.results[1].is_err());
+        assert_eq!(outcome.matched, Some(1));
+    }
+
+    #[test]
+    fn a_server_that_goes_on_past_an_error_settles_everything() {
+        let mut outcome = Outcome {
+            matched: Some(0),
+            ..Outcome::default()
+        };
+        // mongo-java-server: statement 1 failed, the three others ran (`n` counts them).
+        let reply = doc! {"ok": 1.0, "n": 3, "upserted": [{"index": 3, "_id": 1}],
+        "writeErrors": [{"index": 1, "code": 2, "errmsg": "b"}]};
+        assert_eq!(outcome.take(&reply, 4), 4);
+        let failed: Vec<bool> = outcome.results.iter().map(Result::is_err).collect();
+        assert_eq!(failed, [false, true, false, false]);
+        assert_eq!(outcome.matched, Some(2), "upserts are not matches");
     }
 
     #[test]

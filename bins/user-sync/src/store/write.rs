@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use bson::{doc, DateTime, Document};
 use futures::TryStreamExt;
 
-use super::command::{self, Kind};
+use super::command::{self, Verb};
 use super::{classify_write_error, Store, WriteErrorClass};
 use crate::domain::entity::{Entity, Slot};
 use crate::domain::plan::{Statement, Written};
@@ -63,6 +63,72 @@ enum Reply {
     Refused(String),
 }
 
+/// The statements whose conditional upsert hit a duplicate key.
+#[derive(Default)]
+struct Conflicts {
+    /// Their indexes.
+    indexes: Vec<usize>,
+    /// Why the server would refuse each, should the key be another unique index's.
+    refusals: HashMap<usize, String>,
+    /// Whether a duplicate-key error didn't name its index.
+    unnamed: bool,
+}
+
+/// The first replies, read: done, refused, or a conflict to look into.
+fn first_pass(replies: Vec<Reply>) -> (Vec<Written>, Conflicts) {
+    let mut conflicts = Conflicts::default();
+    let results = replies
+        .into_iter()
+        .enumerate()
+        .map(|(i, reply)| match reply {
+            Reply::Done => Written::Applied,
+            Reply::Refused(reason) => Written::Refused(reason),
+            Reply::Conflict { named, refusal } => {
+                conflicts.unnamed |= !named;
+                conflicts.indexes.push(i);
+                if let Some(refusal) = refusal {
+                    conflicts.refusals.insert(i, refusal);
+                }
+                Written::NotApplied
+            }
+        })
+        .collect();
+    (results, conflicts)
+}
+
+/// What the documents say of the conflicts still open: a missing document means another
+/// unique index refused the upsert; a document holding the statement's stamp after a race
+/// (some statement `matched`) means it landed.
+fn settle(
+    results: &mut [Written],
+    mut conflicts: Conflicts,
+    statements: &[&Statement],
+    docs: &HashMap<String, Document>,
+    matched: Option<i64>,
+) {
+    for &i in &conflicts.indexes {
+        let s = statements[i];
+        if results[i] != Written::NotApplied {
+            continue;
+        }
+        match docs.get(&s.id) {
+            // A conditional upsert of a missing document can only fail on another index.
+            None => {
+                results[i] = Written::Refused(
+                    conflicts
+                        .refusals
+                        .remove(&i)
+                        .unwrap_or_else(|| "duplicate key on a unique index".into()),
+                )
+            }
+            Some(d) if matched.is_some_and(|m| m > 0) && stamped(d, s) => {
+                results[i] = Written::Applied
+            }
+            Some(_) => {}
+        }
+    }
+}
+
 async fn execute_in(
     store: &Store,
     entity: Entity,
@@ -77,35 +143,19 @@ async fn execute_in(
         .map(|s| doc! {"q": s.filter(), "u": s.update(now), "upsert": true})
         .collect();
     let (replies, _) = update(store, entity, updates, true).await?;
-    let mut results = Vec::with_capacity(statements.len());
-    let mut conflicts = Vec::new();
-    let mut refusals: HashMap<usize, String> = HashMap::new();
-    let mut unnamed = false;
-    for (i, reply) in replies.into_iter().enumerate() {
-        results.push(match reply {
-            Reply::Done => Written::Applied,
-            Reply::Refused(reason) => Written::Refused(reason),
-            Reply::Conflict { named, refusal } => {
-                unnamed |= !named;
-                conflicts.push(i);
-                if let Some(refusal) = refusal {
-                    refusals.insert(i, refusal);
-                }
-                Written::NotApplied
-            }
-        });
-    }
-    if conflicts.is_empty() {
+    let (mut results, conflicts) = first_pass(replies);
+    if conflicts.indexes.is_empty() {
         return Ok(results);
     }
 
     // The same statements without upsert. Almost always none matches: the rule said no.
     let updates: Vec<Document> = conflicts
+        .indexes
         .iter()
         .map(|&i| doc! {"q": statements[i].filter(), "u": statements[i].update(now)})
         .collect();
     let (replies, matched) = update(store, entity, updates, false).await?;
-    for (&i, reply) in conflicts.iter().zip(replies) {
+    for (&i, reply) in conflicts.indexes.iter().zip(replies) {
         match reply {
             Reply::Done => {}
             Reply::Refused(reason) => results[i] = Written::Refused(reason),
@@ -116,37 +166,19 @@ async fn execute_in(
         }
     }
     let raced = matched != Some(0);
-    if !raced && !unnamed {
+    if !raced && !conflicts.unnamed {
         return Ok(results);
     }
     // A race with another writer (some matched now, or the server didn't say), or a server
     // that doesn't name the index in its duplicate-key errors (FerretDB), whose conflict
     // may have come from another unique index on an insert: the documents tell.
     let ids: Vec<&str> = conflicts
+        .indexes
         .iter()
         .map(|&i| statements[i].id.as_str())
         .collect();
     let docs = read(store, entity, &ids).await?;
-    for &i in &conflicts {
-        let s = statements[i];
-        if results[i] != Written::NotApplied {
-            continue;
-        }
-        match docs.get(&s.id) {
-            // A conditional upsert of a missing document can only fail on another index.
-            None => {
-                results[i] = Written::Refused(
-                    refusals
-                        .remove(&i)
-                        .unwrap_or_else(|| "duplicate key on a unique index".into()),
-                )
-            }
-            Some(d) if matched.is_some_and(|m| m > 0) && stamped(d, s) => {
-                results[i] = Written::Applied
-            }
-            Some(_) => {}
-        }
-    }
+    settle(&mut results, conflicts, statements, &docs, matched);
     Ok(results)
 }
 
@@ -165,7 +197,7 @@ async fn one_by_one(
     let mut results = Vec::with_capacity(statements.len());
     for s in statements {
         let plain = doc! {"q": s.filter(), "u": s.update(now)};
-        let outcome = command::run(store, Kind::Update, name, &[plain]).await?;
+        let outcome = command::run(store, Verb::Update, name, &[plain]).await?;
         let written = match (outcome.results.into_iter().next(), outcome.matched) {
             // Without upsert nothing can conflict on clerkId: another unique index did.
             (Some(Err(e)), _) if e.code == 11000 => {
@@ -175,7 +207,7 @@ async fn one_by_one(
             (_, Some(n)) if n > 0 => Written::Applied,
             _ => {
                 let upsert = doc! {"q": s.filter(), "u": s.update(now), "upsert": true};
-                match command::run(store, Kind::Update, name, &[upsert])
+                match command::run(store, Verb::Update, name, &[upsert])
                     .await?
                     .results
                     .into_iter()
@@ -222,7 +254,7 @@ async fn update(
     upsert: bool,
 ) -> Result<(Vec<Reply>, Option<i64>)> {
     let outcome =
-        command::run(store, Kind::Update, store.collection_name(entity), &updates).await?;
+        command::run(store, Verb::Update, store.collection_name(entity), &updates).await?;
     let mut replies = Vec::with_capacity(outcome.results.len());
     for result in outcome.results {
         replies.push(match result {
