@@ -192,23 +192,7 @@ pub async fn run(
         ..Report::default()
     };
     for (kind, listed) in listings {
-        let documents = live_ids(store, kind, started_at).await?;
-        let mut found = Found {
-            listed: listed.len() as u64,
-            documents: documents.len() as u64,
-            ..Found::default()
-        };
-        for id in candidates(&listed, documents.iter().map(String::as_str)) {
-            let there = match kind {
-                Entity::User => api.user(&id).await?.is_some(),
-                _ => api.organization(&id).await?.is_some(),
-            };
-            if there {
-                found.still_there.push(id);
-            } else {
-                found.missing.push(id);
-            }
-        }
+        let found = confirm(api, store, kind, &listed, started_at).await?;
         report.kinds.push((kind, found));
     }
     // 4. The deletions, within the limit.
@@ -227,10 +211,50 @@ pub async fn run(
             limit: report.limit,
         });
     }
+    publish_deletions(api, sink, &report).await?;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// The documents of `kind` not deleted and older than the listing, and of those the ones
+/// Clerk didn't list, each asked for by id: still there, or missing (a 404).
+async fn confirm(
+    api: &ClerkApi,
+    store: &Store,
+    kind: Entity,
+    listed: &HashSet<String>,
+    started_at: i64,
+) -> Result<Found, ReconcileError> {
+    let documents = live_ids(store, kind, started_at).await?;
+    let mut found = Found {
+        listed: listed.len() as u64,
+        documents: documents.len() as u64,
+        ..Found::default()
+    };
+    for id in candidates(listed, documents.iter().map(String::as_str)) {
+        let there = match kind {
+            Entity::User => api.user(&id).await?.is_some(),
+            _ => api.organization(&id).await?.is_some(),
+        };
+        if there {
+            found.still_there.push(id);
+        } else {
+            found.missing.push(id);
+        }
+    }
+    Ok(found)
+}
+
+/// A deletion event for each missing object, timed when the listing began.
+async fn publish_deletions(
+    api: &ClerkApi,
+    sink: &mut Sink,
+    report: &Report,
+) -> Result<(), ReconcileError> {
     let instance = api.instance_id().await;
     for (kind, found) in &report.kinds {
         for id in &found.missing {
-            match snapshot::deletion(*kind, id, started_at) {
+            match snapshot::deletion(*kind, id, report.started_at) {
                 Ok(mut message) => {
                     message.instance_id.clone_from(&instance);
                     sink.send(*kind, &message).await?
@@ -242,8 +266,7 @@ pub async fn run(
         }
     }
     sink.flush().await?;
-    report.elapsed = started.elapsed();
-    Ok(report)
+    Ok(())
 }
 
 /// Every id Clerk has of `kind`; an error if any page fails.

@@ -203,7 +203,23 @@ impl std::fmt::Display for Status {
             self.database,
             self.group
         )?;
-        writeln!(f)?;
+        for section in [
+            Status::documents,
+            Status::outcomes,
+            Status::dead_letters,
+            Status::lag,
+            Status::last_error,
+        ] {
+            writeln!(f)?;
+            section(self, f)?;
+        }
+        Ok(())
+    }
+}
+
+/// The table's sections.
+impl Status {
+    fn documents(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
             "{:<34} {:>10} {:>10} {:>10}",
@@ -216,7 +232,10 @@ impl std::fmt::Display for Status {
                 c.name, c.total, c.deleted, c.failed
             )?;
         }
-        writeln!(f)?;
+        Ok(())
+    }
+
+    fn outcomes(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
             "{:<34} {:>10} {:>10}",
@@ -236,12 +255,18 @@ impl std::fmt::Display for Status {
                 self.last_day.get(o).copied().unwrap_or(0)
             )?;
         }
-        writeln!(f)?;
+        Ok(())
+    }
+
+    fn dead_letters(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "{:<34} {:>10}", "dead-letter topics", "messages")?;
         for (topic, n) in &self.dlq {
             writeln!(f, "  {topic:<32} {n:>10}")?;
         }
-        writeln!(f)?;
+        Ok(())
+    }
+
+    fn lag(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "consumer lag: {} in all", self.total_lag)?;
         writeln!(
             f,
@@ -261,9 +286,12 @@ impl std::fmt::Display for Status {
                 l.topic, l.partition, committed, l.end, l.lag
             )?;
         }
-        writeln!(f)?;
+        Ok(())
+    }
+
+    fn last_error(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.last_error {
-            None => writeln!(f, "last error: none recorded")?,
+            None => writeln!(f, "last error: none recorded"),
             Some(e) => writeln!(
                 f,
                 "last error: {} {} ({}): {}",
@@ -271,9 +299,8 @@ impl std::fmt::Display for Status {
                 e.event_id,
                 e.event_type.as_deref().unwrap_or("unknown type"),
                 e.error
-            )?,
+            ),
         }
-        Ok(())
     }
 }
 

@@ -110,37 +110,8 @@ pub(crate) async fn run(
                 .await
         })
         .await??;
-        for candidate in candidates {
-            let Some(id) = candidate.get("_id").cloned() else {
-                continue;
-            };
-            // Conditional on the id field still being empty: a record another replica (or
-            // another user with the same address) linked meanwhile stays as it is.
-            let mut filter = doc! {"_id": id.clone()};
-            filter.insert(config.id_field.clone(), Bson::Null);
-            let mut set = Document::new();
-            set.insert(config.id_field.clone(), clerk_id);
-            let result = match bounded(records.update_one(filter, doc! {"$set": set}).into_future())
-                .await?
-            {
-                Ok(result) => result,
-                // The application's collection refuses this record for good (its own
-                // unique index on the id field, a validator, no write right): the
-                // record stays unlinked, and the stream goes on. A transient error
-                // retries the batch, like any other write.
-                Err(e) if permanent(&e) => {
-                    tracing::warn!(
-                        clerk_id,
-                        record = %id,
-                        collection = config.collection,
-                        error = %e,
-                        "cannot link a pre-registered record; left unlinked"
-                    );
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if result.modified_count == 1 {
+        for id in candidates.into_iter().filter_map(|c| c.get("_id").cloned()) {
+            if link(&records, config, clerk_id, &id).await? {
                 links.push(Link {
                     clerk_id: clerk_id.to_string(),
                     record: id,
@@ -153,6 +124,38 @@ pub(crate) async fn run(
         record(store, config, &links).await?;
     }
     Ok(links)
+}
+
+/// Writes `clerk_id` into record `id`, conditional on its id field still being empty: a
+/// record another replica (or another user with the same address) linked meanwhile stays
+/// as it is. Whether it was written.
+async fn link(
+    records: &mongodb::Collection<Document>,
+    config: &LinkConfig,
+    clerk_id: &str,
+    id: &Bson,
+) -> Result<bool> {
+    let mut filter = doc! {"_id": id.clone()};
+    filter.insert(config.id_field.clone(), Bson::Null);
+    let mut set = Document::new();
+    set.insert(config.id_field.clone(), clerk_id);
+    match bounded(records.update_one(filter, doc! {"$set": set}).into_future()).await? {
+        Ok(result) => Ok(result.modified_count == 1),
+        // The application's collection refuses this record for good (its own unique index
+        // on the id field, a validator, no write right): the record stays unlinked, and
+        // the stream goes on. A transient error retries the batch, like any other write.
+        Err(e) if permanent(&e) => {
+            tracing::warn!(
+                clerk_id,
+                record = %id,
+                collection = config.collection,
+                error = %e,
+                "cannot link a pre-registered record; left unlinked"
+            );
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Whether the database refused a link for good (a write error other than a transient one).
