@@ -67,25 +67,17 @@ pub(crate) struct TopicConfig {
     pub(crate) dlq: String,
 }
 
-/// What `SYNC_ENTITIES` names: a topic each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Feed {
-    /// `users`: `KAFKA_TOPIC_USERS`.
-    Users,
-    /// `organizations`: `KAFKA_TOPIC_ORGANIZATIONS` (organizations and memberships).
-    Organizations,
-    /// `sessions`: `KAFKA_TOPIC_SESSIONS`.
-    Sessions,
-}
+/// The kinds `SYNC_ENTITIES` names, a topic each: users, organizations (whose topic
+/// carries the memberships too), sessions.
+const SYNCED: [Entity; 3] = [Entity::User, Entity::Organization, Entity::Session];
 
-impl Feed {
-    /// The kinds of document its events write.
-    pub(crate) fn entities(self) -> &'static [Entity] {
-        match self {
-            Feed::Users => &[Entity::User],
-            Feed::Organizations => &[Entity::Organization, Entity::Membership],
-            Feed::Sessions => &[Entity::Session],
-        }
+/// The kinds of document the topic of `named` (one of [`SYNCED`]) writes.
+fn kept(named: Entity) -> &'static [Entity] {
+    match named {
+        Entity::Organization => &[Entity::Organization, Entity::Membership],
+        Entity::User => &[Entity::User],
+        Entity::Session => &[Entity::Session],
+        Entity::Membership => &[],
     }
 }
 
@@ -95,14 +87,8 @@ const DEFAULT_BATCH_SIZE: usize = 500;
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Broker connection and topic creation.
-    pub(crate) kafka: KafkaSettings,
-    /// `KAFKA_GROUP_ID`
-    pub(crate) group_id: String,
-    /// The topics consumed (`SYNC_ENTITIES`), each with its DLQ.
-    pub(crate) topics: Vec<TopicConfig>,
-    /// The kinds of document kept.
-    pub entities: Vec<Entity>,
+    /// The broker, the group, the topics and the kinds of document kept.
+    pub(crate) queue: QueueConfig,
     /// `SYNC_BATCH_SIZE`: most messages applied together.
     pub(crate) batch_size: usize,
     /// MongoDB.
@@ -118,7 +104,8 @@ pub struct Config {
 impl Config {
     /// Each consumed topic with its DLQ.
     pub(crate) fn dlqs(&self) -> HashMap<String, String> {
-        self.topics
+        self.queue
+            .topics
             .iter()
             .map(|t| (t.topic.clone(), t.dlq.clone()))
             .collect()
@@ -154,10 +141,7 @@ impl Config {
         let link = link_config(&env, &mongo)?;
         Ok(Config {
             link,
-            kafka: queue.kafka,
-            group_id: queue.group_id,
-            topics: queue.topics,
-            entities: queue.entities,
+            queue,
             batch_size,
             mongo,
             health_port: env.health_port,
@@ -192,23 +176,23 @@ impl QueueConfig {
         if env.kafka_group_id.trim().is_empty() {
             return Err(ConfigError::new("KAFKA_GROUP_ID", "must not be empty"));
         }
-        let feeds = feeds(env.sync_entities.as_deref())?;
         let mut topics = Vec::new();
         let mut entities = Vec::new();
-        for feed in &feeds {
-            let (topic, dlq) = match feed {
-                Feed::Users => (&env.kafka_topic_users, &env.kafka_dlq_topic),
-                Feed::Organizations => (
+        for named in synced(env.sync_entities.as_deref())? {
+            let (topic, dlq) = match named {
+                Entity::User => (&env.kafka_topic_users, &env.kafka_dlq_topic),
+                // Memberships ride the organizations' topic.
+                Entity::Organization | Entity::Membership => (
                     &env.kafka_topic_organizations,
                     &env.kafka_dlq_topic_organizations,
                 ),
-                Feed::Sessions => (&env.kafka_topic_sessions, &env.kafka_dlq_topic_sessions),
+                Entity::Session => (&env.kafka_topic_sessions, &env.kafka_dlq_topic_sessions),
             };
             topics.push(TopicConfig {
                 topic: topic.clone(),
                 dlq: dlq.clone().unwrap_or_else(|| format!("{topic}.dlq")),
             });
-            entities.extend_from_slice(feed.entities());
+            entities.extend_from_slice(kept(named));
         }
         let mut names: Vec<&str> = topics
             .iter()
@@ -231,30 +215,25 @@ impl QueueConfig {
     }
 }
 
-/// Reads `SYNC_ENTITIES` (default: all three).
-fn feeds(value: Option<&str>) -> Result<Vec<Feed>, ConfigError> {
+/// Reads `SYNC_ENTITIES` (default: all three), in the order given, each once.
+fn synced(value: Option<&str>) -> Result<Vec<Entity>, ConfigError> {
     let value = value.map(str::trim).filter(|v| !v.is_empty());
     let Some(value) = value else {
-        return Ok(vec![Feed::Users, Feed::Organizations, Feed::Sessions]);
+        return Ok(SYNCED.to_vec());
     };
-    let mut feeds = Vec::new();
+    let mut named = Vec::new();
     for name in value.split(',').map(str::trim) {
-        let feed = match name {
-            "users" => Feed::Users,
-            "organizations" => Feed::Organizations,
-            "sessions" => Feed::Sessions,
-            other => {
-                return Err(ConfigError::new(
-                    "SYNC_ENTITIES",
-                    format!("`{other}` is not one of users, organizations, sessions"),
-                ))
-            }
+        let Some(entity) = Entity::from_name(name).filter(|e| SYNCED.contains(e)) else {
+            return Err(ConfigError::new(
+                "SYNC_ENTITIES",
+                format!("`{name}` is not one of users, organizations, sessions"),
+            ));
         };
-        if !feeds.contains(&feed) {
-            feeds.push(feed);
+        if !named.contains(&entity) {
+            named.push(entity);
         }
     }
-    Ok(feeds)
+    Ok(named)
 }
 
 #[cfg(test)]
@@ -362,20 +341,20 @@ mod tests {
             ("MONGODB_URI", "mongodb://m:27017"),
         ])
         .unwrap();
-        assert_eq!(c.group_id, "user-sync");
+        assert_eq!(c.queue.group_id, "user-sync");
         let topic = |t: &str, d: &str| TopicConfig {
             topic: t.into(),
             dlq: d.into(),
         };
         assert_eq!(
-            c.topics,
+            c.queue.topics,
             vec![
                 topic("clerk-user-events", "clerk-user-events.dlq"),
                 topic("clerk-organization-events", "clerk-organization-events.dlq"),
                 topic("clerk-session-events", "clerk-session-events.dlq"),
             ]
         );
-        assert_eq!(c.entities, Entity::ALL.to_vec());
+        assert_eq!(c.queue.entities, Entity::ALL.to_vec());
         assert_eq!(c.batch_size, DEFAULT_BATCH_SIZE);
         assert_eq!(c.mongo.memberships_collection, "organizationMemberships");
         assert_eq!(c.mongo.database, "clerk_sync");
@@ -440,9 +419,9 @@ mod tests {
             ("KAFKA_DLQ_TOPIC_SESSIONS", "s-dlq"),
         ])
         .unwrap();
-        let names: Vec<&str> = c.topics.iter().map(|t| t.dlq.as_str()).collect();
+        let names: Vec<&str> = c.queue.topics.iter().map(|t| t.dlq.as_str()).collect();
         assert_eq!(names, ["s-dlq", "clerk-user-events.dlq"]);
-        assert_eq!(c.entities, [Entity::Session, Entity::User]);
+        assert_eq!(c.queue.entities, [Entity::Session, Entity::User]);
         let err = config(&[
             ("KAFKA_BROKERS", "k"),
             ("MONGODB_URI", "mongodb://m"),

@@ -76,7 +76,7 @@ where
     let Some(store) = until_ready(&stop, "the MongoDB client", connect).await? else {
         return Ok(());
     };
-    let consumer = worker::consumer(&config.kafka, &config.group_id, metrics.clone())?;
+    let consumer = worker::consumer(&config.queue.kafka, &config.queue.group_id, metrics.clone())?;
     let consuming = Arc::new(AtomicBool::new(false));
 
     // Health answers from the start, so an orchestrator sees "alive, not ready" while
@@ -100,18 +100,23 @@ where
         }
     }
 
-    let topics: Vec<&str> = config.topics.iter().map(|t| t.topic.as_str()).collect();
+    let topics: Vec<&str> = config
+        .queue
+        .topics
+        .iter()
+        .map(|t| t.topic.as_str())
+        .collect();
     tracing::info!(
         topics = ?topics,
-        group = config.group_id,
+        group = config.queue.group_id,
         database = config.mongo.database,
         batch_size = config.batch_size,
         "user-sync consuming"
     );
     let worker = Worker {
         consumer,
-        applier: Applier::new(store, config.entities.clone()),
-        dlq: Dlq::new(&config.kafka, config.dlqs())?,
+        applier: Applier::new(store, config.queue.entities.clone()),
+        dlq: Dlq::new(&config.queue.kafka, config.dlqs())?,
         metrics,
         batch_size: config.batch_size,
         link: config.link.clone(),
@@ -152,13 +157,18 @@ fn serve_health(
 
 /// What consuming needs of the servers: the indexes, the topics and their DLQs.
 async fn prepare(config: &Config, store: &Store) -> Result<()> {
-    store.ensure_indexes(&config.entities).await?;
+    store.ensure_indexes(&config.queue.entities).await?;
     let max_message = common::kafka::max_message_bytes(common::kafka::DEFAULT_MAX_BODY_BYTES);
     let topics: Vec<&str> = config
+        .queue
         .topics
         .iter()
         .flat_map(|t| [t.topic.as_str(), t.dlq.as_str()])
         .collect();
-    config.kafka.ensure_topics(&topics, max_message).await?;
+    config
+        .queue
+        .kafka
+        .ensure_topics(&topics, max_message)
+        .await?;
     Ok(())
 }

@@ -234,38 +234,50 @@ impl ClerkApi {
         }
     }
 
+    /// One request: its status and body; a failure the policy may retry; or an error
+    /// that no retry can fix (our key refused).
+    async fn attempt(
+        &self,
+        url: &str,
+        query: &[(&str, String)],
+    ) -> Result<Result<(u16, Vec<u8>), Failure>, ApiError> {
+        let sent = self
+            .http
+            .get(url)
+            .query(query)
+            .bearer_auth(self.key.expose_secret())
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(e) => return Ok(Err(Failure::Network(without_url(&e)))),
+        };
+        let status = response.status().as_u16();
+        Ok(match status {
+            401 | 403 => return Err(ApiError::Unauthorized { status }),
+            429 | 500..=599 => {
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                Err(Failure::Status(status, retry_after))
+            }
+            _ => match read_capped(response).await {
+                Ok(body) => Ok((status, body)),
+                Err(reason) => Err(Failure::Network(reason)),
+            },
+        })
+    }
+
     /// One GET with the retry policy: the final status and body, or why there is none.
     async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<(u16, Vec<u8>), ApiError> {
         let url = format!("{}{}", self.base, path);
         let (mut rate_limited, mut failed) = (0u32, 0u32);
         loop {
-            let sent = self
-                .http
-                .get(&url)
-                .query(query)
-                .bearer_auth(self.key.expose_secret())
-                .send()
-                .await;
-            let failure = match sent {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    match status {
-                        401 | 403 => return Err(ApiError::Unauthorized { status }),
-                        429 | 500..=599 => {
-                            let retry_after = response
-                                .headers()
-                                .get(reqwest::header::RETRY_AFTER)
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_string);
-                            Failure::Status(status, retry_after)
-                        }
-                        _ => match read_capped(response).await {
-                            Ok(body) => return Ok((status, body)),
-                            Err(reason) => Failure::Network(reason),
-                        },
-                    }
-                }
-                Err(e) => Failure::Network(without_url(&e)),
+            let failure = match self.attempt(&url, query).await? {
+                Ok(answer) => return Ok(answer),
+                Err(failure) => failure,
             };
             let (step, count) = match &failure {
                 Failure::Status(429, retry_after) => {
