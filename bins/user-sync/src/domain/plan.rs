@@ -21,7 +21,7 @@
 //! database refuses for good dead-letters its event only: the batch is planned again
 //! without it ([`Batch`] runs these rounds).
 //!
-//! [`Statement::admits`] states each rule over a document in memory; [`Statement::filter`]
+//! `Statement::admits` states each rule over a document in memory; [`Statement::filter`]
 //! is the same rule as a MongoDB filter. The unit tests run the plan against the former,
 //! the integration tests against real servers.
 
@@ -122,7 +122,7 @@ impl Statement {
         }
     }
 
-    /// [`Statement::admits`] as a MongoDB filter.
+    /// `Statement::admits` as a MongoDB filter.
     pub(crate) fn filter(&self) -> Document {
         let mut filter = doc! {"clerkId": &self.id};
         match &self.pointer {

@@ -1,9 +1,9 @@
 //! `user-sync backfill`: every object Clerk already has, as snapshot events into the topics
 //! clerk-sync publishes to, so the consumer applies them under the same order rules as
-//! webhooks (see [`super::clerk::snapshot`] for why a snapshot never overwrites newer data).
+//! webhooks (see `ops::clerk::snapshot` for why a snapshot never overwrites newer data).
 //!
 //! Pages are read one at a time and published as they arrive, so memory stays at about one
-//! page whatever the instance's size; up to [`MAX_IN_FLIGHT`] messages await the broker's
+//! page whatever the instance's size; up to `MAX_IN_FLIGHT` (1,000) messages await the broker's
 //! acknowledgement at once. A run that fails part-way can simply be run again: every id is
 //! deterministic, so what was published already is recorded as `duplicate`.
 

@@ -32,7 +32,8 @@ pub struct Options {
     pub kinds: Vec<Entity>,
     /// Objects per page.
     pub page_size: u32,
-    /// The most deletions `--apply` publishes (default: [`deletion_limit`]).
+    /// The most deletions `--apply` publishes (default: a tenth of the documents checked,
+    /// at least 10).
     pub max_deletions: Option<u64>,
 }
 
@@ -64,7 +65,8 @@ pub enum ReconcileError {
     TooMany {
         /// Documents whose object Clerk confirmed missing.
         missing: u64,
-        /// The most deletions allowed (`--max-deletions`, or [`deletion_limit`]).
+        /// The most deletions allowed (`--max-deletions`, or a tenth of the documents
+        /// checked, at least 10).
         limit: u64,
     },
     /// A kind that can't be reconciled.

@@ -1,5 +1,5 @@
 //! The MongoDB side: collections, the indexes user-sync relies on, and health; the bulk
-//! write commands ([`command`]), running a plan's statements ([`write`]), the
+//! write commands ([`command`]), running a plan's statements ([`write`](mod@write)), the
 //! `webhook_events` records ([`audit`]) and linking pre-registered records ([`link`]).
 
 pub mod audit;

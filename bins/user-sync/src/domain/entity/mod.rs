@@ -51,7 +51,7 @@ impl Entity {
 
     /// The kind's name in `SYNC_ENTITIES`, on the command line and in output: `users`,
     /// `organizations`, `memberships`, `sessions`.
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Entity::User => "users",
             Entity::Organization => "organizations",

@@ -2,7 +2,7 @@
 //! and deletions (reconcile).
 //!
 //! Both are built as the webhook Clerk would have sent and go through the same
-//! [`events::normalize`], so they are exactly the message clerk-sync would publish, apart
+//! [`events::normalize()`], so they are exactly the message clerk-sync would publish, apart
 //! from their id and [`Origin`]. A snapshot's event time is the object's `updated_at`: it
 //! never beats a webhook that brought something newer, and a webhook newer than it wins.
 //! Its id is `backfill:<id>:<updated_at>`, so a second backfill of an unchanged object is

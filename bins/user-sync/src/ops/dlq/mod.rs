@@ -4,14 +4,14 @@
 //! Both read each DLQ partition up to the end it had when the command started (the high
 //! watermark then), so a replay never chases the messages it sends back and that fail
 //! again. `list` reads without a consumer group and changes nothing. `replay` keeps its
-//! progress in a consumer group on the DLQ topics ([`replay_group`]): offsets are committed
+//! progress in a consumer group on the DLQ topics (`<KAFKA_GROUP_ID>-dlq-replay`): offsets are committed
 //! only after the broker acknowledged every message replayed before them, so an
 //! interrupted replay resends at most a batch, and a second replay of the same selection
 //! sends only what arrived since. A message sent twice is harmless: its event id makes
 //! the second one a duplicate.
 //!
 //! The decisions (which message is chosen, the headers it goes back with, the summary)
-//! are plain functions over [`Letter`], tested without a broker.
+//! are plain functions over a `Letter` (`letter.rs`), tested without a broker.
 
 use std::collections::HashMap;
 
