@@ -5,7 +5,7 @@ use common::kafka::KafkaSettings;
 use common::{ConfigError, ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::Env;
+use super::env::Env;
 
 /// Clerk's Backend API, for `backfill` and `reconcile`.
 #[derive(Debug, Clone)]

@@ -2,7 +2,8 @@
 
 use common::ConfigError;
 
-use super::{Env, MongoConfig};
+use super::env::Env;
+use super::mongo::MongoConfig;
 use crate::domain::EVENTS_COLLECTION;
 
 /// The `LINK_*` settings.

@@ -4,11 +4,11 @@ use std::collections::HashMap;
 
 use common::kafka::KafkaSettings;
 use common::{ConfigError, LogFormat};
-use serde::Deserialize;
 
 use crate::domain::Entity;
 
 mod clerk;
+mod env;
 mod link;
 mod mongo;
 
@@ -16,49 +16,9 @@ pub use clerk::{ClerkConfig, PublishConfig};
 pub(crate) use link::LinkConfig;
 pub use mongo::MongoConfig;
 
+use env::Env;
+pub use env::DEFAULT_HEALTH_PORT;
 use link::link_config;
-
-#[derive(Debug, Deserialize)]
-struct Env {
-    #[serde(default = "default_group_id")]
-    kafka_group_id: String,
-    #[serde(default = "default_topic_users")]
-    kafka_topic_users: String,
-    #[serde(default = "default_topic_organizations")]
-    kafka_topic_organizations: String,
-    #[serde(default = "default_topic_sessions")]
-    kafka_topic_sessions: String,
-    kafka_dlq_topic: Option<String>,
-    kafka_dlq_topic_organizations: Option<String>,
-    kafka_dlq_topic_sessions: Option<String>,
-    sync_entities: Option<String>,
-    sync_batch_size: Option<String>,
-    link_collection: Option<String>,
-    link_email_field: Option<String>,
-    link_clerk_id_field: Option<String>,
-    #[serde(default = "default_health_port")]
-    health_port: u16,
-    log_format: Option<String>,
-}
-
-fn default_group_id() -> String {
-    "user-sync".into()
-}
-fn default_topic_users() -> String {
-    "clerk-user-events".into()
-}
-fn default_topic_organizations() -> String {
-    "clerk-organization-events".into()
-}
-fn default_topic_sessions() -> String {
-    "clerk-session-events".into()
-}
-fn default_health_port() -> u16 {
-    DEFAULT_HEALTH_PORT
-}
-
-/// `HEALTH_PORT` when unset.
-pub const DEFAULT_HEALTH_PORT: u16 = 8789;
 
 /// One topic user-sync consumes, and where its poison goes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,12 +13,9 @@ use common::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::pager::{read_list, Page, Pager};
+use super::pager::{read_list, Page, Pager, MAX_PAGE_SIZE};
 use super::retry::{next_step, Attempt, RetryPolicy, Step};
 use super::snapshot::id_of;
-
-/// Clerk's documented maximum page size for its list endpoints.
-pub const MAX_PAGE_SIZE: u32 = 500;
 
 /// How long a best-effort call ([`ClerkApi::instance_id`], [`ClerkApi::users_count`]) may
 /// take.

@@ -4,8 +4,10 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::api::MAX_PAGE_SIZE;
 use super::snapshot::id_of;
+
+/// Clerk's documented maximum page size for its list endpoints.
+pub const MAX_PAGE_SIZE: u32 = 500;
 
 /// One page of a list.
 #[derive(Debug)]

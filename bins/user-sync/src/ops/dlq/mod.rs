@@ -17,7 +17,6 @@ use std::collections::HashMap;
 
 use common::kafka;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
@@ -26,55 +25,22 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::broker::dlq;
 use crate::config::QueueConfig;
 
+mod error;
 mod letter;
 mod read;
+
+pub use error::DlqError;
 
 pub(crate) use letter::time_text;
 pub use letter::{parse_since, render_list, CodeSummary, ReplayReport, Selection, TopicSummary};
 use letter::{replay_group, replay_headers, Letter};
-use read::{chosen, extents, progress, read_until_end, reader, READ_STALL, TIMEOUT};
+use read::{chosen, extents, progress, read_until_end, reader, TIMEOUT};
 
 /// Messages replayed between commits (each batch is acknowledged before its commit)...
 const BATCH: usize = 500;
 
 /// ...or fewer, once they hold this many bytes: a batch is what replay keeps in memory.
 const BATCH_BYTES: usize = 32 * 1024 * 1024;
-
-/// A `dlq` command's failure.
-#[derive(Debug, thiserror::Error)]
-pub enum DlqError {
-    /// The broker refused or didn't answer.
-    #[error("Kafka: {0}")]
-    Kafka(#[from] KafkaError),
-    /// A DLQ topic the broker doesn't have.
-    #[error("topic {0} does not exist")]
-    NoTopic(String),
-    /// `--topic` names neither a consumed topic nor a DLQ.
-    #[error("--topic {0}: not one of the DLQ topics ({1}) nor the topics they belong to")]
-    UnknownTopic(String, String),
-    /// No message arrived while a partition wasn't at its end yet.
-    #[error("no message from {topic} partition {partition} within {READ_STALL:?} (at offset {at}, end {end})")]
-    Stalled {
-        /// The DLQ topic.
-        topic: String,
-        /// The partition that stalled.
-        partition: i32,
-        /// The next offset wanted.
-        at: i64,
-        /// Its end when the command started.
-        end: i64,
-    },
-    /// A replayed message the broker didn't acknowledge: nothing after it was committed.
-    #[error("replaying {from} to {to}: {error} (progress kept up to the last acknowledged batch; run the replay again)")]
-    Replay {
-        /// Where the message was in the DLQ.
-        from: String,
-        /// The topic it was sent to.
-        to: String,
-        /// The broker's error, as text.
-        error: String,
-    },
-}
 
 /// `dlq list`: every chosen DLQ topic, read to its end, summarized.
 pub fn list(config: &QueueConfig, topic: Option<&str>) -> Result<Vec<TopicSummary>, DlqError> {

@@ -9,7 +9,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::DlqError;
+use super::error::DlqError;
 use crate::config::{QueueConfig, TopicConfig};
 
 /// How long one metadata, watermark or offset request may take.
@@ -116,6 +116,7 @@ pub(crate) fn read_until_end(
                     partition,
                     at,
                     end: ends[&partition],
+                    waited: READ_STALL,
                 });
             }
             None => {}
