@@ -34,7 +34,7 @@ pub use config::{
 };
 pub use consumer::{run, run_until, Applied, Applier, Incoming};
 pub use domain::{payload, Entity, Outcome};
-pub use error::{Error, Result};
+pub use error::{Error, Result, WriteFailure};
 pub use ops::{backfill, dlq, reconcile, show_user, status};
 pub use ops::{ClerkApi, Progress, Publisher, RetryPolicy, Sink, MAX_PAGE_SIZE};
 pub use store::{audit, Store};
