@@ -46,28 +46,62 @@ fn root_names(lib: &str) -> BTreeMap<String, String> {
     names
 }
 
-/// The first segment of every `crate::` path in `source` (each name of a `crate::{…}`
-/// group), with its line; comments left out.
-fn crate_paths(source: &str) -> Vec<(usize, String)> {
-    let lines: Vec<&str> = source
-        .lines()
-        .map(|line| line.split("//").next().unwrap_or_default())
-        .collect();
-    let mut found = Vec::new();
-    for (n, code) in lines.iter().enumerate() {
-        for (at, _) in code.match_indices("crate::") {
-            let rest = &code[at + "crate::".len()..];
-            match rest.strip_prefix('{') {
-                // A group, maybe over several lines: its top-level names.
-                Some(group) => {
-                    let text = std::iter::once(group)
-                        .chain(lines[n + 1..].iter().copied())
-                        .collect::<Vec<_>>()
-                        .join(" ");
-                    found.extend(group_heads(&text).into_iter().map(|name| (n + 1, name)));
+/// `source` with its comments and the contents of its string and character literals
+/// blanked (newlines kept), so that neither a comment nor a string counts as an import.
+fn code_only(source: &str) -> String {
+    let chars: Vec<char> = source.chars().collect();
+    let mut out = String::with_capacity(source.len());
+    let mut i = 0;
+    let blank = |c: char| if c == '\n' { '\n' } else { ' ' };
+    while i < chars.len() {
+        let (c, next) = (chars[i], chars.get(i + 1).copied());
+        let end = match (c, next) {
+            ('/', Some('/')) => (i..chars.len())
+                .find(|&k| chars[k] == '\n')
+                .unwrap_or(chars.len()),
+            ('/', Some('*')) => (i + 2..chars.len())
+                .find(|&k| chars[k - 1] == '*' && chars[k] == '/')
+                .map_or(chars.len(), |k| k + 1),
+            ('"', _) => {
+                let mut k = i + 1;
+                while k < chars.len() && chars[k] != '"' {
+                    k += if chars[k] == '\\' { 2 } else { 1 };
                 }
-                None => found.push((n + 1, identifier(rest))),
+                k.min(chars.len() - 1) + 1
             }
+            // A character literal ('x', '\n'), not a lifetime ('a).
+            ('\'', Some('\\')) => (i + 2..chars.len())
+                .find(|&k| chars[k] == '\'')
+                .map_or(i + 1, |k| k + 1),
+            ('\'', Some(_)) if chars.get(i + 2) == Some(&'\'') => i + 3,
+            _ => {
+                out.push(c);
+                i += 1;
+                continue;
+            }
+        };
+        out.extend(chars[i..end].iter().map(|&c| blank(c)));
+        i = end;
+    }
+    out
+}
+
+/// The first segment of every `crate::` path in `source` (each name of a `crate::{…}`
+/// group), with its line.
+fn crate_paths(source: &str) -> Vec<(usize, String)> {
+    let code = code_only(source);
+    let line_of = |at: usize| code[..at].matches('\n').count() + 1;
+    let mut found = Vec::new();
+    for (at, _) in code.match_indices("crate::") {
+        // `crate::` may end a line, its path going on in the next.
+        let rest = code[at + "crate::".len()..].trim_start();
+        match rest.strip_prefix('{') {
+            Some(group) => found.extend(
+                group_heads(group)
+                    .into_iter()
+                    .map(|name| (line_of(at), name)),
+            ),
+            None => found.push((line_of(at), identifier(rest))),
         }
     }
     found
@@ -98,6 +132,30 @@ fn identifier(text: &str) -> String {
         .collect()
 }
 
+/// Lines of `source` (a file `depth` modules below the crate root) whose `super::` paths
+/// climb to the crate root, where the rule can't see which room they reach. An inline
+/// `mod tests` (at the end of a file) is one module deeper.
+fn climbs_out(depth: usize, source: &str) -> Vec<usize> {
+    let code = code_only(source);
+    let tests = code.find("mod tests {").unwrap_or(code.len());
+    let mut lines = Vec::new();
+    for (at, _) in code.match_indices("super::") {
+        if at >= "super::".len() && &code[at - "super::".len()..at] == "super::" {
+            continue; // counted from the chain's first `super::`
+        }
+        let chain = code[at..]
+            .split("super::")
+            .skip(1)
+            .take_while(|s| s.is_empty())
+            .count()
+            + 1;
+        if chain >= depth + usize::from(at > tests) {
+            lines.push(code[..at].matches('\n').count() + 1);
+        }
+    }
+    lines
+}
+
 /// What `source`, in `room`, imports that the rule doesn't allow.
 fn violations(
     room: &str,
@@ -110,12 +168,16 @@ fn violations(
     crate_paths(source)
         .into_iter()
         .filter_map(|(line, first)| {
-            let target = if rule.contains_key(&first) {
-                first.clone()
-            } else {
-                root.get(&first)?.clone()
+            let Some(target) = rule
+                .get_key_value(&first)
+                .map(|(r, _)| r)
+                .or(root.get(&first))
+            else {
+                return Some(format!(
+                    "{file}:{line}: `crate::{first}` names no room of lib.rs's table"
+                ));
             };
-            (target != room && !allowed.contains(&target)).then(|| {
+            (target != room && !allowed.contains(target)).then(|| {
                 format!("{file}:{line}: `{room}` imports `crate::{first}` (room `{target}`)")
             })
         })
@@ -211,6 +273,17 @@ fn a_forbidden_import_is_caught() {
     let domain = "use crate::{\n    entity::{Entity, Slot},\n    Result,\n};\n";
     assert_eq!(
         violations("domain", "domain/x.rs", domain, &rule, &root),
-        ["domain/x.rs:1: `domain` imports `crate::Result` (room `error`)"]
+        [
+            "domain/x.rs:1: `crate::entity` names no room of lib.rs's table",
+            "domain/x.rs:1: `domain` imports `crate::Result` (room `error`)"
+        ]
     );
+    let config = "let uri = \"mongodb://h\"; use crate::\n    store::Store;\n";
+    assert_eq!(
+        violations("config", "config/x.rs", config, &rule, &root),
+        ["config/x.rs:1: `config` imports `crate::store` (room `store`)"]
+    );
+    // From store/link.rs, two modules down: `super::` is the room, `super::super::` the root.
+    let link = "use super::Store;\nuse super::super::consumer::Applier;\nmod tests {\n    use super::super::Store;\n}\n";
+    assert_eq!(climbs_out(2, link), [2]);
 }

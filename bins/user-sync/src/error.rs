@@ -21,8 +21,10 @@ pub enum Error {
     #[error("mongodb: {0}")]
     Mongo(#[from] mongodb::error::Error),
     /// A write the server didn't make (or didn't make durable) for a reason that can pass.
+    /// (Its cause is in the message, so it isn't also a `source`: printed as a chain, the
+    /// cause would show twice.)
     #[error("mongodb write: {0}")]
-    Write(#[from] WriteFailure),
+    Write(WriteFailure),
     /// A start-up problem that waiting won't fix (an index conflict, say).
     #[error("start-up: {0}")]
     Startup(String),
@@ -34,9 +36,9 @@ pub enum Error {
 /// Why a write failed in a way that can pass: the batch is retried, its offsets not stored.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteFailure {
-    /// A statement couldn't be encoded as BSON.
-    #[error("a statement can't be encoded as BSON: {0}")]
-    Encode(#[from] bson::raw::Error),
+    /// A statement (or the write concern) couldn't be encoded as BSON.
+    #[error("a command can't be encoded as BSON: {0}")]
+    Encode(#[source] bson::raw::Error),
     /// The server made the writes but couldn't make them durable as the write concern
     /// asks (`writeConcernError`).
     #[error("write concern not satisfied: {message} (code {code})")]
@@ -58,6 +60,12 @@ pub enum WriteFailure {
         /// The server's message.
         message: String,
     },
+}
+
+impl From<WriteFailure> for Error {
+    fn from(failure: WriteFailure) -> Self {
+        Error::Write(failure)
+    }
 }
 
 impl Error {

@@ -5,8 +5,10 @@
 //!
 //! Each folder is one subsystem. A room imports only the rooms its row names (through
 //! `crate::…`); `lib.rs` and `main.rs` wire them together. A test
-//! (`the_rooms_import_only_what_the_rule_allows`, below) reads this table and every
-//! `crate::` path in the sources, and fails on an import the table doesn't allow.
+//! (`the_rooms_import_only_what_the_rule_allows`, in `dependency_rule.rs`) reads this table
+//! and every `crate::` path in the sources, and fails on an import the table doesn't allow.
+//! What a room offers the others is what its `mod.rs` makes visible (a `pub(crate) use`, or
+//! a `pub(crate) mod`); the rest is private, and the compiler holds the other rooms to it.
 //!
 //! | room | what it holds | may import |
 //! |---|---|---|

@@ -80,7 +80,7 @@ pub struct PublishConfig {
 }
 
 impl PublishConfig {
-    /// Reads the Kafka variables and the two topics, whatever `SYNC_ENTITIES` says.
+    /// Reads the Kafka variables and the topics, whatever `SYNC_ENTITIES` says.
     pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = (String, String)>,

@@ -25,7 +25,7 @@ use crate::config::LinkConfig;
 use crate::domain::payload;
 use crate::domain::Outcome;
 use crate::store::audit::{self, Record, Source};
-use crate::store::link;
+use crate::store::link_users;
 use crate::Result;
 
 /// Waits between attempts at a batch (jittered).
@@ -289,7 +289,7 @@ impl Worker {
         if let Some(link) = &self.link {
             // After the writes, from the users' current documents; before the records, so
             // a failure here retries the batch (linking is idempotent).
-            self.link_users(link, &incoming, &rejected).await?;
+            self.link(link, &incoming, &rejected).await?;
         }
         records.extend(records_of(incoming, &applied, rejected));
         audit::record(
@@ -326,7 +326,7 @@ impl Worker {
     }
 
     /// Links pre-registered records to the users the batch wrote (not those rejected).
-    async fn link_users(
+    async fn link(
         &self,
         link: &LinkConfig,
         incoming: &[Incoming],
@@ -340,7 +340,7 @@ impl Worker {
             .collect();
         users.sort_unstable();
         users.dedup();
-        let links = link::run(self.applier.store(), link, &users).await?;
+        let links = link_users(self.applier.store(), link, &users).await?;
         for l in &links {
             tracing::info!(clerk_id = l.clerk_id, record = %l.record, "linked a pre-registered record");
         }

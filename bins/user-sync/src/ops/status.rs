@@ -92,11 +92,11 @@ pub async fn from_store(store: &Store, entities: &[Entity], now: i64) -> crate::
     };
     for &entity in entities {
         let c = store.collection(entity);
-        let total = crate::store::command::bounded(c.estimated_document_count().into_future())
+        let total = crate::store::bounded(c.estimated_document_count().into_future())
             .await?
             .map_err(crate::Error::from)?;
         let count = |filter: Document| async move {
-            let n: u64 = crate::store::command::bounded(c.count_documents(filter).into_future())
+            let n: u64 = crate::store::bounded(c.count_documents(filter).into_future())
                 .await?
                 .map_err(crate::Error::from)?;
             Ok::<u64, crate::Error>(n)
@@ -118,10 +118,9 @@ pub async fn from_store(store: &Store, entities: &[Entity], now: i64) -> crate::
             doc! {"$match": {"processedAt": {"$gte": since}}},
             doc! {"$group": {"_id": "$outcome", "n": {"$sum": 1}}},
         ];
-        let rows: Vec<Document> = crate::store::command::bounded(async {
-            events.aggregate(pipeline).await?.try_collect().await
-        })
-        .await??;
+        let rows: Vec<Document> =
+            crate::store::bounded(async { events.aggregate(pipeline).await?.try_collect().await })
+                .await??;
         for row in rows {
             let outcome = row.get_str("_id").unwrap_or("(none)").to_string();
             let n = row
@@ -131,7 +130,7 @@ pub async fn from_store(store: &Store, entities: &[Entity], now: i64) -> crate::
             into.insert(outcome, n);
         }
     }
-    let last = crate::store::command::bounded(
+    let last = crate::store::bounded(
         events
             // Within the last week, newest first: the processedAt index bounds the walk.
             .find_one(doc! {

@@ -76,7 +76,7 @@ pub(crate) fn address(user: &Document) -> Option<&str> {
 }
 
 /// Links the records of the users `clerk_ids` (those a batch touched) and records each link.
-pub(crate) async fn run(
+pub(crate) async fn link_users(
     store: &Store,
     config: &LinkConfig,
     clerk_ids: &[&str],

@@ -3,9 +3,12 @@
 //! `webhook_events` records ([`audit`]) and linking pre-registered records ([`link`]).
 
 pub mod audit;
-pub(crate) mod command;
-pub(crate) mod link;
+mod command;
+mod link;
 pub(crate) mod write;
+
+pub(crate) use command::bounded;
+pub(crate) use link::link_users;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
