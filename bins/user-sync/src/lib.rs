@@ -38,7 +38,9 @@ pub use consumer::{run, run_until, Applied, Applier, Incoming};
 pub use domain::{payload, Entity, Outcome};
 pub use error::{Error, Result, WriteFailure};
 pub use ops::{backfill, dlq, reconcile, show_user, status};
-pub use ops::{ClerkApi, Progress, Publisher, RetryPolicy, Sink, MAX_PAGE_SIZE};
+pub use ops::{
+    ApiError, ClerkApi, Progress, PublishError, Publisher, RetryPolicy, Sink, MAX_PAGE_SIZE,
+};
 pub use store::{audit, Store};
 
 #[cfg(test)]

@@ -10,6 +10,6 @@ pub mod reconcile;
 pub mod show_user;
 pub mod status;
 
-pub use clerk::{ClerkApi, RetryPolicy, MAX_PAGE_SIZE};
+pub use clerk::{ApiError, ClerkApi, RetryPolicy, MAX_PAGE_SIZE};
 pub use progress::Progress;
-pub use publish::{Publisher, Sink};
+pub use publish::{PublishError, Publisher, Sink};

@@ -30,10 +30,13 @@ pub enum PublishError {
          before; running the command again is safe: its event ids are deterministic)"
     )]
     Delivery {
+        /// The event not taken.
         event_id: String,
+        /// The topic it was for.
         topic: String,
         /// What the broker or librdkafka said.
         source: KafkaError,
+        /// Messages the broker acknowledged before it.
         published: u64,
     },
 }

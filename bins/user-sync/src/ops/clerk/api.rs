@@ -40,6 +40,7 @@ pub enum ApiError {
     /// lasted through every retry.
     #[error("Clerk answered {status} for GET {path}: {message}")]
     Status {
+        /// Clerk's last answer.
         status: u16,
         /// The path asked for (no query string, no key).
         path: String,
@@ -49,6 +50,7 @@ pub enum ApiError {
     /// The server could not be reached, or the answer did not arrive, through every retry.
     #[error("cannot reach Clerk at {path} (CLERK_API_URL): {reason}")]
     Unreachable {
+        /// The path asked for.
         path: String,
         /// The last failure.
         reason: String,
@@ -56,6 +58,7 @@ pub enum ApiError {
     /// The answer was not the JSON the documentation describes.
     #[error("unexpected answer from Clerk for GET {path}: {reason}")]
     Unexpected {
+        /// The path asked for.
         path: String,
         /// What was wrong.
         reason: String,

@@ -6,6 +6,6 @@ mod pager;
 mod retry;
 pub(crate) mod snapshot;
 
-pub use api::ClerkApi;
+pub use api::{ApiError, ClerkApi};
 pub use pager::MAX_PAGE_SIZE;
 pub use retry::RetryPolicy;

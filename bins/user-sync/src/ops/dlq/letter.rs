@@ -127,7 +127,7 @@ pub(crate) fn replay_headers<'a>(
 
 /// One code's messages in one DLQ topic.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct CodeSummary {
+pub(crate) struct CodeSummary {
     /// `dlq-error-code`.
     pub(crate) code: String,
     pub(crate) count: u64,

@@ -32,7 +32,7 @@ mod read;
 pub use error::DlqError;
 
 pub(crate) use letter::time_text;
-pub use letter::{parse_since, render_list, CodeSummary, ReplayReport, Selection, TopicSummary};
+pub use letter::{parse_since, render_list, ReplayReport, Selection, TopicSummary};
 use letter::{replay_group, replay_headers, Letter};
 use read::{chosen, extents, progress, read_until_end, reader, TIMEOUT};
 
