@@ -25,7 +25,7 @@ pub const KINDS: [Entity; 3] = [Entity::User, Entity::Organization, Entity::Memb
 pub struct Options {
     /// The kinds of object (default: all).
     pub kinds: Vec<Entity>,
-    /// Objects per page (at most [`super::clerk::api::MAX_PAGE_SIZE`]).
+    /// Objects per page (at most [`crate::MAX_PAGE_SIZE`]).
     pub page_size: u32,
     /// Only these users (`--user`).
     pub users: Vec<String>,
