@@ -38,16 +38,16 @@ struct Env {
 }
 
 fn default_topic_users() -> String {
-    "clerk-user-events".into()
+    common::kafka::DEFAULT_TOPIC_USERS.into()
 }
 fn default_topic_organizations() -> String {
-    "clerk-organization-events".into()
+    common::kafka::DEFAULT_TOPIC_ORGANIZATIONS.into()
 }
 fn default_topic_sessions() -> String {
-    "clerk-session-events".into()
+    common::kafka::DEFAULT_TOPIC_SESSIONS.into()
 }
 fn default_topic_other() -> String {
-    "clerk-other-events".into()
+    common::kafka::DEFAULT_TOPIC_OTHER.into()
 }
 fn default_port() -> u16 {
     DEFAULT_PORT

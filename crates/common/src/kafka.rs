@@ -16,6 +16,16 @@ use crate::config::{default_true, ConfigError};
 /// Partitions for topics the services create, unless `KAFKA_TOPIC_PARTITIONS` says otherwise.
 pub const DEFAULT_TOPIC_PARTITIONS: i32 = 6;
 
+/// `KAFKA_TOPIC_USERS` when unset: where clerk-sync publishes `user.*` and user-sync reads
+/// them (one name for both services, so their defaults can't drift apart).
+pub const DEFAULT_TOPIC_USERS: &str = "clerk-user-events";
+/// `KAFKA_TOPIC_ORGANIZATIONS` when unset: organizations, memberships, invitations.
+pub const DEFAULT_TOPIC_ORGANIZATIONS: &str = "clerk-organization-events";
+/// `KAFKA_TOPIC_SESSIONS` when unset.
+pub const DEFAULT_TOPIC_SESSIONS: &str = "clerk-session-events";
+/// `KAFKA_TOPIC_OTHER` when unset: the event types no other topic takes.
+pub const DEFAULT_TOPIC_OTHER: &str = "clerk-other-events";
+
 /// The largest message the services produce for a body of `max_body_bytes`: the body's
 /// `data` plus the normalized record and envelope, with room to spare. Used for the
 /// producer's `message.max.bytes` and the `max.message.bytes` of created topics.

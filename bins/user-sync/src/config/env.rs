@@ -34,13 +34,13 @@ fn default_group_id() -> String {
     "user-sync".into()
 }
 fn default_topic_users() -> String {
-    "clerk-user-events".into()
+    common::kafka::DEFAULT_TOPIC_USERS.into()
 }
 fn default_topic_organizations() -> String {
-    "clerk-organization-events".into()
+    common::kafka::DEFAULT_TOPIC_ORGANIZATIONS.into()
 }
 fn default_topic_sessions() -> String {
-    "clerk-session-events".into()
+    common::kafka::DEFAULT_TOPIC_SESSIONS.into()
 }
 fn default_health_port() -> u16 {
     DEFAULT_HEALTH_PORT
