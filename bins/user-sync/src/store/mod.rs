@@ -4,6 +4,7 @@
 
 pub mod audit;
 mod command;
+mod indexes;
 mod link;
 pub(crate) mod write;
 
@@ -123,10 +124,15 @@ impl Store {
         let _ = self.ferretdb.set(info.contains_key("ferretdbVersion"));
         for &entity in entities {
             let (name, collection) = &self.collections[&entity];
-            ensure_unique_clerk_id(name, collection).await?;
-            for (index, keys) in entity.indexes() {
+            let existing = list_indexes(collection).await?;
+            match indexes::clerk_id_index(name, &existing).map_err(Error::Startup)? {
+                Some(index) => tracing::debug!(collection = name, index, "clerkId index in place"),
+                None => create_clerk_id_index(name, collection).await?,
+            }
+            let wanted = entity.indexes();
+            for (index, keys) in indexes::missing(&existing, &wanted) {
                 let model = IndexModel::builder()
-                    .keys(keys)
+                    .keys(keys.clone())
                     .options(IndexOptions::builder().name(index.to_string()).build())
                     .build();
                 match collection.create_index(model).await {
@@ -185,28 +191,18 @@ pub(crate) fn error_code(err: &mongodb::error::Error) -> Option<i32> {
     }
 }
 
-/// Creates `clerkId_unique` on `collection` unless a unique index on `{clerkId: 1}` exists.
-async fn ensure_unique_clerk_id(name: &str, collection: &Collection<Document>) -> Result<()> {
-    let existing: Vec<IndexModel> = match collection.list_indexes().await {
-        Ok(cursor) => cursor.try_collect().await?,
+/// The indexes of `collection` (none when it doesn't exist yet).
+async fn list_indexes(collection: &Collection<Document>) -> Result<Vec<IndexModel>> {
+    match collection.list_indexes().await {
+        Ok(cursor) => Ok(cursor.try_collect().await?),
         // NamespaceNotFound: the collection doesn't exist yet.
-        Err(e) if command_code(&e) == Some(26) => Vec::new(),
-        Err(e) => return Err(e.into()),
-    };
-    // `{clerkId: 1}`, whatever number type the key was created with (1, 1.0, 1L).
-    let on_clerk_id =
-        |i: &&IndexModel| i.keys.len() == 1 && i.keys.get("clerkId").and_then(integer) == Some(1);
-    if let Some(index) = existing.iter().find(on_clerk_id) {
-        let options = index.options.as_ref();
-        if options.and_then(|o| o.unique).unwrap_or(false) {
-            return Ok(());
-        }
-        let index = options.and_then(|o| o.name.clone()).unwrap_or_default();
-        return Err(Error::Startup(format!(
-            "the index {index} on {name}.clerkId is not unique; drop it or make it unique \
-             (user-sync needs one document per clerkId)"
-        )));
+        Err(e) if command_code(&e) == Some(26) => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
     }
+}
+
+/// Creates `clerkId_unique` on `collection` (named `name`).
+async fn create_clerk_id_index(name: &str, collection: &Collection<Document>) -> Result<()> {
     let created = collection
         .create_index(
             IndexModel::builder()

@@ -6,6 +6,7 @@ mod backfill;
 mod dlq;
 mod entities;
 mod helpers;
+mod indexes;
 mod link;
 mod managed_kafka;
 mod monitoring;

@@ -1,0 +1,126 @@
+//! The indexes an application already has: user-sync uses what serves it, whatever the
+//! name, and stops at start-up, saying what to change, on what would break its guarantees.
+
+use std::time::Duration;
+
+use bson::{doc, Document};
+use futures::TryStreamExt;
+use mongodb::options::IndexOptions;
+use mongodb::IndexModel;
+
+use test_support::TestEnv;
+
+use crate::helpers::*;
+
+/// user-sync's start-up against the test's database: its error, if it stops.
+async fn start_up_error(env: &test_support::TestEnv, n: &Names) -> Option<String> {
+    let config = user_sync::Config::from_vars(vars(env, n, &[])).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let health = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let mut run = tokio::spawn(user_sync::run_until(config, listener, async {
+        let _ = rx.await;
+    }));
+    // Ready (it started), or finished (it stopped at start-up), whichever comes first.
+    let ready = async {
+        loop {
+            if let Ok(r) = reqwest::get(format!("{health}/ready")).await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        () = ready => {
+            let _ = tx.send(());
+            run.await.unwrap().unwrap();
+            None
+        }
+        result = tokio::time::timeout(Duration::from_secs(60), &mut run) => {
+            let result = result.expect("start-up neither ends nor gets ready").unwrap();
+            Some(result.expect_err("user-sync ended without being asked").to_string())
+        }
+    }
+}
+
+/// An index with the keys user-sync wants, under the application's own name (Prisma's
+/// `Session_userId_idx`), is used: MongoDB (and FerretDB) refuse a second one on the same
+/// keys with IndexOptionsConflict, which used to stop start-up.
+#[tokio::test]
+async fn an_index_with_the_keys_user_sync_wants_is_used_under_its_own_name() {
+    let env = TestEnv::new().await;
+    let n = names(&env);
+    let sessions = env
+        .mongo()
+        .await
+        .database(&n.database)
+        .collection::<Document>("sessions");
+    sessions
+        .create_index(
+            IndexModel::builder()
+                .keys(doc! {"userId": 1})
+                .options(
+                    IndexOptions::builder()
+                        .name("Session_userId_idx".to_string())
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(start_up_error(&env, &n).await, None);
+    let names: Vec<String> = sessions
+        .list_index_names()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.to_lowercase().contains("userid"))
+        .collect();
+    assert_eq!(names, ["Session_userId_idx"], "no second index on userId");
+}
+
+/// A unique `clerkId` index that is partial (a soft-delete filter) would let an upsert
+/// insert a second document for a deleted user: start-up stops and says why.
+/// (FerretDB v1 can't make a partial index; mongo-java-server, in CI's second run, can.)
+#[tokio::test]
+async fn a_partial_clerk_id_index_stops_start_up() {
+    let env = TestEnv::new().await;
+    let n = names(&env);
+    let users = env
+        .mongo()
+        .await
+        .database(&n.database)
+        .collection::<Document>("users");
+    let partial = IndexModel::builder()
+        .keys(doc! {"clerkId": 1})
+        .options(
+            IndexOptions::builder()
+                .unique(true)
+                .name("User_clerkId_live".to_string())
+                .partial_filter_expression(doc! {"isDeleted": false})
+                .build(),
+        )
+        .build();
+    if let Err(e) = users.create_index(partial).await {
+        eprintln!("this server can't make a partial index ({e}); nothing to check here");
+        return;
+    }
+    let err = start_up_error(&env, &n).await.expect("start-up stops");
+    assert!(
+        err.contains("User_clerkId_live") && err.contains("partial"),
+        "{err}"
+    );
+    let kept: Vec<Document> = users
+        .list_indexes()
+        .await
+        .unwrap()
+        .try_collect::<Vec<IndexModel>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.keys)
+        .collect();
+    assert_eq!(kept.iter().filter(|k| k.contains_key("clerkId")).count(), 1);
+}
