@@ -274,12 +274,15 @@ pub(crate) enum WriteErrorClass {
     Transient,
 }
 
-/// Codes of a document the server refuses: BadValue, FailedToParse, TypeMismatch,
-/// DollarPrefixedFieldName, EmptyFieldName, DottedFieldName, ImmutableField,
-/// DocumentValidationFailure, BSONObjectTooLarge, document too large after update. Only
-/// ever read from one statement's write error: a command-level error (a write concern the
-/// server rejects, say) is never taken for a refusal of the data.
-const DOCUMENT_ERRORS: [i32; 10] = [2, 9, 14, 52, 56, 57, 66, 121, 10334, 17419];
+/// Codes of a document the server refuses, which retrying can't change: BadValue,
+/// FailedToParse, TypeMismatch, Overflow (a document nested too deeply), PathNotViable (a
+/// dotted `LINK_CLERK_ID_FIELD` through a string), DollarPrefixedFieldName, EmptyFieldName,
+/// DottedFieldName, ImmutableField, DocumentValidationFailure, BSONObjectTooLarge,
+/// document too large after update, document to upsert too large (17420,
+/// `src/mongo/db/exec/upsert_stage.cpp`). The names are `src/mongo/base/error_codes.yml`'s.
+/// Only ever read from one statement's write error: a command-level error (a write
+/// concern the server rejects, say) is never taken for a refusal of the data.
+const DOCUMENT_ERRORS: [i32; 13] = [2, 9, 14, 15, 28, 52, 56, 57, 66, 121, 10334, 17419, 17420];
 
 /// Reads one statement's write error.
 pub(crate) fn classify_write_error(code: i32, message: &str) -> WriteErrorClass {
@@ -313,6 +316,11 @@ mod tests {
         );
         assert_eq!(classify_write_error(11000, email), Permanent);
         assert_eq!(classify_write_error(17419, "too large"), Permanent);
+        // Found retried for ever before (a partition blocked): an upsert too large, a
+        // document too deep, a link through a string.
+        for code in [17420, 15, 28] {
+            assert_eq!(classify_write_error(code, "refused"), Permanent, "{code}");
+        }
         assert_eq!(classify_write_error(91, "shutting down"), Transient);
     }
 

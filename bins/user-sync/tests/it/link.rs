@@ -160,3 +160,62 @@ async fn pre_registered_records_get_the_clerk_id_of_their_verified_address() {
     assert_eq!(count, 3, "ada, the late record, bob");
     app.stop().await;
 }
+
+/// A record the database refuses to link for good (PathNotViable, 28: the id field's
+/// parent holds a string) stays unlinked and the stream goes on; it was retried for ever,
+/// holding its partition.
+#[tokio::test]
+async fn a_record_that_cannot_take_the_id_is_left_unlinked_and_the_stream_goes_on() {
+    let env = TestEnv::new().await;
+    let n = names(&env);
+    let db = env.mongo().await.database(&n.database);
+    let mentees = db.collection::<Document>("mentorados");
+    let stringy = mentees
+        .insert_one(doc! {"name": "Ada", "email": "ada@example.com", "profile": "no object"})
+        .await
+        .unwrap()
+        .inserted_id;
+    let plain = mentees
+        .insert_one(doc! {"name": "Ada again", "email": "ada@example.com"})
+        .await
+        .unwrap()
+        .inserted_id;
+    let app = spawn_app_configured(
+        env,
+        n,
+        &[
+            ("LINK_COLLECTION", "mentorados"),
+            ("LINK_CLERK_ID_FIELD", "profile.clerkId"),
+        ],
+    )
+    .await;
+    let p = producer(&app.env);
+    let topic = app.names.topic.clone();
+    produce(
+        &p,
+        &topic,
+        &user_event(Kind::Created, "user_ada", "link_p1", T0, "Ada"),
+    )
+    .await;
+    produce(
+        &p,
+        &topic,
+        &user_event(Kind::Created, "user_bob", "link_p2", T0, "Bob"),
+    )
+    .await;
+    wait_events(&app.db, 2).await;
+    let get = |id: Bson| {
+        let mentees = mentees.clone();
+        async move { mentees.find_one(doc! {"_id": id}).await.unwrap().unwrap() }
+    };
+    assert_eq!(get(stringy).await.get_str("profile"), Ok("no object"));
+    let linked = get(plain).await;
+    assert_eq!(
+        linked
+            .get_document("profile")
+            .and_then(|p| p.get_str("clerkId")),
+        Ok("user_ada"),
+        "{linked}"
+    );
+    app.stop().await;
+}
