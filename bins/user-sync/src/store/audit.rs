@@ -9,7 +9,7 @@
 
 use bson::{doc, Bson, DateTime, Document};
 
-use super::command::{self, Verb};
+use super::command::{self, Order, Verb};
 use super::{classify_write_error, Store, WriteErrorClass};
 use crate::domain::Outcome;
 use crate::domain::EVENTS_COLLECTION;
@@ -93,7 +93,14 @@ pub async fn record(store: &Store, records: &[Record], processing_ms: i64) -> Re
         .collect();
     let mut redelivered: Vec<&Record> = records.iter().filter(|r| r.repeat).collect();
     if !documents.is_empty() {
-        let outcome = command::run(store, Verb::Insert, EVENTS_COLLECTION, &documents).await?;
+        let outcome = command::run(
+            store,
+            Verb::Insert,
+            Order::Any,
+            EVENTS_COLLECTION,
+            &documents,
+        )
+        .await?;
         for (index, result) in outcome.results.into_iter().enumerate() {
             let Err(e) = result else { continue };
             let record = firsts[index];
@@ -165,7 +172,8 @@ async fn count_redeliveries(
             "u": r.document(now, processing_ms),
         });
     }
-    let outcome = command::run(store, Verb::Update, EVENTS_COLLECTION, &updates).await?;
+    let outcome = // In order: the counts before the replacements (see above).
+    command::run(store, Verb::Update, Order::Given, EVENTS_COLLECTION, &updates).await?;
     if let Some(Err(e)) = outcome.results.into_iter().find(Result::is_err) {
         return Err(e.transient().into());
     }

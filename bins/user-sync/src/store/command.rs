@@ -1,12 +1,18 @@
 //! Multi-statement write commands (`update`, `insert`) with a result per statement, on any
 //! MongoDB-wire server.
 //!
-//! Commands run `ordered: true` and resume after the statement that failed: FerretDB
-//! stops at the first error even when asked not to, and says nothing about the
-//! statements it skipped, so "no error reported" would not mean "done". In order, every
-//! statement before the first error is done, and the rest are sent again. mongo-java-server
-//! does the opposite (it goes on past an error even when ordered); its `n` says so, and
-//! then nothing is sent again.
+//! Statements whose order doesn't matter ([`Order::Any`]: each touches its own document)
+//! go `ordered: false`: MongoDB then runs them all, whatever fails, in one round trip. In
+//! order (`ordered: true`), MongoDB stops at the first write error (the manual's `update`
+//! command, "ordered"; `write_ops_exec.cpp`), so a batch with many refusals, a fully
+//! redelivered one, would take a round trip (and a majority acknowledgement) per refusal.
+//!
+//! Commands in order resume after the statement that failed. FerretDB stops at the first
+//! error even when asked not to, and says nothing about the statements it skipped, so "no
+//! error reported" would not mean "done": there every command runs in order, and every
+//! statement before the first error is done, and the rest are sent again.
+//! mongo-java-server does the opposite (it goes on past an error even when ordered); its
+//! `n` says so, and then nothing is sent again.
 
 use std::future::IntoFuture;
 
@@ -60,6 +66,23 @@ pub(crate) struct Outcome {
     pub(crate) matched: Option<i64>,
 }
 
+/// Whether the statements of a command must run in the order given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Order {
+    /// As given: a later statement relies on an earlier one's effect.
+    Given,
+    /// Any: each statement touches its own document.
+    Any,
+}
+
+impl Order {
+    /// The command's `ordered` field. FerretDB stops at the first error whatever it is
+    /// told (and says nothing of what it skipped): there, always in order.
+    fn ordered(self, ferretdb: bool) -> bool {
+        self == Order::Given || ferretdb
+    }
+}
+
 /// Which write command.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Verb {
@@ -73,6 +96,7 @@ pub(crate) enum Verb {
 pub(crate) async fn run(
     store: &Store,
     verb: Verb,
+    order: Order,
     collection: &str,
     statements: &[Document],
 ) -> Result<Outcome> {
@@ -94,11 +118,12 @@ pub(crate) async fn run(
         results: Vec::with_capacity(statements.len()),
         matched: Some(0),
     };
+    let ordered = order.ordered(store.is_ferretdb());
     let mut rest = statements.as_slice();
     while !rest.is_empty() {
         let chunk = chunk(rest, most);
-        let reply = send(store, verb, collection, chunk, &write_concern).await?;
-        rest = &rest[outcome.take(&reply, chunk.len())..];
+        let reply = send(store, verb, ordered, collection, chunk, &write_concern).await?;
+        rest = &rest[outcome.take(&reply, chunk.len(), ordered)..];
     }
     Ok(outcome)
 }
@@ -108,6 +133,7 @@ pub(crate) async fn run(
 async fn send(
     store: &Store,
     verb: Verb,
+    ordered: bool,
     collection: &str,
     chunk: &[RawDocumentBuf],
     write_concern: &RawDocumentBuf,
@@ -119,7 +145,7 @@ async fn send(
     let mut command = RawDocumentBuf::new();
     command.append(name, collection);
     command.append(field, chunk.iter().cloned().collect::<RawArrayBuf>());
-    command.append("ordered", true);
+    command.append("ordered", ordered);
     command.append("writeConcern", write_concern.clone());
     let started = std::time::Instant::now();
     let reply = bounded(store.database().run_raw_command(command).into_future()).await??;
@@ -146,15 +172,18 @@ async fn send(
 }
 
 impl Outcome {
-    /// Takes the reply to a command of `count` statements: what each statement that ran
-    /// did. Returns how many statements are settled; the rest are sent again.
-    fn take(&mut self, reply: &Document, count: usize) -> usize {
+    /// Takes the reply to a command of `count` statements (sent `ordered` or not): what
+    /// each statement that ran did. Returns how many statements are settled; the rest are
+    /// sent again.
+    fn take(&mut self, reply: &Document, count: usize, ordered: bool) -> usize {
         let errors = write_errors(reply, count);
         let n = reply.get("n").and_then(integer);
-        // mongo-java-server goes on past a failed statement even when asked to stop: its
-        // `n` then counts every other statement (each writes one document), and all of
-        // them ran. Otherwise the server stopped at the first error.
-        let went_on = !errors.is_empty() && n.is_some_and(|n| n == (count - errors.len()) as i64);
+        // Unordered, every statement ran. In order, mongo-java-server goes on past a failed
+        // statement even when asked to stop: its `n` then counts every other statement
+        // (each writes one document), and all of them ran. Otherwise the server stopped at
+        // the first error.
+        let went_on =
+            !ordered || !errors.is_empty() && n.is_some_and(|n| n == (count - errors.len()) as i64);
         let done = match errors.first() {
             Some((index, _)) if !went_on => *index,
             _ => count,
@@ -266,7 +295,7 @@ mod tests {
         let reply =
             doc! {"ok": 1.0, "n": 1, "writeErrors": [{"index": 1, "code": 2, "errmsg": "b"}]};
         assert_eq!(
-            outcome.take(&reply, 4),
+            outcome.take(&reply, 4, true),
             2,
             "0 done, 1 failed; 2 and 3 go again"
         );
@@ -284,10 +313,38 @@ mod tests {
         // mongo-java-server: statement 1 failed, the three others ran (`n` counts them).
         let reply = doc! {"ok": 1.0, "n": 3, "upserted": [{"index": 3, "_id": 1}],
         "writeErrors": [{"index": 1, "code": 2, "errmsg": "b"}]};
-        assert_eq!(outcome.take(&reply, 4), 4);
+        assert_eq!(outcome.take(&reply, 4, true), 4);
         let failed: Vec<bool> = outcome.results.iter().map(Result::is_err).collect();
         assert_eq!(failed, [false, true, false, false]);
         assert_eq!(outcome.matched, Some(2), "upserts are not matches");
+    }
+
+    #[test]
+    fn an_unordered_command_settles_every_statement() {
+        let mut outcome = Outcome {
+            matched: Some(0),
+            ..Outcome::default()
+        };
+        // MongoDB, ordered: false: statement 1 refused, 0 matched nothing (no upsert), 2
+        // and 3 matched; `n` (2) can't say whether the server went on, the order can.
+        let reply =
+            doc! {"ok": 1.0, "n": 2, "writeErrors": [{"index": 1, "code": 2, "errmsg": "b"}]};
+        assert_eq!(outcome.take(&reply, 4, false), 4);
+        let failed: Vec<bool> = outcome.results.iter().map(Result::is_err).collect();
+        assert_eq!(failed, [false, true, false, false]);
+        // The same reply to a command in order: 2 and 3 go again.
+        let mut ordered = Outcome::default();
+        assert_eq!(ordered.take(&reply, 4, true), 2);
+    }
+
+    #[test]
+    fn statements_go_unordered_except_where_order_matters_or_on_ferretdb() {
+        assert!(!Order::Any.ordered(false));
+        assert!(
+            Order::Any.ordered(true),
+            "FerretDB stops at the first error anyway"
+        );
+        assert!(Order::Given.ordered(false));
     }
 
     #[test]

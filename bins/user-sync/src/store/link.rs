@@ -18,7 +18,7 @@ use std::future::IntoFuture;
 use bson::{doc, Bson, DateTime, Document};
 use futures::TryStreamExt;
 
-use super::command::{self, bounded, Verb};
+use super::command::{self, bounded, Order, Verb};
 use super::Store;
 use crate::config::LinkConfig;
 use crate::domain::{Entity, EVENTS_COLLECTION};
@@ -194,7 +194,14 @@ fn audit_record(config: &LinkConfig, link: &Link, now: DateTime) -> Document {
 async fn record(store: &Store, config: &LinkConfig, links: &[Link]) -> Result<()> {
     let now = DateTime::now();
     let documents: Vec<Document> = links.iter().map(|l| audit_record(config, l, now)).collect();
-    let outcome = command::run(store, Verb::Insert, EVENTS_COLLECTION, &documents).await?;
+    let outcome = command::run(
+        store,
+        Verb::Insert,
+        Order::Any,
+        EVENTS_COLLECTION,
+        &documents,
+    )
+    .await?;
     // A record already there (the same link seen by a retried batch) is fine.
     for result in outcome.results {
         if let Err(e) = result {

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use bson::{doc, DateTime, Document};
 use futures::TryStreamExt;
 
-use super::command::{self, Verb};
+use super::command::{self, Order, Verb};
 use super::{classify_write_error, Store, WriteErrorClass};
 use crate::domain::entity::{Entity, Slot};
 use crate::domain::plan::{Statement, Written};
@@ -142,7 +142,8 @@ async fn execute_in(
         .iter()
         .map(|s| doc! {"q": s.filter(), "u": s.update(now), "upsert": true})
         .collect();
-    let (replies, _) = update(store, entity, updates, true).await?;
+    let order = order_of(statements);
+    let (replies, _) = update(store, entity, order, updates, true).await?;
     let (mut results, conflicts) = first_pass(replies);
     if conflicts.indexes.is_empty() {
         return Ok(results);
@@ -154,7 +155,7 @@ async fn execute_in(
         .iter()
         .map(|&i| doc! {"q": statements[i].filter(), "u": statements[i].update(now)})
         .collect();
-    let (replies, matched) = update(store, entity, updates, false).await?;
+    let (replies, matched) = update(store, entity, order, updates, false).await?;
     for (&i, reply) in conflicts.indexes.iter().zip(replies) {
         match reply {
             Reply::Done => {}
@@ -197,7 +198,7 @@ async fn one_by_one(
     let mut results = Vec::with_capacity(statements.len());
     for s in statements {
         let plain = doc! {"q": s.filter(), "u": s.update(now)};
-        let outcome = command::run(store, Verb::Update, name, &[plain]).await?;
+        let outcome = command::run(store, Verb::Update, Order::Any, name, &[plain]).await?;
         let written = match (outcome.results.into_iter().next(), outcome.matched) {
             // Without upsert nothing can conflict on clerkId: another unique index did.
             (Some(Err(e)), _) if e.code == 11000 => {
@@ -207,7 +208,7 @@ async fn one_by_one(
             (_, Some(n)) if n > 0 => Written::Applied,
             _ => {
                 let upsert = doc! {"q": s.filter(), "u": s.update(now), "upsert": true};
-                match command::run(store, Verb::Update, name, &[upsert])
+                match command::run(store, Verb::Update, Order::Any, name, &[upsert])
                     .await?
                     .results
                     .into_iter()
@@ -240,6 +241,18 @@ fn refusal(e: &command::WriteError) -> Result<String> {
     }
 }
 
+/// In what order a round's statements must run: in any, when each touches its own
+/// document; as planned when two touch one (the later one may rely on the earlier one's
+/// stamp, and its audit outcome with it).
+fn order_of(statements: &[&Statement]) -> Order {
+    let mut seen = std::collections::HashSet::new();
+    if statements.iter().all(|s| seen.insert(s.id.as_str())) {
+        Order::Any
+    } else {
+        Order::Given
+    }
+}
+
 /// Whether `doc` holds `s`'s stamp.
 fn stamped(doc: &Document, s: &Statement) -> bool {
     doc.get(s.slot.stamp_field()) == Some(&s.stamp) && s.slot != Slot::Pointer
@@ -250,11 +263,18 @@ fn stamped(doc: &Document, s: &Statement) -> bool {
 async fn update(
     store: &Store,
     entity: Entity,
+    order: Order,
     updates: Vec<Document>,
     upsert: bool,
 ) -> Result<(Vec<Reply>, Option<i64>)> {
-    let outcome =
-        command::run(store, Verb::Update, store.collection_name(entity), &updates).await?;
+    let outcome = command::run(
+        store,
+        Verb::Update,
+        order,
+        store.collection_name(entity),
+        &updates,
+    )
+    .await?;
     let mut replies = Vec::with_capacity(outcome.results.len());
     for result in outcome.results {
         replies.push(match result {
@@ -303,4 +323,32 @@ pub(crate) async fn read(
         .into_iter()
         .filter_map(|d| Some((d.get_str("clerkId").ok()?.to_string(), d)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::Bson;
+
+    use super::*;
+
+    fn statement(id: &str, slot: Slot) -> Statement {
+        Statement {
+            entity: Entity::User,
+            id: id.to_string(),
+            slot,
+            stamp: Bson::String("000000000000001:e".into()),
+            set: Document::new(),
+            event: 0,
+            pointer: None,
+        }
+    }
+
+    #[test]
+    fn a_round_runs_unordered_only_when_each_statement_has_its_own_document() {
+        let (a, b) = (statement("a", Slot::Profile), statement("b", Slot::Profile));
+        assert_eq!(order_of(&[&a, &b]), Order::Any);
+        // Two events of one user in a batch: the second's filter relies on the first's stamp.
+        let a_final = statement("a", Slot::Final);
+        assert_eq!(order_of(&[&a, &b, &a_final]), Order::Given);
+    }
 }
