@@ -94,7 +94,7 @@ pub(crate) async fn link_users(
             .await
     })
     .await??;
-    let records = store.database().collection::<Document>(&config.collection);
+    let records = store.primary_collection(&config.collection);
     let mut links = Vec::new();
     for user in &users {
         let (Ok(clerk_id), Some(email)) = (user.get_str("clerkId"), address(user)) else {

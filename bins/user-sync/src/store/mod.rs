@@ -19,7 +19,10 @@ use bson::{doc, Bson, Document};
 use common::ExposeSecret;
 use futures::TryStreamExt;
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, WriteConcern};
+use mongodb::options::{
+    Acknowledgment, ClientOptions, CollectionOptions, IndexOptions, ReadPreference,
+    SelectionCriteria, WriteConcern,
+};
 use mongodb::{Collection, IndexModel};
 
 use crate::config::MongoConfig;
@@ -72,11 +75,11 @@ impl Store {
             .iter()
             .map(|&e| {
                 let name = config.collection(e).to_string();
-                (e, (name.clone(), db.collection(&name)))
+                (e, (name.clone(), primary_collection(&db, &name)))
             })
             .collect();
         Ok(Store {
-            events: db.collection(EVENTS_COLLECTION),
+            events: primary_collection(&db, EVENTS_COLLECTION),
             collections,
             write_concern,
             db,
@@ -92,6 +95,12 @@ impl Store {
 
     pub(crate) fn collection_name(&self, entity: Entity) -> &str {
         &self.collections[&entity].0
+    }
+
+    /// A collection of the database whose reads go to the primary, like those of
+    /// [`Store::collection`]: for the application's collection that linking reads.
+    pub(crate) fn primary_collection(&self, name: &str) -> Collection<Document> {
+        primary_collection(&self.db, name)
     }
 
     pub(crate) fn database(&self) -> &mongodb::Database {
@@ -189,6 +198,19 @@ pub(crate) fn error_code(err: &mongodb::error::Error) -> Option<i32> {
         ErrorKind::Write(WriteFailure::WriteError(e)) => Some(e.code),
         _ => command_code(err),
     }
+}
+
+/// `name` in `db`, its reads sent to the primary whatever the URI's read preference: the
+/// reads that decide a write (a document's stamps after a conflict, a user's address
+/// before a link) must see the writes before them, and a secondary may lag behind. (The
+/// URI may be the application's own, `secondaryPreferred` for its dashboards.)
+fn primary_collection(db: &mongodb::Database, name: &str) -> Collection<Document> {
+    db.collection_with_options(
+        name,
+        CollectionOptions::builder()
+            .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
+            .build(),
+    )
 }
 
 /// The indexes of `collection` (none when it doesn't exist yet).
@@ -331,6 +353,34 @@ mod tests {
         }
         assert_eq!(integer(&Bson::Double(1.5)), None);
         assert_eq!(integer(&Bson::String("1".into())), None);
+    }
+
+    #[tokio::test]
+    async fn reads_go_to_the_primary_whatever_the_uri_says() {
+        let config = MongoConfig::from_vars([(
+            "MONGODB_URI".to_string(),
+            "mongodb://127.0.0.1:1/app?readPreference=secondaryPreferred".to_string(),
+        )])
+        .unwrap();
+        // Connecting is lazy: nothing is asked of a server here.
+        let store = Store::connect(&config).await.unwrap();
+        let primary = Some(SelectionCriteria::ReadPreference(ReadPreference::Primary));
+        for entity in Entity::ALL {
+            assert_eq!(
+                store.collection(entity).selection_criteria(),
+                primary.as_ref()
+            );
+        }
+        assert_eq!(store.events.selection_criteria(), primary.as_ref());
+        let records = store.primary_collection("mentees");
+        assert_eq!(records.selection_criteria(), primary.as_ref());
+        // What the URI says still holds for everything else.
+        assert!(matches!(
+            store.database().selection_criteria(),
+            Some(SelectionCriteria::ReadPreference(
+                ReadPreference::SecondaryPreferred { .. }
+            ))
+        ));
     }
 
     #[test]
