@@ -11,7 +11,11 @@
 //! | `Activity` (user `lastActiveAt`) | the field itself | it is missing or earlier |
 //! | `Pointer` (`lastEvent*`, sync status) | `eventVersion` | the stamp is missing, older or the same |
 //!
-//! A null stamp counts as a missing one (an application's document can hold nulls).
+//! A null stamp counts as a missing one (an application's document can hold nulls), and so
+//! does a stamp of another BSON type than the rule's (a string where a date belongs, a
+//! number where a version string does): MongoDB compares only values of one type
+//! (`$lt` on a date never matches a string, "type bracketing"), so such a document would
+//! otherwise refuse every event for good, silently.
 //!
 //! Each rule is a conditional upsert: the database enforces it in the write's own filter,
 //! so concurrent consumers can't reorder anything. The plan decides which writes a batch
@@ -48,6 +52,28 @@ impl Slot {
             Slot::Activity => "lastActiveAt",
             Slot::Pointer => "eventVersion",
         }
+    }
+
+    /// The BSON type of the slot's stamps, as `$type` names it: dates for `lastActiveAt`,
+    /// version strings for the others.
+    fn stamp_type(self) -> &'static str {
+        match self {
+            Slot::Activity => "date",
+            _ => "string",
+        }
+    }
+
+    /// Whether `value` is a stamp of this slot's type (anything else counts as none).
+    #[cfg(test)]
+    fn is_stamp(self, value: &Bson) -> bool {
+        matches!(
+            (self, value),
+            (Slot::Activity, Bson::DateTime(_))
+                | (
+                    Slot::Profile | Slot::Final | Slot::Status | Slot::Pointer,
+                    Bson::String(_)
+                )
+        )
     }
 
     /// Whether a write stamped `new` still lands after one stamped `old` (same document).
@@ -103,12 +129,12 @@ impl Statement {
     #[cfg(test)]
     fn admits_alone(&self, current: Option<&Document>) -> bool {
         let Some(current) = current else { return true };
-        // A null stamp is a missing one (an application's document can hold nulls), as in
-        // the filters, where `{field: null}` matches both.
-        let stamp_of = |field: &str| current.get(field).filter(|v| !matches!(v, Bson::Null));
-        let stamp = stamp_of(self.slot.stamp_field());
+        // A null stamp, or one of another type, is a missing one, as in the filters, where
+        // `{field: {$not: {$type: …}}}` matches all three.
+        let stamp_of = |slot: Slot| current.get(slot.stamp_field()).filter(|v| slot.is_stamp(v));
+        let stamp = stamp_of(self.slot);
         match (self.slot, stamp) {
-            (Slot::Status, _) if stamp_of(Slot::Final.stamp_field()).is_some() => false,
+            (Slot::Status, _) if stamp_of(Slot::Final).is_some() => false,
             (Slot::Final, None) => current.get_bool("isDeleted") != Ok(true),
             (_, None) => true,
             // The same event again: only to change what it says of the event (synced
@@ -138,18 +164,19 @@ impl Statement {
     fn condition(&self) -> Document {
         let field = self.slot.stamp_field();
         let stamp = &self.stamp;
-        // `{field: null}` matches a missing field and a null one: `admits_alone` treats
-        // both as no stamp. (Equalities inside an `$or` of several branches don't seed the
-        // document an upsert creates, so no null stamp is ever written.)
+        // "No stamp": missing, null, or of another type (which `$lt` would never match):
+        // `admits_alone` treats all three alike. (An upsert seeds the document it creates
+        // from a filter's equalities only, and these are none, so nothing is seeded.)
+        let none = |slot: Slot| doc! {"$not": {"$type": slot.stamp_type()}};
         let final_field = Slot::Final.stamp_field();
         let either = match self.slot {
             Slot::Profile | Slot::Activity => {
-                vec![doc! {field: {"$lt": stamp}}, doc! {field: Bson::Null}]
+                vec![doc! {field: {"$lt": stamp}}, doc! {field: none(self.slot)}]
             }
             // And no final stamp, in each branch.
             Slot::Status => vec![
-                doc! {field: {"$lt": stamp}, final_field: Bson::Null},
-                doc! {field: Bson::Null, final_field: Bson::Null},
+                doc! {field: {"$lt": stamp}, final_field: none(Slot::Final)},
+                doc! {field: none(self.slot), final_field: none(Slot::Final)},
             ],
             Slot::Pointer => {
                 // Every pointer sets `syncStatus` (see `pointer`), so `$ne` here is exactly
@@ -157,13 +184,13 @@ impl Statement {
                 let status = self.set.get("syncStatus").cloned().unwrap_or_default();
                 vec![
                     doc! {field: {"$lt": stamp}},
-                    doc! {field: Bson::Null},
+                    doc! {field: none(self.slot)},
                     doc! {field: stamp, "syncStatus": {"$ne": status}},
                 ]
             }
             Slot::Final => vec![
                 doc! {field: {"$gt": stamp}},
-                doc! {field: Bson::Null, "isDeleted": {"$ne": true}},
+                doc! {field: none(self.slot), "isDeleted": {"$ne": true}},
             ],
         };
         doc! {"$or": either}

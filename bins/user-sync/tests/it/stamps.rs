@@ -115,3 +115,32 @@ async fn a_session_with_a_null_final_stamp_has_not_ended() {
     assert_eq!(d.get_str("status").unwrap(), "active");
     assert_eq!(d.get_str("lastEventId").unwrap(), "evt_sess_null");
 }
+
+/// A stamp of another BSON type than the rule's (an application that stored a number where
+/// user-sync keeps a version string, or a string where it keeps a date) counts as missing,
+/// as the contract says: MongoDB's `$lt` compares only values of one type, so such a
+/// document refused every event, each recorded `stale`, while the plan said it applied.
+#[tokio::test]
+async fn a_stamp_of_another_type_counts_as_missing() {
+    let env = TestEnv::new().await;
+    let (applier, db) = with_document(
+        &env,
+        "users",
+        doc! {
+            "clerkId": "user_typed", "firstName": "Old", "isDeleted": false,
+            "profileVersion": 12_345_i64, "eventVersion": 7.5,
+            "lastActiveAt": "2024-01-01T00:00:00Z",
+        },
+    )
+    .await;
+    let update = user_event(Kind::Updated, "user_typed", "evt_typed_1", 1_000, "New");
+    let applied = applier
+        .apply(&[incoming(update, 1)], &mut HashSet::new())
+        .await
+        .unwrap();
+    assert_eq!(applied.outcomes, [Outcome::Applied]);
+    let d = user_doc(&db, "user_typed").await;
+    assert_eq!(d.get_str("firstName").unwrap(), "New");
+    assert_eq!(d.get_str("lastEventId").unwrap(), "evt_typed_1");
+    assert!(d.get_str("profileVersion").is_ok(), "{d}");
+}

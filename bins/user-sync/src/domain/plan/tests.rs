@@ -638,3 +638,29 @@ fn a_null_stamp_counts_as_missing() {
     ended.insert("finalVersion", version(9, "x"));
     assert!(!statement(Slot::Status).admits(Some(&ended)));
 }
+
+#[test]
+fn a_stamp_of_another_type_counts_as_none() {
+    let statement = |slot: Slot, stamp: Bson| Statement {
+        entity: Entity::Session,
+        id: "sess_1".into(),
+        slot,
+        stamp,
+        set: Document::new(),
+        event: 0,
+        pointer: None,
+    };
+    let version = Bson::String(version(5, "e"));
+    // A number where a version string belongs: no final stamp, so the status may land.
+    let current = bson::doc! {"finalVersion": 3_i64, "statusVersion": "zzz-but-a-string"};
+    assert!(!statement(Slot::Status, version.clone()).admits(Some(&current)));
+    let current = bson::doc! {"finalVersion": 3_i64, "statusVersion": 1.5};
+    assert!(statement(Slot::Status, version.clone()).admits(Some(&current)));
+    // A typed-wrong final stamp on a deleted document: missing, and deleted, so no.
+    let deleted = bson::doc! {"finalVersion": 3_i64, "isDeleted": true};
+    assert!(!statement(Slot::Final, version).admits(Some(&deleted)));
+    // A string where a date belongs: lastActiveAt moves.
+    let at = Bson::DateTime(DateTime::from_millis(5));
+    let current = bson::doc! {"lastActiveAt": "2024-01-01"};
+    assert!(statement(Slot::Activity, at).admits(Some(&current)));
+}
