@@ -104,7 +104,7 @@ pub async fn record(store: &Store, records: &[Record], processing_ms: i64) -> Re
         for (index, result) in outcome.results.into_iter().enumerate() {
             let Err(e) = result else { continue };
             let record = firsts[index];
-            match (e.code, classify_write_error(e.code, &e.message)) {
+            match (e.code, classify_write_error(e.code, &e.message, "")) {
                 (11000, _) => redelivered.push(record),
                 (_, WriteErrorClass::Permanent) => {
                     insert_smaller(store, &documents[index], record).await?
@@ -129,9 +129,9 @@ async fn insert_smaller(store: &Store, document: &Document, record: &Record) -> 
             Ok(_) => return Ok(()),
             Err(e) if matches!(super::error_code(&e), Some(11000)) => return Ok(()),
             Err(e)
-                if super::error_code(&e)
-                    .is_some_and(|c| classify_write_error(c, "") == WriteErrorClass::Permanent) => {
-            }
+                if super::error_code(&e).is_some_and(|c| {
+                    classify_write_error(c, "", "") == WriteErrorClass::Permanent
+                }) => {}
             Err(e) => return Err(e.into()),
         }
     }

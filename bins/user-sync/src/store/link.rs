@@ -162,7 +162,7 @@ async fn link(
 fn permanent(e: &mongodb::error::Error) -> bool {
     match e.kind.as_ref() {
         mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => {
-            super::classify_write_error(w.code, &w.message) != super::WriteErrorClass::Transient
+            super::classify_write_error(w.code, &w.message, "") != super::WriteErrorClass::Transient
         }
         // Unauthorized: a role without write rights on the application's collection.
         mongodb::error::ErrorKind::Command(c) => c.code == 13,

@@ -12,7 +12,7 @@ pub(crate) use command::bounded;
 pub(crate) use link::link_users;
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use bson::{doc, Bson, Document};
@@ -42,6 +42,9 @@ pub struct Store {
     write_concern: Document,
     /// Whether the server is FerretDB (learnt at start-up; see [`Store::is_ferretdb`]).
     ferretdb: Arc<OnceLock<bool>>,
+    /// The name of each collection's unique `clerkId` index (learnt at start-up: it may be
+    /// the application's own).
+    clerk_id_indexes: Arc<RwLock<HashMap<Entity, String>>>,
 }
 
 impl Store {
@@ -85,6 +88,7 @@ impl Store {
             db,
             client,
             ferretdb: Arc::new(OnceLock::new()),
+            clerk_id_indexes: Arc::default(),
         })
     }
 
@@ -134,10 +138,18 @@ impl Store {
         for &entity in entities {
             let (name, collection) = &self.collections[&entity];
             let existing = list_indexes(collection).await?;
-            match indexes::clerk_id_index(name, &existing).map_err(Error::Startup)? {
-                Some(index) => tracing::debug!(collection = name, index, "clerkId index in place"),
-                None => create_clerk_id_index(name, collection).await?,
-            }
+            let index = match indexes::clerk_id_index(name, &existing).map_err(Error::Startup)? {
+                Some(index) => index,
+                None => {
+                    create_clerk_id_index(name, collection).await?;
+                    CLERK_ID_INDEX.to_string()
+                }
+            };
+            tracing::debug!(collection = name, index, "clerkId index");
+            self.clerk_id_indexes
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(entity, index);
             let wanted = entity.indexes();
             for (index, keys) in indexes::missing(&existing, &wanted) {
                 let model = IndexModel::builder()
@@ -175,6 +187,17 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         Ok(())
+    }
+
+    /// The name of `entity`'s unique `clerkId` index: the one found at start-up, else the
+    /// one user-sync creates.
+    pub(crate) fn clerk_id_index(&self, entity: Entity) -> String {
+        self.clerk_id_indexes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&entity)
+            .cloned()
+            .unwrap_or_else(|| CLERK_ID_INDEX.to_string())
     }
 
     /// Whether the server answers a `ping` within `timeout`.
@@ -232,7 +255,7 @@ async fn create_clerk_id_index(name: &str, collection: &Collection<Document>) ->
                 .options(
                     IndexOptions::builder()
                         .unique(true)
-                        .name("clerkId_unique".to_string())
+                        .name(CLERK_ID_INDEX.to_string())
                         .build(),
                 )
                 .build(),
@@ -246,10 +269,23 @@ async fn create_clerk_id_index(name: &str, collection: &Collection<Document>) ->
         ))),
         // IndexOptionsConflict, IndexKeySpecsConflict: another index has this name.
         Err(e) if matches!(command_code(&e), Some(85 | 86)) => Err(Error::Startup(format!(
-            "cannot create the index clerkId_unique on {name}: {e}"
+            "cannot create the index {CLERK_ID_INDEX} on {name}: {e}"
         ))),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The unique `clerkId` index user-sync creates where there is none.
+const CLERK_ID_INDEX: &str = "clerkId_unique";
+
+/// The index a duplicate-key message names: MongoDB's `… index: <name> dup key: …`, or
+/// DocumentDB's `… Index '<name>'`. (FerretDB names none.)
+fn duplicate_index(message: &str) -> Option<&str> {
+    if let Some((_, rest)) = message.split_once("index: ") {
+        return rest.split_whitespace().next();
+    }
+    let (_, rest) = message.split_once("Index '")?;
+    rest.split_once('\'').map(|(name, _)| name)
 }
 
 /// A whole number as a server may send it: int, long, or a double without a fraction
@@ -306,14 +342,22 @@ pub(crate) enum WriteErrorClass {
 /// concern the server rejects, say) is never taken for a refusal of the data.
 const DOCUMENT_ERRORS: [i32; 13] = [2, 9, 14, 15, 28, 52, 56, 57, 66, 121, 10334, 17419, 17420];
 
-/// Reads one statement's write error.
-pub(crate) fn classify_write_error(code: i32, message: &str) -> WriteErrorClass {
-    match code {
-        11000 if !message.contains("index:") => WriteErrorClass::ClerkIdConflict { named: false },
-        11000 if message.contains("clerkId") => WriteErrorClass::ClerkIdConflict { named: true },
+/// Reads one statement's write error, in a collection whose unique `clerkId` index is
+/// named `clerk_id_index` (the name, not a field in the message: DocumentDB's message names
+/// no key, and an application's index may be named anything).
+pub(crate) fn classify_write_error(
+    code: i32,
+    message: &str,
+    clerk_id_index: &str,
+) -> WriteErrorClass {
+    match (code, duplicate_index(message)) {
+        (11000, None) => WriteErrorClass::ClerkIdConflict { named: false },
+        (11000, Some(index)) if index == clerk_id_index => {
+            WriteErrorClass::ClerkIdConflict { named: true }
+        }
         // Another unique index (an ORM's `email`).
-        11000 => WriteErrorClass::Permanent,
-        code if DOCUMENT_ERRORS.contains(&code) => WriteErrorClass::Permanent,
+        (11000, Some(_)) => WriteErrorClass::Permanent,
+        (code, _) if DOCUMENT_ERRORS.contains(&code) => WriteErrorClass::Permanent,
         _ => WriteErrorClass::Transient,
     }
 }
@@ -328,22 +372,35 @@ mod tests {
         let clerk =
             "E11000 duplicate key error collection: app.users index: clerkId_unique dup key";
         let email = "E11000 duplicate key error collection: app.users index: email_1 dup key";
+        let ours = "clerkId_unique";
         assert_eq!(
-            classify_write_error(11000, clerk),
+            classify_write_error(11000, clerk, ours),
             ClerkIdConflict { named: true }
         );
         assert_eq!(
-            classify_write_error(11000, "E11000 duplicate key"),
+            classify_write_error(11000, "E11000 duplicate key", ours),
             ClerkIdConflict { named: false }
         );
-        assert_eq!(classify_write_error(11000, email), Permanent);
-        assert_eq!(classify_write_error(17419, "too large"), Permanent);
+        assert_eq!(classify_write_error(11000, email, ours), Permanent);
+        // DocumentDB names the index its own way, and no key.
+        let documentdb = "Duplicate key violation on the requested collection: Index 'email_1'";
+        assert_eq!(classify_write_error(11000, documentdb, ours), Permanent);
+        let orm = "Duplicate key violation on the requested collection: Index 'users_ck_idx'";
+        assert_eq!(
+            classify_write_error(11000, orm, "users_ck_idx"),
+            ClerkIdConflict { named: true }
+        );
+        assert_eq!(classify_write_error(17419, "too large", ours), Permanent);
         // Found retried for ever before (a partition blocked): an upsert too large, a
         // document too deep, a link through a string.
         for code in [17420, 15, 28] {
-            assert_eq!(classify_write_error(code, "refused"), Permanent, "{code}");
+            assert_eq!(
+                classify_write_error(code, "refused", ours),
+                Permanent,
+                "{code}"
+            );
         }
-        assert_eq!(classify_write_error(91, "shutting down"), Transient);
+        assert_eq!(classify_write_error(91, "shutting down", ours), Transient);
     }
 
     #[test]

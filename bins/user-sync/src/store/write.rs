@@ -235,7 +235,9 @@ async fn one_by_one(
 /// A statement's write error other than a `clerkId` conflict: why the server refuses the
 /// statement for good, or an error that fails the whole batch (retried).
 fn refusal(e: &command::WriteError) -> Result<String> {
-    match classify_write_error(e.code, &e.message) {
+    // (Not a clerkId conflict, whichever index a duplicate key names: the callers read
+    // those first.)
+    match classify_write_error(e.code, &e.message, "") {
         WriteErrorClass::Permanent => Ok(format!("{} (code {})", e.message, e.code)),
         _ => Err(e.transient().into()),
     }
@@ -275,11 +277,12 @@ async fn update(
         &updates,
     )
     .await?;
+    let clerk_id_index = store.clerk_id_index(entity);
     let mut replies = Vec::with_capacity(outcome.results.len());
     for result in outcome.results {
         replies.push(match result {
             Ok(()) => Reply::Done,
-            Err(e) => match classify_write_error(e.code, &e.message) {
+            Err(e) => match classify_write_error(e.code, &e.message, &clerk_id_index) {
                 WriteErrorClass::ClerkIdConflict { named } => Reply::Conflict {
                     named,
                     refusal: None,
