@@ -80,6 +80,66 @@ pub(super) fn clerk_id_index(
     Ok(Some(index_name))
 }
 
+/// The application's unique indexes on `collection` that would refuse documents user-sync
+/// must be able to write, each with what to change: the message of start-up's refusal.
+///
+/// A unique index holds one document per key, and MongoDB counts a missing field as null
+/// (the manual's "Unique Index and Missing Field"): user-sync writes documents without an
+/// email (the tombstone of a user it never saw, a phone-only user, one known so far only
+/// from its sessions), and the second such document would be refused. A partial index
+/// whose filter names each of its fields leaves those out; a sparse one skips a missing
+/// field but holds a null one, so it serves only fields user-sync never writes (`nullable`
+/// lists those it writes, null included). An index that includes `clerkId` is unique by
+/// it: it refuses nothing more.
+pub(super) fn nullable_unique(
+    collection: &str,
+    existing: &[IndexModel],
+    nullable: &[&str],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for index in existing {
+        let options = index.options.as_ref();
+        let fields: Vec<&str> = index.keys.keys().map(String::as_str).collect();
+        if !options.and_then(|o| o.unique).unwrap_or(false)
+            || fields.iter().any(|f| *f == "_id" || *f == "clerkId")
+        {
+            continue;
+        }
+        let partial = options.and_then(|o| o.partial_filter_expression.as_ref());
+        let sparse = options.and_then(|o| o.sparse).unwrap_or(false);
+        let written: Vec<&str> = fields
+            .iter()
+            .copied()
+            .filter(|f| nullable.contains(&f.split('.').next().unwrap_or(f)))
+            .collect();
+        let fine = match partial {
+            Some(filter) => fields.iter().all(|f| filter.contains_key(*f)),
+            None => sparse && written.is_empty(),
+        };
+        if fine {
+            continue;
+        }
+        let keys = &index.keys;
+        let name = name(index);
+        let filter: Vec<String> = fields
+            .iter()
+            .map(|f| format!("{f}: {{$type: \"string\"}}"))
+            .collect();
+        problems.push(format!(
+            "the unique index {name} on {collection} ({keys}) counts every document without \
+             {fields} as the same value (null), and user-sync writes such documents \
+             (a deleted user it never saw, a user without an email): the second would be \
+             refused. Recreate it partial, so that it holds only documents that have a value \
+             (with the type your values have): db.{collection}.dropIndex(\"{name}\"); \
+             db.{collection}.createIndex({keys}, {{unique: true, partialFilterExpression: \
+             {{{}}}}})",
+            filter.join(", "),
+            fields = fields.join(", "),
+        ));
+    }
+    problems
+}
+
 /// The indexes of `wanted` (name, keys) that no existing index serves: one with the same
 /// keys serves, whatever its name.
 pub(super) fn missing<'a>(
@@ -125,6 +185,52 @@ mod tests {
         assert_eq!(absent, ["organizationId_1_userId_1"]);
         let descending = vec![index(doc! {"userId": -1}, named("d"))];
         assert_eq!(missing(&descending, &wanted).len(), 2, "direction counts");
+    }
+
+    #[test]
+    fn a_unique_index_that_would_count_nulls_as_one_value_is_named_with_its_fix() {
+        let unique = |keys: Document, more: IndexOptions| {
+            let mut o = more;
+            o.unique = Some(true);
+            o.name = Some("idx".into());
+            index(keys, o)
+        };
+        let nullable = ["email", "firstName"];
+        let problems = |indexes: Vec<IndexModel>| nullable_unique("users", &indexes, &nullable);
+        // An ORM's `email @unique`.
+        let plain = problems(vec![unique(doc! {"email": 1}, IndexOptions::default())]);
+        assert_eq!(plain.len(), 1);
+        assert!(
+            plain[0].contains("idx") && plain[0].contains("partialFilterExpression"),
+            "{}",
+            plain[0]
+        );
+        // Partial on the field: fine. Partial on something else (soft delete): not.
+        let on_email = IndexOptions::builder()
+            .partial_filter_expression(doc! {"email": {"$type": "string"}})
+            .build();
+        assert!(problems(vec![unique(doc! {"email": 1}, on_email)]).is_empty());
+        let soft_delete = IndexOptions::builder()
+            .partial_filter_expression(doc! {"isDeleted": false})
+            .build();
+        assert_eq!(
+            problems(vec![unique(doc! {"email": 1}, soft_delete)]).len(),
+            1
+        );
+        // Sparse: fine on a field user-sync never writes, not on one it writes null.
+        let sparse = || IndexOptions::builder().sparse(true).build();
+        assert!(problems(vec![unique(doc! {"slug": 1}, sparse())]).is_empty());
+        assert_eq!(problems(vec![unique(doc! {"email": 1}, sparse())]).len(), 1);
+        // A field of the application's own: every document user-sync creates lacks it.
+        assert_eq!(
+            problems(vec![unique(doc! {"slug": 1}, IndexOptions::default())]).len(),
+            1
+        );
+        // Not unique, or unique by clerkId or _id: nothing to say.
+        let plain_index = index(doc! {"email": 1}, named("email_1"));
+        let with_clerk_id = unique(doc! {"clerkId": 1, "email": 1}, IndexOptions::default());
+        let id = unique(doc! {"_id": 1}, IndexOptions::default());
+        assert!(problems(vec![plain_index, with_clerk_id, id]).is_empty());
     }
 
     #[test]

@@ -150,6 +150,18 @@ impl Store {
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(entity, index);
+            let defaults = entity.defaults();
+            let nullable: Vec<&str> = defaults.keys().map(String::as_str).collect();
+            let problems = indexes::nullable_unique(name, &existing, &nullable);
+            if !problems.is_empty() && self.is_ferretdb() {
+                // FerretDB v1 can't make the partial index that fixes it (and doesn't index
+                // a missing field): it is a development server, so start, and say so.
+                for problem in &problems {
+                    tracing::warn!("{problem} (FerretDB can't make partial indexes: on MongoDB user-sync stops here)");
+                }
+            } else if let Some(problem) = problems.into_iter().next() {
+                return Err(Error::Startup(problem));
+            }
             let wanted = entity.indexes();
             for (index, keys) in indexes::missing(&existing, &wanted) {
                 let model = IndexModel::builder()

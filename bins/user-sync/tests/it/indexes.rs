@@ -124,3 +124,100 @@ async fn a_partial_clerk_id_index_stops_start_up() {
         .collect();
     assert_eq!(kept.iter().filter(|k| k.contains_key("clerkId")).count(), 1);
 }
+
+/// An application's unique index on a field user-sync writes null (an ORM's `email
+/// @unique`) counts every user without an email as one: the second tombstone would be
+/// refused, and a deleted user could come back. Start-up stops and names the partial index
+/// that works. (FerretDB can't make a partial index: there user-sync warns and starts.)
+#[tokio::test]
+async fn a_unique_index_that_counts_missing_emails_as_one_stops_start_up() {
+    let env = TestEnv::new().await;
+    let n = names(&env);
+    let db = env.mongo().await.database(&n.database);
+    db.collection::<Document>("users")
+        .create_index(
+            IndexModel::builder()
+                .keys(doc! {"email": 1})
+                .options(
+                    IndexOptions::builder()
+                        .unique(true)
+                        .name("User_email_key".to_string())
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .unwrap();
+    let build = db.run_command(doc! {"buildInfo": 1}).await.unwrap();
+    let err = start_up_error(&env, &n).await;
+    if build.contains_key("ferretdbVersion") {
+        assert_eq!(err, None, "FerretDB: a warning, not a stop");
+        return;
+    }
+    let err = err.expect("start-up stops");
+    assert!(
+        err.contains("User_email_key") && err.contains("partialFilterExpression"),
+        "{err}"
+    );
+}
+
+/// With the partial index start-up asks for, users without an email coexist: the
+/// tombstones of two users user-sync never saw are both kept. Runs where the server honours
+/// a partial index's filter (MongoDB, DocumentDB); FerretDB v1 can't make one and
+/// mongo-java-server counts nulls anyway, so there it checks nothing (and says so).
+#[tokio::test]
+async fn with_the_partial_index_users_without_an_email_are_all_kept() {
+    let env = TestEnv::new().await;
+    let n = names(&env);
+    let db = env.mongo().await.database(&n.database);
+    let partial = || {
+        IndexModel::builder()
+            .keys(doc! {"email": 1})
+            .options(
+                IndexOptions::builder()
+                    .unique(true)
+                    .name("User_email_key".to_string())
+                    .partial_filter_expression(doc! {"email": {"$type": "string"}})
+                    .build(),
+            )
+            .build()
+    };
+    // Does this server honour the filter? Two documents without an email, in a scratch
+    // collection under the same index.
+    let probe = db.collection::<Document>("probe");
+    let honoured = probe.create_index(partial()).await.is_ok()
+        && probe
+            .insert_many([doc! {"email": null}, doc! {"email": null}])
+            .await
+            .is_ok();
+    if !honoured {
+        eprintln!("this server doesn't honour partial indexes; nothing to check here");
+        return;
+    }
+    db.collection::<Document>("users")
+        .create_index(partial())
+        .await
+        .unwrap();
+    let app = spawn_app_with(env, n).await;
+    let p = producer(&app.env);
+    let topic = app.names.topic.clone();
+    for (user, event) in [("user_gone_1", "gone_1"), ("user_gone_2", "gone_2")] {
+        let deleted = user_event(Kind::Deleted, user, event, 1_732_464_000_000, "");
+        produce(&p, &topic, &deleted).await;
+    }
+    wait_records(&app.db, 2, Duration::from_secs(60)).await;
+    for event in ["gone_1", "gone_2"] {
+        assert_eq!(
+            record(&app.db, event).await.get_str("outcome"),
+            Ok("applied")
+        );
+    }
+    let tombstones = app
+        .db
+        .collection::<Document>("users")
+        .count_documents(doc! {"isDeleted": true, "email": null})
+        .await
+        .unwrap();
+    assert_eq!(tombstones, 2);
+    app.stop().await;
+}
