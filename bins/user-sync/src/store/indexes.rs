@@ -6,6 +6,7 @@
 //! `Session_userId_idx`) already made with the same keys is used, whatever its name.
 
 use bson::Document;
+use mongodb::options::Collation;
 use mongodb::IndexModel;
 
 use super::integer;
@@ -140,6 +141,27 @@ pub(super) fn nullable_unique(
     problems
 }
 
+/// Why `collection`, created with the default collation `collation`, can't be synced into,
+/// if it can't. A collection's collation applies to every query and update that names none:
+/// ICU order differs from byte order (so `$lt` on version stamps could disagree with the
+/// order rules), and at strength 1 or 2 ids that differ only in case compare equal. It
+/// can't be changed once the collection exists.
+pub(super) fn collection_collation(
+    collection: &str,
+    collation: Option<&Collation>,
+) -> Result<(), String> {
+    match collation.map(|c| c.locale.as_str()) {
+        None | Some("simple") => Ok(()),
+        Some(locale) => Err(format!(
+            "the collection {collection} has the default collation {locale}: user-sync compares \
+             Clerk ids and its version stamps byte for byte, and a collection's collation \
+             applies to every query on it (and can't be changed). Point its MONGODB_*_COLLECTION \
+             variable at a collection created without a collation (or with {{locale: \
+             \"simple\"}}), copying the documents over if they matter"
+        )),
+    }
+}
+
 /// The indexes of `wanted` (name, keys) that no existing index serves: one with the same
 /// keys serves, whatever its name.
 pub(super) fn missing<'a>(
@@ -155,7 +177,7 @@ pub(super) fn missing<'a>(
 #[cfg(test)]
 mod tests {
     use bson::doc;
-    use mongodb::options::{Collation, IndexOptions};
+    use mongodb::options::{Collation, CollationStrength, IndexOptions};
 
     use super::*;
 
@@ -231,6 +253,20 @@ mod tests {
         let with_clerk_id = unique(doc! {"clerkId": 1, "email": 1}, IndexOptions::default());
         let id = unique(doc! {"_id": 1}, IndexOptions::default());
         assert!(problems(vec![plain_index, with_clerk_id, id]).is_empty());
+    }
+
+    #[test]
+    fn a_collection_with_a_default_collation_other_than_simple_is_refused() {
+        assert!(collection_collation("users", None).is_ok());
+        let simple = Collation::builder().locale("simple").build();
+        assert!(collection_collation("users", Some(&simple)).is_ok());
+        let case_blind = Collation::builder()
+            .locale("en")
+            .strength(CollationStrength::Secondary)
+            .build();
+        let e = collection_collation("users", Some(&case_blind)).unwrap_err();
+        assert!(e.contains("users") && e.contains("collation en"), "{e}");
+        assert!(e.contains("MONGODB_*_COLLECTION"), "{e}");
     }
 
     #[test]

@@ -137,6 +137,8 @@ impl Store {
         let _ = self.ferretdb.set(info.contains_key("ferretdbVersion"));
         for &entity in entities {
             let (name, collection) = &self.collections[&entity];
+            let collation = self.collation_of(name).await?;
+            indexes::collection_collation(name, collation.as_ref()).map_err(Error::Startup)?;
             let existing = list_indexes(collection).await?;
             let index = match indexes::clerk_id_index(name, &existing).map_err(Error::Startup)? {
                 Some(index) => index,
@@ -199,6 +201,19 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         Ok(())
+    }
+
+    /// The default collation collection `name` was created with, if it exists and has one.
+    async fn collation_of(&self, name: &str) -> Result<Option<mongodb::options::Collation>> {
+        let mut specs = self
+            .db
+            .list_collections()
+            .filter(doc! {"name": name})
+            .await?;
+        Ok(specs
+            .try_next()
+            .await?
+            .and_then(|spec| spec.options.collation))
     }
 
     /// The name of `entity`'s unique `clerkId` index: the one found at start-up, else the
