@@ -91,7 +91,11 @@ pub async fn from_store(store: &Store, entities: &[Entity], now: i64) -> crate::
         ..Status::default()
     };
     for &entity in entities {
-        let c = store.collection(entity);
+        // As the URI says (a secondary, if it prefers one): the counts decide nothing.
+        let c = store
+            .database()
+            .collection::<Document>(store.collection_name(entity));
+        let c = &c;
         let total = crate::store::bounded(c.estimated_document_count().into_future())
             .await?
             .map_err(crate::Error::from)?;

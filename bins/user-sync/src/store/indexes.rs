@@ -5,8 +5,7 @@
 //! 85), so an index user-sync wants that an application (an ORM: Prisma's
 //! `Session_userId_idx`) already made with the same keys is used, whatever its name.
 
-use bson::Document;
-use mongodb::options::Collation;
+use bson::{Bson, Document};
 use mongodb::IndexModel;
 
 use super::integer;
@@ -41,9 +40,25 @@ pub(super) fn clerk_id_index(
     existing: &[IndexModel],
 ) -> Result<Option<String>, String> {
     let keys = bson::doc! {"clerkId": 1};
-    let Some(index) = existing.iter().find(|i| same_keys(&i.keys, &keys)) else {
-        return Ok(None);
-    };
+    // MongoDB allows several indexes on one key pattern when their collations differ (a
+    // case-blind one for the application's searches, say): one usable is enough.
+    let verdicts: Vec<Result<String, String>> = existing
+        .iter()
+        .filter(|i| same_keys(&i.keys, &keys))
+        .map(|i| usable_clerk_id_index(collection, i))
+        .collect();
+    match verdicts.iter().find_map(|v| v.as_ref().ok()) {
+        Some(name) => Ok(Some(name.clone())),
+        None => match verdicts.into_iter().next() {
+            Some(Err(problem)) => Err(problem),
+            _ => Ok(None),
+        },
+    }
+}
+
+/// `index` (on `{clerkId: 1}`) as user-sync's one-document-per-id guarantee: its name, or
+/// why it can't be.
+fn usable_clerk_id_index(collection: &str, index: &IndexModel) -> Result<String, String> {
     let index_name = name(index);
     let options = index.options.as_ref();
     if !options.and_then(|o| o.unique).unwrap_or(false) {
@@ -78,7 +93,7 @@ pub(super) fn clerk_id_index(
              collation: {{locale: \"simple\"}}}})"
         ));
     }
-    Ok(Some(index_name))
+    Ok(index_name)
 }
 
 /// The application's unique indexes on `collection` that would refuse documents user-sync
@@ -88,7 +103,8 @@ pub(super) fn clerk_id_index(
 /// (the manual's "Unique Index and Missing Field"): user-sync writes documents without an
 /// email (the tombstone of a user it never saw, a phone-only user, one known so far only
 /// from its sessions), and the second such document would be refused. A partial index
-/// whose filter names each of its fields leaves those out; a sparse one skips a missing
+/// whose filter leaves out null on one of its fields (`$type`, a comparison: not
+/// `$exists: true`, which holds a null) leaves those out; a sparse one skips a missing
 /// field but holds a null one, so it serves only fields user-sync never writes (`nullable`
 /// lists those it writes, null included). An index that includes `clerkId` is unique by
 /// it: it refuses nothing more.
@@ -114,7 +130,10 @@ pub(super) fn nullable_unique(
             .filter(|f| nullable.contains(&f.split('.').next().unwrap_or(f)))
             .collect();
         let fine = match partial {
-            Some(filter) => fields.iter().all(|f| filter.contains_key(*f)),
+            Some(filter) => conditions(filter).any(|(field, condition)| {
+                fields.contains(&field.as_str())
+                    && excludes_null(condition, !written.contains(&field.as_str()))
+            }),
             None => sparse && written.is_empty(),
         };
         if fine {
@@ -146,11 +165,8 @@ pub(super) fn nullable_unique(
 /// ICU order differs from byte order (so `$lt` on version stamps could disagree with the
 /// order rules), and at strength 1 or 2 ids that differ only in case compare equal. It
 /// can't be changed once the collection exists.
-pub(super) fn collection_collation(
-    collection: &str,
-    collation: Option<&Collation>,
-) -> Result<(), String> {
-    match collation.map(|c| c.locale.as_str()) {
+pub(super) fn collection_collation(collection: &str, locale: Option<&str>) -> Result<(), String> {
+    match locale {
         None | Some("simple") => Ok(()),
         Some(locale) => Err(format!(
             "the collection {collection} has the default collation {locale}: user-sync compares \
@@ -160,6 +176,37 @@ pub(super) fn collection_collation(
              \"simple\"}}), copying the documents over if they matter"
         )),
     }
+}
+
+/// The top-level conditions of a partial filter, `$and` flattened: (field, condition).
+fn conditions(filter: &Document) -> impl Iterator<Item = (&String, &Bson)> {
+    filter
+        .iter()
+        .flat_map(|(key, value)| match (key.as_str(), value) {
+            ("$and", Bson::Array(all)) => all
+                .iter()
+                .filter_map(Bson::as_document)
+                .flat_map(|d| d.iter())
+                .collect::<Vec<_>>(),
+            _ => vec![(key, value)],
+        })
+}
+
+/// Whether a partial filter's `condition` on a field leaves out the documents user-sync
+/// writes: those where the field is null, and (`missing_only`: a field user-sync never
+/// writes) those without it. `$exists: true` leaves out a missing field but not a null one;
+/// `$type` (but "null"), a comparison, or an equality to a value leave out both.
+fn excludes_null(condition: &Bson, missing_only: bool) -> bool {
+    let Bson::Document(operators) = condition else {
+        return !matches!(condition, Bson::Null);
+    };
+    operators.iter().any(|(op, value)| match op.as_str() {
+        "$exists" => missing_only && value.as_bool() == Some(true),
+        "$type" => !matches!(value, Bson::String(t) if t == "null") && *value != Bson::Int32(10),
+        "$gt" | "$gte" | "$lt" | "$lte" => true,
+        "$eq" => !matches!(value, Bson::Null),
+        _ => false,
+    })
 }
 
 /// The indexes of `wanted` (name, keys) that no existing index serves: one with the same
@@ -177,7 +224,7 @@ pub(super) fn missing<'a>(
 #[cfg(test)]
 mod tests {
     use bson::doc;
-    use mongodb::options::{Collation, CollationStrength, IndexOptions};
+    use mongodb::options::{Collation, IndexOptions};
 
     use super::*;
 
@@ -227,6 +274,16 @@ mod tests {
             "{}",
             plain[0]
         );
+        // `$exists: true` still holds the nulls user-sync writes (Mongoose's recipe).
+        let exists = IndexOptions::builder()
+            .partial_filter_expression(doc! {"email": {"$exists": true}})
+            .build();
+        assert_eq!(problems(vec![unique(doc! {"email": 1}, exists)]).len(), 1);
+        // One null-excluding condition on one of the fields is enough, under $and too.
+        let compound = IndexOptions::builder()
+            .partial_filter_expression(doc! {"$and": [{"email": {"$type": "string"}}]})
+            .build();
+        assert!(problems(vec![unique(doc! {"tenantId": 1, "email": 1}, compound)]).is_empty());
         // Partial on the field: fine. Partial on something else (soft delete): not.
         let on_email = IndexOptions::builder()
             .partial_filter_expression(doc! {"email": {"$type": "string"}})
@@ -258,13 +315,8 @@ mod tests {
     #[test]
     fn a_collection_with_a_default_collation_other_than_simple_is_refused() {
         assert!(collection_collation("users", None).is_ok());
-        let simple = Collation::builder().locale("simple").build();
-        assert!(collection_collation("users", Some(&simple)).is_ok());
-        let case_blind = Collation::builder()
-            .locale("en")
-            .strength(CollationStrength::Secondary)
-            .build();
-        let e = collection_collation("users", Some(&case_blind)).unwrap_err();
+        assert!(collection_collation("users", Some("simple")).is_ok());
+        let e = collection_collation("users", Some("en")).unwrap_err();
         assert!(e.contains("users") && e.contains("collation en"), "{e}");
         assert!(e.contains("MONGODB_*_COLLECTION"), "{e}");
     }
@@ -302,6 +354,18 @@ mod tests {
         let e = clerk_id_index("users", &unique(collated("en"))).unwrap_err();
         assert!(e.contains("collation en"), "{e}");
         assert!(clerk_id_index("users", &unique(collated("simple"))).is_ok());
+        // A case-blind index for searches beside a good one: the good one serves.
+        let case_blind = {
+            let mut o = collated("en");
+            o.name = Some("search".into());
+            index(doc! {"clerkId": 1}, o)
+        };
+        let mut both = vec![case_blind];
+        both.extend(unique(IndexOptions::default()));
+        assert_eq!(
+            clerk_id_index("users", &both),
+            Ok(Some("User_clerkId_key".into()))
+        );
         // A compound index that starts with clerkId is not the one.
         let compound = vec![index(doc! {"clerkId": 1, "x": 1}, named("cx"))];
         assert_eq!(clerk_id_index("users", &compound), Ok(None));

@@ -134,13 +134,36 @@ impl Store {
             .database("admin")
             .run_command(doc! {"buildInfo": 1})
             .await?;
+        // FerretDB 1.x can't make a partial index (2.x runs on DocumentDB, and can).
+        let ferretdb_v1 = info
+            .get_str("ferretdbVersion")
+            .is_ok_and(|v| v.trim_start_matches('v').starts_with("1."));
         let _ = self.ferretdb.set(info.contains_key("ferretdbVersion"));
+        // Every check of every collection first: a refusal leaves the database as it was.
+        let mut plans = Vec::with_capacity(entities.len());
         for &entity in entities {
             let (name, collection) = &self.collections[&entity];
             let collation = self.collation_of(name).await?;
-            indexes::collection_collation(name, collation.as_ref()).map_err(Error::Startup)?;
+            indexes::collection_collation(name, collation.as_deref()).map_err(Error::Startup)?;
             let existing = list_indexes(collection).await?;
-            let index = match indexes::clerk_id_index(name, &existing).map_err(Error::Startup)? {
+            let clerk_id = indexes::clerk_id_index(name, &existing).map_err(Error::Startup)?;
+            let defaults = entity.defaults();
+            let nullable: Vec<&str> = defaults.keys().map(String::as_str).collect();
+            let problems = indexes::nullable_unique(name, &existing, &nullable);
+            if !problems.is_empty() && ferretdb_v1 {
+                // FerretDB 1.x can't make the partial index that fixes it (and doesn't
+                // index a missing field): a development server, so start, and say so.
+                for problem in &problems {
+                    tracing::warn!("{problem} (FerretDB 1.x can't make partial indexes: on MongoDB user-sync stops here)");
+                }
+            } else if let Some(problem) = problems.into_iter().next() {
+                return Err(Error::Startup(problem));
+            }
+            plans.push((entity, clerk_id, existing));
+        }
+        for (entity, clerk_id, existing) in plans {
+            let (name, collection) = &self.collections[&entity];
+            let index = match clerk_id {
                 Some(index) => index,
                 None => {
                     create_clerk_id_index(name, collection).await?;
@@ -152,18 +175,6 @@ impl Store {
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(entity, index);
-            let defaults = entity.defaults();
-            let nullable: Vec<&str> = defaults.keys().map(String::as_str).collect();
-            let problems = indexes::nullable_unique(name, &existing, &nullable);
-            if !problems.is_empty() && self.is_ferretdb() {
-                // FerretDB v1 can't make the partial index that fixes it (and doesn't index
-                // a missing field): it is a development server, so start, and say so.
-                for problem in &problems {
-                    tracing::warn!("{problem} (FerretDB can't make partial indexes: on MongoDB user-sync stops here)");
-                }
-            } else if let Some(problem) = problems.into_iter().next() {
-                return Err(Error::Startup(problem));
-            }
             let wanted = entity.indexes();
             for (index, keys) in indexes::missing(&existing, &wanted) {
                 let model = IndexModel::builder()
@@ -203,17 +214,29 @@ impl Store {
         Ok(())
     }
 
-    /// The default collation collection `name` was created with, if it exists and has one.
-    async fn collation_of(&self, name: &str) -> Result<Option<mongodb::options::Collation>> {
-        let mut specs = self
-            .db
-            .list_collections()
-            .filter(doc! {"name": name})
-            .await?;
-        Ok(specs
-            .try_next()
-            .await?
-            .and_then(|spec| spec.options.collation))
+    /// The locale of the default collation collection `name` was created with, if it
+    /// exists and has one. (Read from the raw reply: a server's reply needn't hold every
+    /// field the driver's typed specification requires.) A role that may not list
+    /// collections can't be checked: said in the log, and start-up goes on.
+    async fn collation_of(&self, name: &str) -> Result<Option<String>> {
+        let command = doc! {"listCollections": 1, "filter": {"name": name}, "nameOnly": false};
+        let reply = match self.db.run_command(command).await {
+            Ok(reply) => reply,
+            Err(e) if command_code(&e) == Some(13) => {
+                tracing::warn!(collection = name, error = %e, "cannot check the collection's collation");
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let locale = reply
+            .get_document("cursor")
+            .and_then(|c| c.get_array("firstBatch"))
+            .ok()
+            .and_then(|batch| batch.first()?.as_document()?.get_document("options").ok())
+            .and_then(|options| options.get_document("collation").ok())
+            .and_then(|collation| collation.get_str("locale").ok())
+            .map(str::to_string);
+        Ok(locale)
     }
 
     /// The name of `entity`'s unique `clerkId` index: the one found at start-up, else the
