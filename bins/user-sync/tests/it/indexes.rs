@@ -12,6 +12,12 @@ use test_support::TestEnv;
 
 use crate::helpers::*;
 
+/// An index on `keys` named `name`, with `options` (unique, partial, …) besides.
+fn index(keys: Document, name: &str, mut options: IndexOptions) -> IndexModel {
+    options.name = Some(name.to_string());
+    IndexModel::builder().keys(keys).options(options).build()
+}
+
 /// user-sync's start-up against the test's database: its error, if it stops.
 async fn start_up_error(env: &test_support::TestEnv, n: &Names) -> Option<String> {
     let config = user_sync::Config::from_vars(vars(env, n, &[])).unwrap();
@@ -58,16 +64,11 @@ async fn an_index_with_the_keys_user_sync_wants_is_used_under_its_own_name() {
         .database(&n.database)
         .collection::<Document>("sessions");
     sessions
-        .create_index(
-            IndexModel::builder()
-                .keys(doc! {"userId": 1})
-                .options(
-                    IndexOptions::builder()
-                        .name("Session_userId_idx".to_string())
-                        .build(),
-                )
-                .build(),
-        )
+        .create_index(index(
+            doc! {"userId": 1},
+            "Session_userId_idx",
+            IndexOptions::default(),
+        ))
         .await
         .unwrap();
     assert_eq!(start_up_error(&env, &n).await, None);
@@ -93,16 +94,14 @@ async fn a_partial_clerk_id_index_stops_start_up() {
         .await
         .database(&n.database)
         .collection::<Document>("users");
-    let partial = IndexModel::builder()
-        .keys(doc! {"clerkId": 1})
-        .options(
-            IndexOptions::builder()
-                .unique(true)
-                .name("User_clerkId_live".to_string())
-                .partial_filter_expression(doc! {"isDeleted": false})
-                .build(),
-        )
-        .build();
+    let partial = index(
+        doc! {"clerkId": 1},
+        "User_clerkId_live",
+        IndexOptions::builder()
+            .unique(true)
+            .partial_filter_expression(doc! {"isDeleted": false})
+            .build(),
+    );
     if let Err(e) = users.create_index(partial).await {
         eprintln!("this server can't make a partial index ({e}); nothing to check here");
         return;
@@ -134,18 +133,9 @@ async fn a_unique_index_that_counts_missing_emails_as_one_stops_start_up() {
     let env = TestEnv::new().await;
     let n = names(&env);
     let db = env.mongo().await.database(&n.database);
+    let unique = IndexOptions::builder().unique(true).build();
     db.collection::<Document>("users")
-        .create_index(
-            IndexModel::builder()
-                .keys(doc! {"email": 1})
-                .options(
-                    IndexOptions::builder()
-                        .unique(true)
-                        .name("User_email_key".to_string())
-                        .build(),
-                )
-                .build(),
-        )
+        .create_index(index(doc! {"email": 1}, "User_email_key", unique))
         .await
         .unwrap();
     let build = db.run_command(doc! {"buildInfo": 1}).await.unwrap();
@@ -171,16 +161,11 @@ async fn with_the_partial_index_users_without_an_email_are_all_kept() {
     let n = names(&env);
     let db = env.mongo().await.database(&n.database);
     let partial = || {
-        IndexModel::builder()
-            .keys(doc! {"email": 1})
-            .options(
-                IndexOptions::builder()
-                    .unique(true)
-                    .name("User_email_key".to_string())
-                    .partial_filter_expression(doc! {"email": {"$type": "string"}})
-                    .build(),
-            )
-            .build()
+        let options = IndexOptions::builder()
+            .unique(true)
+            .partial_filter_expression(doc! {"email": {"$type": "string"}})
+            .build();
+        index(doc! {"email": 1}, "User_email_key", options)
     };
     // Does this server honour the filter? Two documents without an email, in a scratch
     // collection under the same index.
