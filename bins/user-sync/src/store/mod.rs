@@ -140,57 +140,12 @@ impl Store {
             .is_ok_and(|v| v.trim_start_matches('v').starts_with("1."));
         let _ = self.ferretdb.set(info.contains_key("ferretdbVersion"));
         // Every check of every collection first: a refusal leaves the database as it was.
-        let mut plans = Vec::with_capacity(entities.len());
+        let mut checked = Vec::with_capacity(entities.len());
         for &entity in entities {
-            let (name, collection) = &self.collections[&entity];
-            let collation = self.collation_of(name).await?;
-            indexes::collection_collation(name, collation.as_deref()).map_err(Error::Startup)?;
-            let existing = list_indexes(collection).await?;
-            let clerk_id = indexes::clerk_id_index(name, &existing).map_err(Error::Startup)?;
-            let defaults = entity.defaults();
-            let nullable: Vec<&str> = defaults.keys().map(String::as_str).collect();
-            let problems = indexes::nullable_unique(name, &existing, &nullable);
-            if !problems.is_empty() && ferretdb_v1 {
-                // FerretDB 1.x can't make the partial index that fixes it (and doesn't
-                // index a missing field): a development server, so start, and say so.
-                for problem in &problems {
-                    tracing::warn!("{problem} (FerretDB 1.x can't make partial indexes: on MongoDB user-sync stops here)");
-                }
-            } else if let Some(problem) = problems.into_iter().next() {
-                return Err(Error::Startup(problem));
-            }
-            plans.push((entity, clerk_id, existing));
+            checked.push((entity, self.check(entity, ferretdb_v1).await?));
         }
-        for (entity, clerk_id, existing) in plans {
-            let (name, collection) = &self.collections[&entity];
-            let index = match clerk_id {
-                Some(index) => index,
-                None => {
-                    create_clerk_id_index(name, collection).await?;
-                    CLERK_ID_INDEX.to_string()
-                }
-            };
-            tracing::debug!(collection = name, index, "clerkId index");
-            self.clerk_id_indexes
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(entity, index);
-            let wanted = entity.indexes();
-            for (index, keys) in indexes::missing(&existing, &wanted) {
-                let model = IndexModel::builder()
-                    .keys(keys.clone())
-                    .options(IndexOptions::builder().name(index.to_string()).build())
-                    .build();
-                match collection.create_index(model).await {
-                    Ok(_) => {}
-                    Err(e) if matches!(command_code(&e), Some(85 | 86)) => {
-                        return Err(Error::Startup(format!(
-                            "cannot create the index {index} on {name}: {e}"
-                        )))
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
+        for (entity, (clerk_id, existing)) in checked {
+            self.create_indexes(entity, clerk_id, &existing).await?;
         }
         // `status` counts the outcomes of the last hour and day, and finds the last error,
         // by processing time: without this index, each of those reads every record.
@@ -210,6 +165,73 @@ impl Store {
                 tracing::info!(error = %e, "webhook_events has its own index on processedAt; using it");
             }
             Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    /// What start-up can't live with in `entity`'s collection ([`Error::Startup`]), else
+    /// its unique `clerkId` index (`None`: none yet) and its indexes.
+    async fn check(
+        &self,
+        entity: Entity,
+        ferretdb_v1: bool,
+    ) -> Result<(Option<String>, Vec<IndexModel>)> {
+        let (name, collection) = &self.collections[&entity];
+        let collation = self.collation_of(name).await?;
+        indexes::collection_collation(name, collation.as_deref()).map_err(Error::Startup)?;
+        let existing = list_indexes(collection).await?;
+        let clerk_id = indexes::clerk_id_index(name, &existing).map_err(Error::Startup)?;
+        let defaults = entity.defaults();
+        let nullable: Vec<&str> = defaults.keys().map(String::as_str).collect();
+        let problems = indexes::nullable_unique(name, &existing, &nullable);
+        if !problems.is_empty() && ferretdb_v1 {
+            // FerretDB 1.x can't make the partial index that fixes it (and doesn't index a
+            // missing field): a development server, so start, and say so.
+            for problem in &problems {
+                tracing::warn!("{problem} (FerretDB 1.x can't make partial indexes: on MongoDB user-sync stops here)");
+            }
+        } else if let Some(problem) = problems.into_iter().next() {
+            return Err(Error::Startup(problem));
+        }
+        Ok((clerk_id, existing))
+    }
+
+    /// Creates what `entity`'s collection lacks, given what [`Store::check`] found: the
+    /// unique `clerkId` index, and the indexes user-sync reads by.
+    async fn create_indexes(
+        &self,
+        entity: Entity,
+        clerk_id: Option<String>,
+        existing: &[IndexModel],
+    ) -> Result<()> {
+        let (name, collection) = &self.collections[&entity];
+        let index = match clerk_id {
+            Some(index) => index,
+            None => {
+                create_clerk_id_index(name, collection).await?;
+                CLERK_ID_INDEX.to_string()
+            }
+        };
+        tracing::debug!(collection = name, index, "clerkId index");
+        self.clerk_id_indexes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(entity, index);
+        let wanted = entity.indexes();
+        for (index, keys) in indexes::missing(existing, &wanted) {
+            let model = IndexModel::builder()
+                .keys(keys.clone())
+                .options(IndexOptions::builder().name(index.to_string()).build())
+                .build();
+            match collection.create_index(model).await {
+                Ok(_) => {}
+                Err(e) if matches!(command_code(&e), Some(85 | 86)) => {
+                    return Err(Error::Startup(format!(
+                        "cannot create the index {index} on {name}: {e}"
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(())
     }
