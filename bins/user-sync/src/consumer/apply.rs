@@ -2,8 +2,8 @@
 //! ([`crate::domain::plan`], [`crate::store::write`]), then the outcomes.
 //!
 //! Nothing here decides an order rule: that is the plan's job, unit-tested without a
-//! database. This module runs the rounds and reads what the plan needs to tell a
-//! `duplicate` from a `stale` event.
+//! database. This module reads the batch's documents, runs the rounds, and reads again
+//! what the plan needs to tell a `duplicate` from a `stale` event after a race.
 
 use std::collections::{HashMap, HashSet};
 
@@ -97,8 +97,10 @@ impl Applier {
             .map(|(&i, change)| batch[i].input(change))
             .collect();
 
+        // The documents first: what they show stale is never sent (see `Batch`).
+        let known = self.read(&Batch::documents(&inputs)).await?;
         let now = DateTime::now();
-        let mut plan = Batch::new(&inputs, now);
+        let mut plan = Batch::new(&inputs, now, &known);
         while let Some(statements) = plan.round() {
             let results = write::execute(&self.store, statements, now).await?;
             plan.learn(&results);

@@ -7,6 +7,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::store::Traffic;
+
 /// Labels of `user_sync_events_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabels {
@@ -41,15 +43,11 @@ pub(crate) struct Metrics {
     lag: Family<PartitionLabels, Gauge>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Metrics {
-    pub(crate) fn new() -> Self {
+    /// The consumer's metrics, and the store's counters of `traffic`.
+    pub(crate) fn new(traffic: &Traffic) -> Self {
         let mut registry = Registry::with_prefix("user_sync");
+        traffic.register(&mut registry);
         let ready = common::metrics::register_service(&mut registry, env!("CARGO_PKG_VERSION"));
         let events = Family::<EventLabels, Counter>::default();
         registry.register(
@@ -163,7 +161,7 @@ mod tests {
 
     #[test]
     fn a_revoked_partition_leaves_the_lag_gauge() {
-        let m = Metrics::new();
+        let m = Metrics::new(&Traffic::default());
         m.lag("users", 0, 7);
         m.lag("users", 1, 3);
         m.forget_lag("users", 0);

@@ -70,12 +70,12 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let stop = common::shutdown::cancel_on(shutdown);
-    let metrics = Arc::new(Metrics::new());
     // Parsing a mongodb+srv:// URI resolves DNS: wait for it like for the servers below.
     let connect = || connect(&config);
     let Some(store) = until_ready(&stop, "the MongoDB client", connect).await? else {
         return Ok(());
     };
+    let metrics = Arc::new(Metrics::new(store.traffic()));
     let consumer = worker::consumer(&config.queue.kafka, &config.queue.group_id, metrics.clone())?;
     let consuming = Arc::new(AtomicBool::new(false));
 

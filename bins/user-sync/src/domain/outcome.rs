@@ -26,4 +26,10 @@ impl Outcome {
             Outcome::Ignored => "ignored",
         }
     }
+
+    /// Whether the event changed no document: what a redelivery usually comes to, so its
+    /// record is likely there already.
+    pub(crate) fn changed_nothing(self) -> bool {
+        matches!(self, Outcome::Stale | Outcome::Duplicate)
+    }
 }

@@ -64,7 +64,6 @@ impl Slot {
     }
 
     /// Whether `value` is a stamp of this slot's type (anything else counts as none).
-    #[cfg(test)]
     fn is_stamp(self, value: &Bson) -> bool {
         let found = match value {
             Bson::String(_) => "string",
@@ -124,7 +123,8 @@ impl Statement {
         self.admits_alone(current) && self.pointer.as_ref().is_none_or(|p| p.admits(current))
     }
 
-    #[cfg(test)]
+    /// The rule of this statement alone (not its pointer's): also what the plan asks of
+    /// the documents read before a batch.
     fn admits_alone(&self, current: Option<&Document>) -> bool {
         let Some(current) = current else { return true };
         // A null stamp, or one of another type, is a missing one, as in the filters, where
@@ -315,10 +315,26 @@ enum PayloadForm {
 
 /// The rounds of writes of one batch: [`Batch::round`] gives the statements to run,
 /// [`Batch::learn`] takes what the database did; until a round refuses nothing new.
+///
+/// The plan starts from the batch's documents as read before it ([`Batch::documents`]):
+/// a statement those documents don't admit is not sent. Stamps only move forward (and a
+/// final stamp only back, towards the earliest), so a statement the rule refuses now, it
+/// refuses for good, whoever writes in between; what is sent is still guarded by its
+/// filter. One exception, handled: a pointer admits its own event again to change the
+/// sync status, which an earlier round of this batch may have just changed, so a document
+/// whose pointer this batch wrote is left to its filter. A redelivered or stale batch then
+/// costs one indexed read per collection, not a refused write per statement.
 #[derive(Debug)]
 pub(crate) struct Batch<'a> {
     inputs: &'a [Input<'a>],
     now: DateTime,
+    /// The batch's documents as read before it (none: the document doesn't exist).
+    known: &'a HashMap<(Entity, String), Document>,
+    /// Events with a statement left unsent because the documents read before the batch
+    /// already hold its stamp: their change was made before (a redelivery).
+    made_before: HashSet<usize>,
+    /// Documents whose pointer a round of this batch wrote.
+    pointer_written: HashSet<(Entity, String)>,
     /// Events the database refused, with the reason.
     refused: HashMap<usize, String>,
     /// Events with a write applied in some round.
@@ -334,11 +350,20 @@ pub(crate) struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    /// The batch, in consumption order. Repeats of an event id must already be left out.
-    pub(crate) fn new(inputs: &'a [Input<'a>], now: DateTime) -> Self {
+    /// The batch, in consumption order, and its documents as they were read before it
+    /// ([`Batch::documents`]; one missing from `known` doesn't exist). Repeats of an event
+    /// id must already be left out.
+    pub(crate) fn new(
+        inputs: &'a [Input<'a>],
+        now: DateTime,
+        known: &'a HashMap<(Entity, String), Document>,
+    ) -> Self {
         Batch {
             inputs,
             now,
+            known,
+            made_before: HashSet::new(),
+            pointer_written: HashSet::new(),
             refused: HashMap::new(),
             applied: HashSet::new(),
             not_applied: Vec::new(),
@@ -349,12 +374,29 @@ impl<'a> Batch<'a> {
         }
     }
 
+    /// The documents the batch's events write (kind, `clerkId`), to read before planning.
+    pub(crate) fn documents(inputs: &[Input<'_>]) -> Vec<(Entity, String)> {
+        let mut keys: Vec<(Entity, String)> = inputs
+            .iter()
+            .flat_map(|input| {
+                let writes = input.writes().iter().map(|i| (i.entity, i.id.clone()));
+                let pointer = input.document().map(|(e, id)| (e, id.to_string()));
+                writes.chain(pointer)
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
     /// The statements to run next, in this order; `None` once the batch is done.
     pub(crate) fn round(&mut self) -> Option<&[Statement]> {
         if self.finished {
             return None;
         }
-        Some(self.pending.insert(self.plan()))
+        let (statements, made_before) = self.plan();
+        self.made_before = made_before;
+        Some(self.pending.insert(statements))
     }
 
     /// What the database did with each statement of the last round.
@@ -364,6 +406,9 @@ impl<'a> Batch<'a> {
         let mut again = false;
         self.not_applied.clear();
         for (s, r) in statements.into_iter().zip(results) {
+            if r == &Written::Applied && (s.slot == Slot::Pointer || s.pointer.is_some()) {
+                self.pointer_written.insert((s.entity, s.id.clone()));
+            }
             if s.pointer.is_some() {
                 match r {
                     Written::Applied => {
@@ -447,6 +492,7 @@ impl<'a> Batch<'a> {
                 Change::Invalid { .. } => Outcome::DeadLettered,
                 Change::Writes(_) if self.refused.contains_key(&i) => Outcome::DeadLettered,
                 Change::Writes(_) if self.applied.contains(&i) => Outcome::Applied,
+                Change::Writes(_) if self.made_before.contains(&i) => Outcome::Duplicate,
                 Change::Writes(_) => Outcome::Stale,
             })
             .collect();
@@ -466,9 +512,16 @@ impl<'a> Batch<'a> {
         outcomes
     }
 
-    /// The statements the events need now, in arrival order, then one pointer per document.
-    fn plan(&self) -> Vec<Statement> {
+    /// The document as read before the batch.
+    fn known(&self, entity: Entity, id: &str) -> Option<&Document> {
+        self.known.get(&(entity, id.to_string()))
+    }
+
+    /// The statements the events need now, in arrival order, then one pointer per document;
+    /// and the events whose change the documents read before the batch already hold.
+    fn plan(&self) -> (Vec<Statement>, HashSet<usize>) {
         let mut statements = Vec::new();
+        let mut made_before = HashSet::new();
         // The stamp of the last statement planned per (document, slot): a later-arriving
         // event that doesn't beat it can't land, one at a time or batched.
         let mut planned: HashMap<(Entity, &str, Slot), Bson> = HashMap::new();
@@ -506,7 +559,7 @@ impl<'a> Batch<'a> {
                     continue;
                 }
                 planned.insert(key, stamp.clone());
-                statements.push(Statement {
+                let statement = Statement {
                     entity: intent.entity,
                     id: intent.id.clone(),
                     slot: intent.slot,
@@ -514,12 +567,25 @@ impl<'a> Batch<'a> {
                     set: intent.set.clone(),
                     event: i,
                     pointer: None,
-                });
+                };
+                let known = self.known(intent.entity, &intent.id);
+                if statement.admits_alone(known) {
+                    statements.push(statement);
+                } else if known.and_then(|d| d.get(intent.slot.stamp_field()))
+                    == Some(&statement.stamp)
+                    && intent.slot != Slot::Activity
+                {
+                    made_before.insert(i);
+                }
             }
         }
         for key in order {
             let i = newest[&key];
             let pointer = self.pointer(key.0, key.1, i);
+            let written = self.pointer_written.contains(&(key.0, key.1.to_string()));
+            if !written && !pointer.admits_alone(self.known(key.0, key.1)) {
+                continue;
+            }
             // The newest event's profile statement, if it has one, is the document's last
             // (it beats every other): the pointer can ride along.
             let together = !self.apart.contains(&(key.0, key.1.to_string()));
@@ -535,7 +601,7 @@ impl<'a> Batch<'a> {
                 None => statements.push(pointer),
             }
         }
-        statements
+        (statements, made_before)
     }
 
     /// `lastEventId`, `lastEventAt`, `webhookPayload` and the sync fields, for event `i`.

@@ -1,13 +1,19 @@
 //! The `webhook_events` collection: one record per event id, written after the documents
 //! and the DLQ, so a record never claims a change that isn't durable.
 //!
-//! Redeliveries are found by inserting: a record that already exists (duplicate `_id`)
-//! means the event was consumed before, so no read of the collection is needed, whatever
-//! its size. Each consumption of a message carries a delivery id, kept in the record's
-//! `deliveries`, so a batch retried after a failure doesn't count its own events as
-//! redeliveries.
+//! Redeliveries are found by `_id`: the records of the events that changed nothing this
+//! time (a redelivery's usual outcome) are read first, by their ids, and only what that
+//! read shows is written: absent records inserted, present ones counted, a dead-lettered
+//! one replaced if its event passed now. The others are inserted straight away; one that
+//! turns out to exist (duplicate `_id`: a crash between the write and its record, or
+//! another consumer in a race) is counted instead. Each consumption of a message carries
+//! a delivery id, kept in the record's `deliveries`, so a batch retried after a failure
+//! doesn't count its own events as redeliveries.
+
+use std::collections::HashMap;
 
 use bson::{doc, Bson, DateTime, Document};
+use futures::TryStreamExt;
 
 use super::command::{self, Order, Verb};
 use super::{classify_write_error, Store, WriteErrorClass};
@@ -86,12 +92,17 @@ impl Record {
 /// the record of an event that was dead-lettered and now passed (a replay after a fix).
 pub async fn record(store: &Store, records: &[Record], processing_ms: i64) -> Result<()> {
     let now = DateTime::now();
-    let firsts: Vec<&Record> = records.iter().filter(|r| !r.repeat).collect();
+    let likely_seen: Vec<&str> = records
+        .iter()
+        .filter(|r| !r.repeat && r.outcome.changed_nothing())
+        .map(|r| r.id.as_str())
+        .collect();
+    let existing = read(store, &likely_seen).await?;
+    let (firsts, mut redelivered) = sort_out(records, &existing);
     let documents: Vec<Document> = firsts
         .iter()
         .map(|r| r.document(now, processing_ms))
         .collect();
-    let mut redelivered: Vec<&Record> = records.iter().filter(|r| r.repeat).collect();
     if !documents.is_empty() {
         let outcome = command::run(
             store,
@@ -113,7 +124,65 @@ pub async fn record(store: &Store, records: &[Record], processing_ms: i64) -> Re
             }
         }
     }
-    count_redeliveries(store, &redelivered, now, processing_ms).await
+    count_redeliveries(store, &redelivered, &existing, now, processing_ms).await
+}
+
+/// What a record read before writing says: its outcome, and the deliveries it counted.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Seen {
+    pub(crate) outcome: String,
+    pub(crate) deliveries: Vec<String>,
+}
+
+/// The records with these ids, by id.
+async fn read(store: &Store, ids: &[&str]) -> Result<HashMap<String, Seen>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let find = async {
+        store
+            .events
+            .find(doc! {"_id": {"$in": ids}})
+            .projection(doc! {"outcome": 1, "deliveries": 1})
+            .await?
+            .try_collect::<Vec<Document>>()
+            .await
+    };
+    let docs = command::bounded(find).await??;
+    store.traffic().count("find", EVENTS_COLLECTION, docs.len());
+    Ok(docs
+        .into_iter()
+        .filter_map(|d| {
+            let id = d.get_str("_id").ok()?.to_string();
+            let outcome = d.get_str("outcome").unwrap_or_default().to_string();
+            let deliveries = d
+                .get_array("deliveries")
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some((
+                id,
+                Seen {
+                    outcome,
+                    deliveries,
+                },
+            ))
+        })
+        .collect())
+}
+
+/// The records to insert (first copies not seen) and the redeliveries to count (repeats
+/// in the batch, and first copies whose record exists).
+fn sort_out<'r>(
+    records: &'r [Record],
+    existing: &HashMap<String, Seen>,
+) -> (Vec<&'r Record>, Vec<&'r Record>) {
+    records
+        .iter()
+        .partition(|r| !r.repeat && !existing.contains_key(&r.id))
 }
 
 /// A record the server refused for its payload: again with the payload as JSON text, then
@@ -125,6 +194,7 @@ async fn insert_smaller(store: &Store, document: &Document, record: &Record) -> 
     ] {
         let mut d = document.clone();
         d.insert("payload", payload);
+        store.traffic().count("insert", EVENTS_COLLECTION, 1);
         match store.events.insert_one(d).await {
             Ok(_) => return Ok(()),
             Err(e) if matches!(super::error_code(&e), Some(11000)) => return Ok(()),
@@ -143,15 +213,13 @@ async fn insert_smaller(store: &Store, document: &Document, record: &Record) -> 
 async fn count_redeliveries(
     store: &Store,
     redelivered: &[&Record],
+    existing: &HashMap<String, Seen>,
     now: DateTime,
     processing_ms: i64,
 ) -> Result<()> {
-    if redelivered.is_empty() {
-        return Ok(());
-    }
     let dead = Outcome::DeadLettered.as_str();
     let mut updates = Vec::new();
-    for r in redelivered {
+    for r in redelivered.iter().filter(|r| needs_count(r, existing)) {
         let mut q = doc! {"_id": &r.id, "deliveries": {"$ne": &r.delivery}};
         if r.outcome != Outcome::DeadLettered {
             q.insert("outcome", doc! {"$ne": dead});
@@ -165,12 +233,15 @@ async fn count_redeliveries(
     // After the counts, so a replaced record isn't counted as its own redelivery.
     for r in redelivered
         .iter()
-        .filter(|r| r.outcome != Outcome::DeadLettered)
+        .filter(|r| needs_replacement(r, existing))
     {
         updates.push(doc! {
             "q": {"_id": &r.id, "outcome": dead},
             "u": r.document(now, processing_ms),
         });
+    }
+    if updates.is_empty() {
+        return Ok(());
     }
     let outcome = // In order: the counts before the replacements (see above).
     command::run(store, Verb::Update, Order::Given, EVENTS_COLLECTION, &updates).await?;
@@ -178,4 +249,97 @@ async fn count_redeliveries(
         return Err(e.transient().into());
     }
     Ok(())
+}
+
+/// Whether a redelivery's count is still to make: not when the record read before
+/// already holds this delivery (a retried batch counted it), nor when it holds a
+/// dead-lettered outcome and this delivery passed (replaced instead). Not read: counted,
+/// guarded by the statement's own filter.
+fn needs_count(r: &Record, existing: &HashMap<String, Seen>) -> bool {
+    match existing.get(&r.id) {
+        None => true,
+        Some(seen) => {
+            !seen.deliveries.contains(&r.delivery)
+                && (r.outcome == Outcome::DeadLettered
+                    || seen.outcome != Outcome::DeadLettered.as_str())
+        }
+    }
+}
+
+/// Whether a dead-lettered record is to be replaced: its event passed this time. Only
+/// when the read showed it dead-lettered, or when nothing was read (a record found by a
+/// duplicate `_id`): the statement's filter then decides.
+fn needs_replacement(r: &Record, existing: &HashMap<String, Seen>) -> bool {
+    r.outcome != Outcome::DeadLettered
+        && existing
+            .get(&r.id)
+            .is_none_or(|seen| seen.outcome == Outcome::DeadLettered.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, outcome: Outcome, delivery: &str, repeat: bool) -> Record {
+        Record {
+            id: id.into(),
+            event_type: None,
+            subject: None,
+            event_time: None,
+            origin: None,
+            payload: Bson::Null,
+            raw: None,
+            outcome,
+            error: None,
+            source: Source {
+                topic: "t".into(),
+                partition: 0,
+                offset: 0,
+            },
+            delivery: delivery.into(),
+            repeat,
+        }
+    }
+
+    fn seen(outcome: Outcome, deliveries: &[&str]) -> Seen {
+        Seen {
+            outcome: outcome.as_str().into(),
+            deliveries: deliveries.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn what_the_records_read_before_show_is_all_that_is_written() {
+        let existing = HashMap::from([
+            ("counted".to_string(), seen(Outcome::Applied, &["d1", "d2"])),
+            ("again".to_string(), seen(Outcome::Applied, &["d1"])),
+            ("dead".to_string(), seen(Outcome::DeadLettered, &["d1"])),
+        ]);
+        let records = [
+            record("new", Outcome::Applied, "d2", false),
+            record("counted", Outcome::Duplicate, "d2", false),
+            record("again", Outcome::Duplicate, "d2", false),
+            record("again", Outcome::Duplicate, "d3", true),
+            record("dead", Outcome::Applied, "d2", false),
+        ];
+        let (insert, redelivered) = sort_out(&records, &existing);
+        let ids = |v: &[&Record]| v.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&insert), ["new"]);
+        assert_eq!(ids(&redelivered), ["counted", "again", "again", "dead"]);
+        let counted: Vec<_> = redelivered
+            .iter()
+            .map(|r| needs_count(r, &existing))
+            .collect();
+        // A retried batch's own count is made; a dead-lettered record is replaced instead.
+        assert_eq!(counted, [false, true, true, false]);
+        let replaced: Vec<_> = redelivered
+            .iter()
+            .map(|r| needs_replacement(r, &existing))
+            .collect();
+        assert_eq!(replaced, [false, false, false, true]);
+        // Not read (found by a duplicate `_id`): both statements go, their filters decide.
+        let unknown = record("x", Outcome::Applied, "d2", false);
+        assert!(needs_count(&unknown, &HashMap::new()));
+        assert!(needs_replacement(&unknown, &HashMap::new()));
+    }
 }

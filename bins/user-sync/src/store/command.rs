@@ -18,7 +18,7 @@ use std::future::IntoFuture;
 
 use bson::{Bson, Document, RawArrayBuf, RawDocumentBuf};
 
-use super::{integer, Store};
+use super::{classify_write_error, integer, Store, WriteErrorClass};
 use crate::error::WriteFailure;
 use crate::Result;
 
@@ -40,13 +40,32 @@ const MAX_STATEMENTS: usize = 100_000;
 const FERRETDB_MAX_STATEMENTS: usize = 10;
 
 /// A statement's write error.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct WriteError {
     pub(crate) code: i32,
     pub(crate) message: String,
+    /// The keys of the unique index a duplicate-key error is on, when the server says
+    /// (MongoDB does; DocumentDB and FerretDB name the index in the message only).
+    pub(crate) key_pattern: Option<Document>,
 }
 
 impl WriteError {
+    /// What this error means, in a collection whose unique `clerkId` index is named
+    /// `clerk_id_index`: from the index's keys when the server gives them, otherwise from
+    /// the index name in the message ([`classify_write_error`]).
+    pub(crate) fn class(&self, clerk_id_index: &str) -> WriteErrorClass {
+        match &self.key_pattern {
+            Some(keys) if self.code == 11000 => {
+                if keys.keys().eq(["clerkId"]) {
+                    WriteErrorClass::ClerkIdConflict { named: true }
+                } else {
+                    WriteErrorClass::Permanent
+                }
+            }
+            _ => classify_write_error(self.code, &self.message, clerk_id_index),
+        }
+    }
+
     /// This error, failing the batch (retried).
     pub(crate) fn transient(&self) -> WriteFailure {
         WriteFailure::Statement {
@@ -147,6 +166,7 @@ async fn send(
     command.append(field, chunk.iter().cloned().collect::<RawArrayBuf>());
     command.append("ordered", ordered);
     command.append("writeConcern", write_concern.clone());
+    store.traffic().count(name, collection, chunk.len());
     let started = std::time::Instant::now();
     let reply = bounded(store.database().run_raw_command(command).into_future()).await??;
     if started.elapsed() > std::time::Duration::from_secs(5) {
@@ -250,6 +270,7 @@ fn write_errors(reply: &Document, count: usize) -> Vec<(usize, WriteError)> {
             let error = WriteError {
                 code: e.get_i32("code").unwrap_or_default(),
                 message: e.get_str("errmsg").unwrap_or_default().to_string(),
+                key_pattern: e.get_document("keyPattern").ok().cloned(),
             };
             Some((index, error))
         })
@@ -270,6 +291,32 @@ mod tests {
             .iter()
             .map(|d| RawDocumentBuf::from_document(d).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn a_duplicate_key_is_placed_by_the_index_keys_when_the_server_gives_them() {
+        use WriteErrorClass::*;
+        let reply = doc! {"ok": 1.0, "writeErrors": [
+            // The message names an index whose name says nothing of its keys.
+            {"index": 0, "code": 11000, "errmsg": "E11000 … index: ix_7 dup key",
+             "keyPattern": {"clerkId": 1}, "keyValue": {"clerkId": "user_1"}},
+            {"index": 1, "code": 11000, "errmsg": "E11000 … index: ix_8 dup key",
+             "keyPattern": {"email": 1}, "keyValue": {"email": null}},
+            // No keys (DocumentDB): the index name decides.
+            {"index": 2, "code": 11000, "errmsg": "Duplicate key violation on the requested collection: Index 'ix_7'"},
+        ]};
+        let errors = write_errors(&reply, 3);
+        let classes: Vec<_> = errors.iter().map(|(_, e)| e.class("ix_7")).collect();
+        assert_eq!(
+            classes,
+            [
+                ClerkIdConflict { named: true },
+                Permanent,
+                ClerkIdConflict { named: true }
+            ]
+        );
+        // Keys win over a name: an index named like ours on other keys is not ours.
+        assert_eq!(errors[1].1.class("ix_8"), Permanent);
     }
 
     #[test]

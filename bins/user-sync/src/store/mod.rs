@@ -6,7 +6,10 @@ pub mod audit;
 mod command;
 mod indexes;
 mod link;
+mod traffic;
 pub(crate) mod write;
+
+pub use traffic::Traffic;
 
 pub(crate) use command::bounded;
 pub(crate) use link::link_users;
@@ -45,6 +48,8 @@ pub struct Store {
     /// The name of each collection's unique `clerkId` index (learnt at start-up: it may be
     /// the application's own).
     clerk_id_indexes: Arc<RwLock<HashMap<Entity, String>>>,
+    /// What this store has been asked, counted.
+    traffic: Traffic,
 }
 
 impl Store {
@@ -89,7 +94,13 @@ impl Store {
             client,
             ferretdb: Arc::new(OnceLock::new()),
             clerk_id_indexes: Arc::default(),
+            traffic: Traffic::default(),
         })
+    }
+
+    /// The counters of what this store has been asked (see [`Traffic`]).
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
     }
 
     /// The collection of one kind of document.

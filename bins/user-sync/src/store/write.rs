@@ -282,7 +282,7 @@ async fn update(
     for result in outcome.results {
         replies.push(match result {
             Ok(()) => Reply::Done,
-            Err(e) => match classify_write_error(e.code, &e.message, &clerk_id_index) {
+            Err(e) => match e.class(&clerk_id_index) {
                 WriteErrorClass::ClerkIdConflict { named } => Reply::Conflict {
                     named,
                     refusal: None,
@@ -309,7 +309,7 @@ pub(crate) async fn read(
         return Ok(HashMap::new());
     }
     let projection = doc! {
-        "clerkId": 1, "isDeleted": 1,
+        "clerkId": 1, "isDeleted": 1, "syncStatus": 1,
         "profileVersion": 1, "finalVersion": 1, "statusVersion": 1, "eventVersion": 1, "lastActiveAt": 1,
     };
     let find = async {
@@ -322,6 +322,9 @@ pub(crate) async fn read(
             .await
     };
     let docs = command::bounded(find).await??;
+    store
+        .traffic()
+        .count("find", store.collection_name(entity), docs.len());
     Ok(docs
         .into_iter()
         .filter_map(|d| Some((d.get_str("clerkId").ok()?.to_string(), d)))

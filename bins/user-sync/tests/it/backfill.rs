@@ -624,3 +624,100 @@ async fn the_command_line_backfills_on_demand_and_names_a_wrong_key_without_show
     assert!(String::from_utf8_lossy(&bad.stderr).contains("teams"));
     app.stop().await;
 }
+
+/// Issue 20's local-stack sequence: a backfill, the same backfill again (every event a
+/// duplicate), a reconcile that deletes 3 users, then a backfill of one changed user. The
+/// last two must apply within seconds, on every engine: a batch of redeliveries used to
+/// cost FerretDB a trial write per statement, and left it behind for minutes.
+#[tokio::test]
+async fn a_second_backfill_then_reconcile_and_a_resync_apply_within_seconds() {
+    let app = spawn_app(TestEnv::new().await).await;
+    let fake = FakeClerk::start(KEY).await;
+    fake.add_users("s", 300);
+    fake.add_organizations("s", 5, |_| 2);
+    let objects = 300 + 5 + 10;
+    run_backfill(&app, &fake, &all(100)).await;
+    wait_records(&app.db, objects, Duration::from_secs(300)).await;
+
+    let again = run_backfill(&app, &fake, &all(100)).await;
+    assert_eq!(again.published.values().sum::<u64>(), objects);
+    for id in ["user_s_7", "user_s_150", "user_s_299"] {
+        fake.delete_user(id);
+    }
+    let store = store(&app.env, &app.names).await;
+    let options = reconcile::Options {
+        kinds: vec![Entity::User, Entity::Organization],
+        page_size: 100,
+        max_deletions: None,
+    };
+    let mut sink = kafka_sink(&app).await;
+    let report = reconcile::run(
+        &api(&fake),
+        &store,
+        &mut sink,
+        &options,
+        &mut Progress::hidden(),
+    )
+    .await
+    .unwrap();
+    assert!(report.applied);
+    sink.flush().await.unwrap();
+    {
+        let mut data = fake.data();
+        let user = data
+            .users
+            .iter_mut()
+            .find(|u| u["id"] == "user_s_42")
+            .unwrap();
+        user["first_name"] = "Changed".into();
+        user["updated_at"] = (user["updated_at"].as_i64().unwrap() + 60_000).into();
+    }
+    let one = backfill::Options {
+        users: vec!["user_s_42".into()],
+        ..all(100)
+    };
+    let resync = run_backfill(&app, &fake, &one).await;
+    assert_eq!(resync.published.get(&Entity::User), Some(&1));
+    let published = std::time::Instant::now();
+
+    // 3 deletions and the change: 4 new records, once the duplicates before them are done.
+    wait_records(&app.db, objects + 4, Duration::from_secs(120)).await;
+    let took = published.elapsed();
+    eprintln!("reconcile and resync applied {took:?} after the last publish");
+    let users = documents(&app.db, "users").await;
+    assert_eq!(users["user_s_42"].get_str("firstName").unwrap(), "Changed");
+    let deleted: usize = users
+        .values()
+        .filter(|d| d.get_bool("isDeleted").unwrap())
+        .count();
+    assert_eq!(deleted, 3);
+    for id in ["user_s_7", "user_s_150", "user_s_299"] {
+        assert!(users[id].get_bool("isDeleted").unwrap(), "{id}");
+    }
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    // Every event of the second backfill is counted a redelivery, not applied again (on
+    // partitions of their own, some may still be on their way).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = count(&app.db, doc! {"origin": "backfill", "duplicates": 1}).await;
+        if n == objects {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} redeliveries counted"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "every redelivery counted {:?} after the last publish",
+        published.elapsed()
+    );
+    let not_applied = count(
+        &app.db,
+        doc! {"origin": "backfill", "outcome": {"$ne": "applied"}},
+    )
+    .await;
+    assert_eq!(not_applied, 0, "a redelivery keeps its record's outcome");
+    app.stop().await;
+}

@@ -17,6 +17,11 @@ struct Memory {
     records: HashMap<String, (Outcome, u32)>,
     /// Statements that landed.
     writes: usize,
+    /// Statements sent.
+    sent: usize,
+    /// The read before each batch sees no document (as if another writer wrote them all
+    /// between that read and the batch's writes): only the filters decide.
+    blind: bool,
 }
 
 /// Which writes the "database" refuses: those that set `email` to this.
@@ -24,6 +29,7 @@ const REFUSED_EMAIL: &str = "taken@example.com";
 
 impl Memory {
     fn exec(&mut self, statements: &[Statement], now: DateTime) -> Vec<Written> {
+        self.sent += statements.len();
         statements
             .iter()
             .map(|s| {
@@ -80,7 +86,12 @@ impl Memory {
                 raw: m.data.get(),
             })
             .collect();
-        let mut batch = Batch::new(&inputs, now);
+        let known: HashMap<(Entity, String), Document> = Batch::documents(&inputs)
+            .into_iter()
+            .filter(|_| !self.blind)
+            .filter_map(|k| self.docs.get(&k).map(|d| (k, d.clone())))
+            .collect();
+        let mut batch = Batch::new(&inputs, now, &known);
         while let Some(statements) = batch.round() {
             let results = self.exec(statements, now);
             batch.learn(&results);
@@ -231,7 +242,10 @@ fn orders(items: &[usize]) -> Vec<Vec<usize>> {
 
 /// Runs `messages` in `order`, `size` at a time (0: all in one batch).
 fn run(messages: &[EventMessage], order: &[usize], size: usize) -> Memory {
-    let mut memory = Memory::default();
+    run_with(Memory::default(), messages, order, size)
+}
+
+fn run_with(mut memory: Memory, messages: &[EventMessage], order: &[usize], size: usize) -> Memory {
     let delivered: Vec<EventMessage> = order.iter().map(|&i| messages[i].clone()).collect();
     let size = if size == 0 { delivered.len() } else { size };
     for chunk in delivered.chunks(size) {
@@ -241,15 +255,26 @@ fn run(messages: &[EventMessage], order: &[usize], size: usize) -> Memory {
 }
 
 /// Every order of the events, each delivered twice, at batch sizes 1, 3 and unlimited:
-/// the same documents; the same audit outcomes at every batch size for one order.
+/// the same documents; the same audit outcomes at every batch size for one order; and the
+/// same again when the read before each batch sees nothing (another writer got there
+/// between that read and the writes), so that only the filters decide.
 fn converges(messages: &[EventMessage]) -> Memory {
     let twice: Vec<usize> = (0..messages.len()).flat_map(|i| [i, i]).collect();
     let mut expected: Option<Vec<((Entity, String), Document)>> = None;
     let mut last = None;
+    let blind = || Memory {
+        blind: true,
+        ..Memory::default()
+    };
     for order in orders(&twice) {
         let one = run(messages, &order, 1);
-        for size in [3, 0] {
-            let batched = run(messages, &order, size);
+        let variants = [
+            (3, run(messages, &order, 3)),
+            (0, run(messages, &order, 0)),
+            (1, run_with(blind(), messages, &order, 1)),
+            (0, run_with(blind(), messages, &order, 0)),
+        ];
+        for (size, batched) in variants {
             assert_eq!(
                 batched.documents(),
                 one.documents(),
@@ -578,7 +603,8 @@ fn an_in_order_event_is_one_write_and_a_late_one_is_split() {
             payload: &Bson::Null,
             raw: "{}",
         }];
-        let mut batch = Batch::new(&inputs, DateTime::from_millis(1));
+        let known = HashMap::new();
+        let mut batch = Batch::new(&inputs, DateTime::from_millis(1), &known);
         batch.round().unwrap().to_vec()
     };
     // The usual case: the profile and the pointer in one statement.
@@ -663,4 +689,57 @@ fn a_stamp_of_another_type_counts_as_none() {
     let at = Bson::DateTime(DateTime::from_millis(5));
     let current = bson::doc! {"lastActiveAt": "2024-01-01"};
     assert!(statement(Slot::Activity, at).admits(Some(&current)));
+}
+
+#[test]
+fn a_batch_the_documents_already_refuse_sends_nothing() {
+    let events = [
+        user("c", "user.created", 1_000, "Ada", "a@example.com"),
+        user("u1", "user.updated", 2_000, "Ada L.", "a@example.com"),
+        user("d", "user.deleted", 3_000, "", ""),
+    ];
+    for blind in [false, true] {
+        let mut m = Memory {
+            blind,
+            ..Memory::default()
+        };
+        m.batch(&events);
+        let first = m.sent;
+        let docs = m.documents();
+        // Redelivered whole, then an older event: nothing to send, same outcomes.
+        m.batch(&events);
+        m.batch(&[user("u0", "user.updated", 500, "Old", "o@example.com")]);
+        let again = m.sent - first;
+        assert_eq!(m.documents(), docs);
+        for id in ["c", "u1", "user.deleted-3000"] {
+            assert_eq!(m.records[id], (Outcome::Applied, 1), "{id}");
+        }
+        assert_eq!(m.outcome("u0"), Outcome::Stale);
+        if blind {
+            // Only the filters decide: every statement is sent and refused.
+            assert!(again >= 4, "{again} statements sent again");
+        } else {
+            assert_eq!(again, 0, "{again} statements sent again");
+        }
+    }
+}
+
+#[test]
+fn a_redelivered_refused_event_leaves_its_document_failed() {
+    let c = user("c", "user.created", 1_000, "Ada", "a@example.com");
+    let p = user("p", "user.updated", 2_000, "Ada", REFUSED_EMAIL);
+    let mut m = Memory::default();
+    m.batch(std::slice::from_ref(&c));
+    m.batch(std::slice::from_ref(&p));
+    assert_eq!(
+        m.doc(Entity::User, "user_1").get_str("syncStatus"),
+        Ok("failed")
+    );
+    // Again: a round writes the pointer `synced` before the refusal is known, and the
+    // next round `failed` again, which the document read before the batch already said.
+    m.batch(std::slice::from_ref(&p));
+    let doc = m.doc(Entity::User, "user_1");
+    assert_eq!(doc.get_str("syncStatus"), Ok("failed"), "{doc}");
+    assert_eq!(doc.get_str("lastEventId"), Ok("p"));
+    assert_eq!(m.outcome("p"), Outcome::DeadLettered);
 }

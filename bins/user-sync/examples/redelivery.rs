@@ -1,0 +1,229 @@
+//! What a redelivery costs (see scripts/bench-redelivery.sh): one batch of N user events
+//! (one per user, so every statement has its own document) delivered three times to
+//! user-sync on the same store, each from a backlog after a restart, so each is read as
+//! one batch (`SYNC_BATCH_SIZE` = N):
+//!
+//! 1. first delivery: every event new;
+//! 2. the same messages again, whole (what at-least-once delivery does after a crash or a
+//!    rebalance before the commit);
+//! 3. N new events each older than its user's document: every one stale.
+//!
+//! For each: the time user-sync spent applying (its `apply_duration_seconds` sum), the
+//! store's CPU over the phase from /proc (`BENCH_STORE_PID`; start-up included), and the
+//! commands and documents user-sync sent (its `store_*` counters).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::kafka::KafkaSettings;
+use events::{EventMessage, Record, UserRecord, SCHEMA_VERSION};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(500);
+    let brokers = std::env::var("KAFKA_BROKERS")?;
+    let uri = std::env::var("MONGODB_URI")?;
+    let store_pid: Option<u32> = std::env::var("BENCH_STORE_PID")
+        .ok()
+        .and_then(|p| p.parse().ok());
+    let run = format!("{:x}", std::process::id());
+    let topic = format!("bench-redelivery-{run}");
+    let database = format!("bench_redelivery_{run}");
+    let kafka = KafkaSettings::plaintext(&brokers);
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
+    admin
+        .create_topics(
+            [&NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await?;
+    let producer: FutureProducer = kafka
+        .client_config()
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()?;
+    let vars = vec![
+        ("KAFKA_BROKERS".to_string(), brokers.clone()),
+        ("MONGODB_URI".to_string(), uri.clone()),
+        ("MONGODB_DATABASE".to_string(), database.clone()),
+        ("KAFKA_TOPIC_USERS".to_string(), topic.clone()),
+        ("SYNC_ENTITIES".to_string(), "users".to_string()),
+        ("SYNC_BATCH_SIZE".to_string(), n.to_string()),
+        ("KAFKA_GROUP_ID".to_string(), format!("bench-{run}")),
+        ("KAFKA_REPLICATION_FACTOR".to_string(), "1".to_string()),
+    ];
+
+    println!("| phase | batches | apply time | store CPU | commands | documents sent or read |");
+    println!("|---|---|---|---|---|---|");
+    let phases = [
+        (
+            "first delivery",
+            (0..n).map(|u| event(u, 1)).collect::<Vec<_>>(),
+        ),
+        ("redelivered whole", (0..n).map(|u| event(u, 1)).collect()),
+        ("every event stale", (0..n).map(|u| event(u, 0)).collect()),
+    ];
+    for (name, events) in phases {
+        produce(&producer, &topic, &events).await?;
+        let cpu = store_cpu(store_pid);
+        let (before, after) = consume(&vars, events.len()).await?;
+        let cpu = store_cpu(store_pid).zip(cpu).map(|(b, a)| b - a);
+        let delta = |key: &str| after.get(key).unwrap_or(&0.0) - before.get(key).unwrap_or(&0.0);
+        let sum = |prefix: &str| {
+            after
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| v - before.get(k).unwrap_or(&0.0))
+                .sum::<f64>()
+        };
+        let detail = |prefix: &str| {
+            after
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k, v - before.get(k).unwrap_or(&0.0)))
+                .filter(|(_, v)| *v > 0.0)
+                .map(|(k, v)| format!("{} {v}", &k[prefix.len()..]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "| {name} | {} | {:.0} ms | {} | {} ({}) | {} |",
+            delta("user_sync_apply_duration_seconds_count"),
+            delta("user_sync_apply_duration_seconds_sum") * 1000.0,
+            cpu.map_or("-".into(), |c| format!("{:.0} ms", c * 1000.0)),
+            sum("user_sync_store_commands_total"),
+            detail("user_sync_store_commands_total"),
+            sum("user_sync_store_documents_total"),
+        );
+    }
+    let client = mongodb::Client::with_uri_str(&uri).await?;
+    client.database(&database).drop().await?;
+    admin.delete_topics(&[&topic], &AdminOptions::new()).await?;
+    Ok(())
+}
+
+/// Runs user-sync (from the group's committed position) until it has finished with `n`
+/// events; returns its metrics once it serves them (its start-up done) and at the end.
+async fn consume(
+    vars: &[(String, String)],
+    n: usize,
+) -> anyhow::Result<(BTreeMap<String, f64>, BTreeMap<String, f64>)> {
+    let config = user_sync::Config::from_vars(vars.iter().cloned())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let metrics = format!("http://{}/metrics", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = tokio::spawn(user_sync::run_until(config, listener, async {
+        let _ = stop_rx.await;
+    }));
+    let http = reqwest::Client::new();
+    let read = || async {
+        match http.get(&metrics).send().await {
+            Ok(r) => parse(&r.text().await.unwrap_or_default()),
+            Err(_) => BTreeMap::new(),
+        }
+    };
+    // The counters start at zero with each process: the store's start-up (index checks)
+    // is left out by taking the first reading once the process serves metrics.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut before = read().await;
+    while before.is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        before = read().await;
+    }
+    loop {
+        let now = read().await;
+        let events: f64 = now
+            .iter()
+            .filter(|(k, _)| k.starts_with("user_sync_events_total"))
+            .map(|(_, v)| v)
+            .sum();
+        if events as usize >= n {
+            let _ = stop_tx.send(());
+            app.await??;
+            return Ok((before, now));
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{events} of {n} events in 600 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Metric lines as (name with labels, value).
+fn parse(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The store's CPU seconds so far.
+fn store_cpu(pid: Option<u32>) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    events: &[EventMessage],
+) -> anyhow::Result<()> {
+    for m in events {
+        producer
+            .send(
+                FutureRecord::to(topic)
+                    .key(&m.subject_id)
+                    .payload(&m.to_json()),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+    }
+    Ok(())
+}
+
+/// User `user`'s event of round `round` (round 0 is older than round 1).
+fn event(user: usize, round: usize) -> EventMessage {
+    let id = format!("user_redelivery_{user}");
+    let time = 1_732_464_000_000 + round as i64 * 1000;
+    let name = format!("Name{round}");
+    EventMessage {
+        schema_version: SCHEMA_VERSION,
+        event_id: format!("msg_redelivery_{user}_{round}"),
+        event_type: "user.updated".into(),
+        event_time: time,
+        instance_id: None,
+        subject_id: id.clone(),
+        record: Record::User(UserRecord {
+            id: id.clone(),
+            primary_email: Some(format!("{id}@example.com")),
+            email_verified: true,
+            first_name: Some(name.clone()),
+            updated_at: Some(time),
+            ..UserRecord::default()
+        }),
+        data: serde_json::value::to_raw_value(&serde_json::json!({
+            "id": id, "first_name": name, "updated_at": time,
+            "email_addresses": [{"id": "idn_1", "email_address": format!("{id}@example.com")}],
+            "public_metadata": {"plan": "pro", "seats": 3}, "private_metadata": {},
+            "image_url": "https://img.clerk.com/abcdefghijklmnopqrstuvwxyz0123456789",
+        }))
+        .expect("JSON"),
+        origin: events::Origin::Webhook,
+    }
+}
