@@ -9,8 +9,9 @@
 //! 3. N new events each older than its user's document: every one stale.
 //!
 //! For each: the time user-sync spent applying (its `apply_duration_seconds` sum), the
-//! store's CPU over the phase from /proc (`BENCH_STORE_PID`; start-up included), and the
-//! commands and documents user-sync sent (its `store_*` counters).
+//! store's CPU over the phase from /proc (`BENCH_STORE_PID`; user-sync's start-up checks
+//! included), and the commands and documents user-sync sent (its `store_*` counters).
+//! `BENCH_ROUNDS` (default 3) rounds, each with users of its own.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -67,14 +68,22 @@ async fn main() -> anyhow::Result<()> {
 
     println!("| phase | batches | apply time | store CPU | commands | documents sent or read |");
     println!("|---|---|---|---|---|---|");
-    let phases = [
-        (
-            "first delivery",
-            (0..n).map(|u| event(u, 1)).collect::<Vec<_>>(),
-        ),
-        ("redelivered whole", (0..n).map(|u| event(u, 1)).collect()),
-        ("every event stale", (0..n).map(|u| event(u, 0)).collect()),
-    ];
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    // Each round its own users, so each first delivery creates its documents.
+    let phases = (0..rounds).flat_map(|r| {
+        let users = move || r * n..(r + 1) * n;
+        [
+            (
+                "first delivery",
+                users().map(|u| event(u, 1)).collect::<Vec<_>>(),
+            ),
+            ("redelivered whole", users().map(|u| event(u, 1)).collect()),
+            ("every event stale", users().map(|u| event(u, 0)).collect()),
+        ]
+    });
     for (name, events) in phases {
         produce(&producer, &topic, &events).await?;
         let cpu = store_cpu(store_pid);
@@ -115,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Runs user-sync (from the group's committed position) until it has finished with `n`
-/// events; returns its metrics once it serves them (its start-up done) and at the end.
+/// events; returns its metrics at the start (none: a new process) and at the end.
 async fn consume(
     vars: &[(String, String)],
     n: usize,
@@ -134,14 +143,10 @@ async fn consume(
             Err(_) => BTreeMap::new(),
         }
     };
-    // The counters start at zero with each process: the store's start-up (index checks)
-    // is left out by taking the first reading once the process serves metrics.
+    // The counters start at zero with each process, and count the consumer's commands
+    // only (not start-up's index checks).
+    let before = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(600);
-    let mut before = read().await;
-    while before.is_empty() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        before = read().await;
-    }
     loop {
         let now = read().await;
         let events: f64 = now

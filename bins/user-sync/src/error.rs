@@ -28,6 +28,21 @@ pub enum Error {
     /// A start-up problem that waiting won't fix (an index conflict, say).
     #[error("start-up: {0}")]
     Startup(String),
+    /// An index build at start-up not finished in time (retried: asking again joins the
+    /// build the server is still running).
+    #[error(
+        "start-up: the index {index} on {collection} is not built after {after:?}; on a replica \
+         set a build waits for a majority of its voting members (commitQuorum), so check that \
+         they are up; user-sync asks again, which waits for the same build"
+    )]
+    IndexBuild {
+        /// The index.
+        index: String,
+        /// Its collection.
+        collection: String,
+        /// How long it waited.
+        after: Duration,
+    },
     /// Listening or serving.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -83,7 +98,7 @@ impl Error {
     /// The `reason` label of `user_sync_transient_failures_total`: which server failed.
     pub(crate) fn server(&self) -> &'static str {
         match self {
-            Error::Mongo(_) | Error::Write(_) => "mongodb",
+            Error::Mongo(_) | Error::Write(_) | Error::IndexBuild { .. } => "mongodb",
             Error::Kafka(_) => "kafka",
             Error::KafkaSetup(_) | Error::Config(_) | Error::Startup(_) | Error::Io(_) => "other",
         }

@@ -23,7 +23,15 @@ use crate::domain::EVENTS_COLLECTION;
 use crate::store::{integer, Store};
 
 const HOUR_MS: i64 = 3_600_000;
+
+/// How long the server may spend on one of `status`'s counts (`maxTimeMS`): the deleted
+/// and failed counts have no index to serve them, and on a large collection a scan would
+/// load the primary for as long as it takes. Past it, the count shows as not taken.
+const MOST_PER_COUNT: std::time::Duration = std::time::Duration::from_secs(10);
 const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// MongoDB's code for an operation stopped by its `maxTimeMS`.
+const MAX_TIME_EXPIRED: i32 = 50;
 
 /// Everything `status` shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -38,6 +46,8 @@ pub struct Status {
     last_hour: BTreeMap<String, u64>,
     /// And over the last day.
     last_day: BTreeMap<String, u64>,
+    /// Whether a window's outcomes took longer than [`MOST_PER_COUNT`] (left empty).
+    outcomes_not_counted: bool,
     /// Messages in each DLQ topic.
     pub(crate) dlq: BTreeMap<String, u64>,
     /// Per partition of the consumed topics.
@@ -54,10 +64,11 @@ pub(crate) struct Collection {
     pub(crate) name: String,
     /// All documents (the server's count from its metadata: no scan).
     pub(crate) total: u64,
-    /// `isDeleted: true` (a scan on a large collection: no index serves it).
-    pub(crate) deleted: u64,
-    /// `syncStatus: "failed"`.
-    pub(crate) failed: u64,
+    /// `isDeleted: true` (a scan on a large collection: no index serves it); `None`: not
+    /// counted within [`MOST_PER_COUNT`].
+    pub(crate) deleted: Option<u64>,
+    /// `syncStatus: "failed"`; `None` likewise.
+    pub(crate) failed: Option<u64>,
 }
 
 /// One partition's lag.
@@ -100,10 +111,12 @@ pub async fn from_store(store: &Store, entities: &[Entity], now: i64) -> crate::
             .await?
             .map_err(crate::Error::from)?;
         let count = |filter: Document| async move {
-            let n: u64 = crate::store::bounded(c.count_documents(filter).into_future())
-                .await?
-                .map_err(crate::Error::from)?;
-            Ok::<u64, crate::Error>(n)
+            let count = c.count_documents(filter).max_time(MOST_PER_COUNT);
+            match crate::store::bounded(count.into_future()).await? {
+                Ok(n) => Ok(Some(n)),
+                Err(e) if crate::store::error_code(&e) == Some(MAX_TIME_EXPIRED) => Ok(None),
+                Err(e) => Err(crate::Error::from(e)),
+            }
         };
         status.collections.push(Collection {
             name: store.collection_name(entity).to_string(),
@@ -122,9 +135,22 @@ pub async fn from_store(store: &Store, entities: &[Entity], now: i64) -> crate::
             doc! {"$match": {"processedAt": {"$gte": since}}},
             doc! {"$group": {"_id": "$outcome", "n": {"$sum": 1}}},
         ];
-        let rows: Vec<Document> =
-            crate::store::bounded(async { events.aggregate(pipeline).await?.try_collect().await })
-                .await??;
+        let aggregate = async {
+            events
+                .aggregate(pipeline)
+                .max_time(MOST_PER_COUNT)
+                .await?
+                .try_collect()
+                .await
+        };
+        let rows: Vec<Document> = match crate::store::bounded(aggregate).await? {
+            Ok(rows) => rows,
+            Err(e) if crate::store::error_code(&e) == Some(MAX_TIME_EXPIRED) => {
+                status.outcomes_not_counted = true;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         for row in rows {
             let outcome = row.get_str("_id").unwrap_or("(none)").to_string();
             let n = row
@@ -142,6 +168,7 @@ pub async fn from_store(store: &Store, entities: &[Entity], now: i64) -> crate::
                 "processedAt": {"$gte": bson::DateTime::from_millis(now - 7 * DAY_MS)},
             })
             .sort(doc! {"processedAt": -1})
+            .max_time(MOST_PER_COUNT)
             .into_future(),
     )
     .await??;
@@ -228,11 +255,26 @@ impl Status {
             "{:<34} {:>10} {:>10} {:>10}",
             "documents", "total", "deleted", "failed"
         )?;
+        let shown = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
         for c in &self.collections {
             writeln!(
                 f,
                 "  {:<32} {:>10} {:>10} {:>10}",
-                c.name, c.total, c.deleted, c.failed
+                c.name,
+                c.total,
+                shown(c.deleted),
+                shown(c.failed)
+            )?;
+        }
+        if self
+            .collections
+            .iter()
+            .any(|c| c.deleted.is_none() || c.failed.is_none())
+        {
+            writeln!(
+                f,
+                "  (-: not counted within {} s; no index serves these counts)",
+                MOST_PER_COUNT.as_secs()
             )?;
         }
         Ok(())
@@ -248,6 +290,13 @@ impl Status {
             self.last_hour.keys().chain(self.last_day.keys()).collect();
         if outcomes.is_empty() {
             writeln!(f, "  (none in the last day)")?;
+        }
+        if self.outcomes_not_counted {
+            writeln!(
+                f,
+                "  (a window not counted within {} s: is the processedAt index there?)",
+                MOST_PER_COUNT.as_secs()
+            )?;
         }
         for o in outcomes {
             writeln!(
@@ -320,11 +369,12 @@ mod tests {
             collections: vec![Collection {
                 name: "users".into(),
                 total: 12,
-                deleted: 1,
-                failed: 2,
+                deleted: Some(1),
+                failed: Some(2),
             }],
             last_hour: [("applied".to_string(), 3)].into(),
             last_day: [("applied".to_string(), 9), ("stale".to_string(), 1)].into(),
+            outcomes_not_counted: false,
             dlq: [("users.dlq".to_string(), 4)].into(),
             lag: vec![PartitionLag {
                 topic: "users".into(),
@@ -348,6 +398,20 @@ mod tests {
             "  users.dlq                                 4",
             "consumer lag: 5 in all",
             "last error: 1970-01-01T00:00:00.000Z evt_1 (user.created): E11000",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from\n{text}");
+        }
+        assert!(!text.contains("not counted"), "{text}");
+
+        // Counts the server gave up on (maxTimeMS) show as such, not as zero.
+        let mut slow = status.clone();
+        slow.collections[0].deleted = None;
+        slow.outcomes_not_counted = true;
+        let text = slow.to_string();
+        for line in [
+            "  users                                    12          -          2",
+            "  (-: not counted within 10 s; no index serves these counts)",
+            "  (a window not counted within 10 s: is the processedAt index there?)",
         ] {
             assert!(text.contains(line), "{line:?} missing from\n{text}");
         }

@@ -15,6 +15,7 @@ pub(crate) use command::bounded;
 pub(crate) use link::link_users;
 
 use std::collections::HashMap;
+use std::future::IntoFuture;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -140,11 +141,8 @@ impl Store {
     /// unique index on `{clerkId: 1}` (an ORM's, say) is used as it is. Problems that
     /// waiting can't fix are [`Error::Startup`].
     pub async fn ensure_indexes(&self, entities: &[Entity]) -> Result<()> {
-        let info = self
-            .client
-            .database("admin")
-            .run_command(doc! {"buildInfo": 1})
-            .await?;
+        let admin = self.client.database("admin");
+        let info = bounded(admin.run_command(doc! {"buildInfo": 1}).into_future()).await??;
         // FerretDB 1.x can't make a partial index (2.x runs on DocumentDB, and can).
         let ferretdb_v1 = info
             .get_str("ferretdbVersion")
@@ -168,7 +166,13 @@ impl Store {
                     .build(),
             )
             .build();
-        match self.events.create_index(by_time).await {
+        match build(
+            EVENTS_COLLECTION,
+            "processedAt_1",
+            self.events.create_index(by_time),
+        )
+        .await?
+        {
             Ok(_) => {}
             // One on processedAt exists with other options (a TTL index that caps the
             // collection, say): it serves the same reads.
@@ -234,7 +238,7 @@ impl Store {
                 .keys(keys.clone())
                 .options(IndexOptions::builder().name(index.to_string()).build())
                 .build();
-            match collection.create_index(model).await {
+            match build(name, index, collection.create_index(model)).await? {
                 Ok(_) => {}
                 Err(e) if matches!(command_code(&e), Some(85 | 86)) => {
                     return Err(Error::Startup(format!(
@@ -253,7 +257,7 @@ impl Store {
     /// collections can't be checked: said in the log, and start-up goes on.
     async fn collation_of(&self, name: &str) -> Result<Option<String>> {
         let command = doc! {"listCollections": 1, "filter": {"name": name}, "nameOnly": false};
-        let reply = match self.db.run_command(command).await {
+        let reply = match bounded(self.db.run_command(command).into_future()).await? {
             Ok(reply) => reply,
             Err(e) if command_code(&e) == Some(13) => {
                 tracing::warn!(collection = name, error = %e, "cannot check the collection's collation");
@@ -321,8 +325,9 @@ fn primary_collection(db: &mongodb::Database, name: &str) -> Collection<Document
 
 /// The indexes of `collection` (none when it doesn't exist yet).
 async fn list_indexes(collection: &Collection<Document>) -> Result<Vec<IndexModel>> {
-    match collection.list_indexes().await {
-        Ok(cursor) => Ok(cursor.try_collect().await?),
+    let list = async { collection.list_indexes().await?.try_collect().await };
+    match bounded(list).await? {
+        Ok(indexes) => Ok(indexes),
         // NamespaceNotFound: the collection doesn't exist yet.
         Err(e) if command_code(&e) == Some(26) => Ok(Vec::new()),
         Err(e) => Err(e.into()),
@@ -331,20 +336,18 @@ async fn list_indexes(collection: &Collection<Document>) -> Result<Vec<IndexMode
 
 /// Creates `clerkId_unique` on `collection` (named `name`).
 async fn create_clerk_id_index(name: &str, collection: &Collection<Document>) -> Result<()> {
-    let created = collection
-        .create_index(
-            IndexModel::builder()
-                .keys(doc! {"clerkId": 1})
-                .options(
-                    IndexOptions::builder()
-                        .unique(true)
-                        .name(CLERK_ID_INDEX.to_string())
-                        .build(),
-                )
-                .build(),
-        )
-        .await;
-    match created {
+    let created = collection.create_index(
+        IndexModel::builder()
+            .keys(doc! {"clerkId": 1})
+            .options(
+                IndexOptions::builder()
+                    .unique(true)
+                    .name(CLERK_ID_INDEX.to_string())
+                    .build(),
+            )
+            .build(),
+    );
+    match build(name, CLERK_ID_INDEX, created).await? {
         Ok(_) => Ok(()),
         Err(e) if error_code(&e) == Some(11000) => Err(Error::Startup(format!(
             "cannot create the unique index on {name}.clerkId: the collection holds documents \
@@ -356,6 +359,21 @@ async fn create_clerk_id_index(name: &str, collection: &Collection<Document>) ->
         ))),
         Err(e) => Err(e.into()),
     }
+}
+
+/// How long start-up waits for one index build. A build on a large collection can take
+/// longer: then start-up asks again (joining the same build), and says why it waits.
+const INDEX_BUILD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `create`, the build of `index` on `collection`, within [`INDEX_BUILD_TIMEOUT`].
+async fn build<T>(collection: &str, index: &str, create: impl IntoFuture<Output = T>) -> Result<T> {
+    tokio::time::timeout(INDEX_BUILD_TIMEOUT, create.into_future())
+        .await
+        .map_err(|_| Error::IndexBuild {
+            index: index.to_string(),
+            collection: collection.to_string(),
+            after: INDEX_BUILD_TIMEOUT,
+        })
 }
 
 /// The unique `clerkId` index user-sync creates where there is none.
@@ -448,6 +466,20 @@ pub(crate) fn classify_write_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_index_build_that_never_ends_stops_waiting_and_says_why() {
+        let started = tokio::time::Instant::now();
+        let err = build("users", "clerkId_unique", std::future::pending::<()>())
+            .await
+            .unwrap_err();
+        assert_eq!(started.elapsed(), INDEX_BUILD_TIMEOUT);
+        let text = err.to_string();
+        assert!(text.contains("clerkId_unique on users"), "{text}");
+        assert!(text.contains("commitQuorum"), "{text}");
+        // Retried, not fatal: asking again joins the build.
+        assert!(!err.is_permanent());
+    }
 
     #[test]
     fn write_errors_are_classified() {
