@@ -158,6 +158,9 @@ fn serve_health(
 /// What consuming needs of the servers: the indexes, the topics and their DLQs.
 async fn prepare(config: &Config, store: &Store) -> Result<()> {
     store.ensure_indexes(&config.queue.entities).await?;
+    if let Some(link) = &config.link {
+        store.prepare_link(link).await?;
+    }
     let max_message = common::kafka::max_message_bytes(common::kafka::DEFAULT_MAX_BODY_BYTES);
     let topics: Vec<&str> = config
         .queue

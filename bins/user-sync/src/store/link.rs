@@ -7,7 +7,10 @@
 //! user's *current* document decides (so the order events arrived in can't link with an
 //! address the user no longer has): a verified primary email on a user not deleted links
 //! every record in the collection whose email field equals it, ignoring case, and whose id
-//! field is missing or null. A record that already holds an id, this one or another, is
+//! field is missing or null. (Ignoring case the MongoDB way: an equality under a
+//! case-insensitive collation, which an index with that collation serves; a server without
+//! collations gets an anchored case-insensitive pattern, which scans.) A record that
+//! already holds an id, this one or another, is
 //! never touched, so linking twice changes nothing. Each link is recorded in
 //! `webhook_events` (`_id` `link:<collection>:<record _id>`, type `user.linked`, outcome
 //! `linked`). A record added after its user is linked on that user's next event (or at
@@ -17,6 +20,8 @@ use std::future::IntoFuture;
 
 use bson::{doc, Bson, DateTime, Document};
 use futures::TryStreamExt;
+use mongodb::options::{Collation, CollationStrength};
+use mongodb::IndexModel;
 
 use super::command::{self, bounded, Order, Verb};
 use super::Store;
@@ -39,16 +44,83 @@ pub(crate) struct Link {
     pub(crate) email: String,
 }
 
-/// The filter of records with `email` (any case) and no user id yet.
-fn unlinked(config: &LinkConfig, email: &str) -> Document {
+/// How records are found by address, whatever its case.
+#[derive(Debug, Clone)]
+pub(crate) enum Matching {
+    /// An equality under a case-insensitive collation: the collation of an index on the
+    /// email field when there is one (a query uses an index only under the index's own
+    /// collation), else [`case_insensitive`].
+    Collation(Collation),
+    /// An anchored case-insensitive regular expression, for a server without collations
+    /// (FerretDB, DocumentDB). It can't use tight index bounds: a scan per user.
+    Pattern,
+}
+
+impl Default for Matching {
+    /// Under [`case_insensitive`], until start-up says otherwise.
+    fn default() -> Self {
+        Matching::Collation(case_insensitive())
+    }
+}
+
+/// English, ignoring case but not accents (strength 2).
+fn case_insensitive() -> Collation {
+    Collation::builder()
+        .locale("en")
+        .strength(CollationStrength::Secondary)
+        .build()
+}
+
+/// Whether `collation` ignores case: strength 1 or 2, without a case level.
+fn ignores_case(collation: &Collation) -> bool {
+    matches!(
+        collation.strength,
+        Some(CollationStrength::Primary | CollationStrength::Secondary)
+    ) && collation.case_level != Some(true)
+}
+
+/// How to find records, given the link collection's indexes: under the collation of an
+/// index that leads with the email field and ignores case; else under the default one, with
+/// the warning that names the index to create.
+pub(crate) fn matching(config: &LinkConfig, indexes: &[IndexModel]) -> (Matching, Option<String>) {
+    let serving = indexes.iter().find_map(|index| {
+        let first = index.keys.keys().next()?;
+        let collation = index.options.as_ref()?.collation.as_ref()?;
+        (first == &config.email_field && ignores_case(collation)).then(|| collation.clone())
+    });
+    match serving {
+        Some(collation) => (Matching::Collation(collation), None),
+        None => (
+            Matching::Collation(case_insensitive()),
+            Some(format!(
+                "{collection} has no index on {field} with a case-insensitive collation: each \
+                 linked user's lookup reads the whole collection. Create one: \
+                 db.{collection}.createIndex({{\"{field}\": 1}}, {{collation: {{locale: \"en\", strength: 2}}}})",
+                collection = config.collection,
+                field = config.email_field,
+            )),
+        ),
+    }
+}
+
+/// The filter of records with `email` (any case, as `matching` says) and no user id yet.
+fn unlinked(config: &LinkConfig, email: &str, matching: &Matching) -> Document {
     let mut filter = Document::new();
-    filter.insert(
-        config.email_field.clone(),
-        doc! {"$regex": format!("^{}$", escape(email)), "$options": "i"},
-    );
+    let address = match matching {
+        Matching::Collation(_) => Bson::String(email.to_string()),
+        // `\z`, not `$`: `$` also matches before a final newline.
+        Matching::Pattern => {
+            Bson::Document(doc! {"$regex": format!("^{}\\z", escape(email)), "$options": "i"})
+        }
+    };
+    filter.insert(config.email_field.clone(), address);
     filter.insert(config.id_field.clone(), Bson::Null);
     filter
 }
+
+/// Codes of a server that has no collations: CommandNotSupported (DocumentDB),
+/// NotImplemented (FerretDB).
+const NO_COLLATIONS: [i32; 2] = [115, 238];
 
 /// `text` with every regular-expression character escaped.
 fn escape(text: &str) -> String {
@@ -100,16 +172,7 @@ pub(crate) async fn link_users(
         let (Ok(clerk_id), Some(email)) = (user.get_str("clerkId"), address(user)) else {
             continue;
         };
-        let candidates: Vec<Document> = bounded(async {
-            records
-                .find(unlinked(config, email))
-                .projection(doc! {"_id": 1})
-                .limit(MOST_PER_USER)
-                .await?
-                .try_collect()
-                .await
-        })
-        .await??;
+        let candidates = candidates(store, &records, config, email).await?;
         for id in candidates.into_iter().filter_map(|c| c.get("_id").cloned()) {
             if link(&records, config, clerk_id, &id).await? {
                 links.push(Link {
@@ -124,6 +187,43 @@ pub(crate) async fn link_users(
         record(store, config, &links).await?;
     }
     Ok(links)
+}
+
+/// The unlinked records with `email`, as the store matches them; a server that turns out
+/// to have no collations is matched by pattern from then on.
+async fn candidates(
+    store: &Store,
+    records: &mongodb::Collection<Document>,
+    config: &LinkConfig,
+    email: &str,
+) -> Result<Vec<Document>> {
+    let matching = store.link_matching();
+    let find = |matching: Matching| async move {
+        let mut find = records
+            .find(unlinked(config, email, &matching))
+            .projection(doc! {"_id": 1})
+            .limit(MOST_PER_USER);
+        if let Matching::Collation(collation) = matching {
+            find = find.collation(collation);
+        }
+        bounded(async { find.await?.try_collect::<Vec<Document>>().await }).await
+    };
+    match find(matching.clone()).await? {
+        Ok(found) => Ok(found),
+        Err(e)
+            if matches!(matching, Matching::Collation(_))
+                && super::error_code(&e).is_some_and(|c| NO_COLLATIONS.contains(&c)) =>
+        {
+            tracing::warn!(
+                collection = config.collection,
+                error = %e,
+                "the server has no collations: records are matched by a case-insensitive pattern, which reads the whole collection"
+            );
+            store.set_link_matching(Matching::Pattern);
+            Ok(find(Matching::Pattern).await??)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Writes `clerk_id` into record `id`, conditional on its id field still being empty: a
@@ -227,14 +327,64 @@ mod tests {
 
     #[test]
     fn the_filter_matches_the_whole_address_in_any_case_and_only_unlinked_records() {
-        let filter = unlinked(&config(), "a.b+tag@example.com");
+        let collation = Matching::Collation(case_insensitive());
         assert_eq!(
-            filter,
+            unlinked(&config(), "a.b+tag@example.com", &collation),
+            doc! {"contact.email": "a.b+tag@example.com", "clerkUserId": Bson::Null}
+        );
+        // Anchored at the very end: `$` would also match "…com\n".
+        assert_eq!(
+            unlinked(&config(), "a.b+tag@example.com", &Matching::Pattern),
             doc! {
-                "contact.email": {"$regex": "^a\\.b\\+tag@example\\.com$", "$options": "i"},
+                "contact.email": {"$regex": "^a\\.b\\+tag@example\\.com\\z", "$options": "i"},
                 "clerkUserId": Bson::Null,
             }
         );
+    }
+
+    #[test]
+    fn records_are_found_under_the_collation_of_an_index_that_ignores_case() {
+        let index = |keys: Document, collation: Option<Collation>| {
+            IndexModel::builder()
+                .keys(keys)
+                .options(
+                    mongodb::options::IndexOptions::builder()
+                        .collation(collation)
+                        .build(),
+                )
+                .build()
+        };
+        let french = Collation::builder()
+            .locale("fr")
+            .strength(CollationStrength::Primary)
+            .build();
+        let case_sensitive = Collation::builder()
+            .locale("en")
+            .strength(CollationStrength::Tertiary)
+            .build();
+        let with_case_level = Collation::builder()
+            .locale("en")
+            .strength(CollationStrength::Secondary)
+            .case_level(true)
+            .build();
+        let indexes = [
+            index(doc! {"contact.email": 1}, None),
+            index(doc! {"contact.email": 1}, Some(case_sensitive)),
+            index(doc! {"contact.email": 1}, Some(with_case_level)),
+            index(doc! {"other": 1, "contact.email": 1}, Some(french.clone())),
+        ];
+        let (m, warning) = matching(&config(), &indexes);
+        assert!(matches!(m, Matching::Collation(c) if c.locale == "en"));
+        let warning = warning.expect("no index serves it");
+        assert!(
+            warning.contains(r#"db.mentorados.createIndex({"contact.email": 1}, {collation: {locale: "en", strength: 2}})"#),
+            "{warning}"
+        );
+        let mut with = indexes.to_vec();
+        with.push(index(doc! {"contact.email": 1, "name": 1}, Some(french)));
+        let (m, warning) = matching(&config(), &with);
+        assert!(matches!(m, Matching::Collation(c) if c.locale == "fr"));
+        assert_eq!(warning, None);
     }
 
     #[test]

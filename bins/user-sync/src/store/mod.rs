@@ -29,7 +29,7 @@ use mongodb::options::{
 };
 use mongodb::{Collection, IndexModel};
 
-use crate::config::MongoConfig;
+use crate::config::{LinkConfig, MongoConfig};
 use crate::domain::entity::Entity;
 use crate::domain::EVENTS_COLLECTION;
 use crate::{Error, Result};
@@ -51,6 +51,9 @@ pub struct Store {
     clerk_id_indexes: Arc<RwLock<HashMap<Entity, String>>>,
     /// What this store has been asked, counted.
     traffic: Traffic,
+    /// How linking finds records by address (learnt at start-up, and from a server that
+    /// refuses collations).
+    link_matching: Arc<RwLock<Option<link::Matching>>>,
 }
 
 impl Store {
@@ -96,6 +99,7 @@ impl Store {
             ferretdb: Arc::new(OnceLock::new()),
             clerk_id_indexes: Arc::default(),
             traffic: Traffic::default(),
+            link_matching: Arc::default(),
         })
     }
 
@@ -274,6 +278,65 @@ impl Store {
             .and_then(|collation| collation.get_str("locale").ok())
             .map(str::to_string);
         Ok(locale)
+    }
+
+    /// Learns how linking finds records in `config`'s collection: under the collation of
+    /// an index that serves it, else the default one (saying which index to create); by
+    /// pattern on FerretDB, which has no collations.
+    pub(crate) async fn prepare_link(&self, config: &LinkConfig) -> Result<()> {
+        let matching = if self.is_ferretdb() || !self.honours_collations().await? {
+            tracing::info!(
+                collection = config.collection,
+                "the server ignores or refuses collations: records are matched by a case-insensitive pattern, which no index serves"
+            );
+            link::Matching::Pattern
+        } else {
+            let indexes = list_indexes(&self.primary_collection(&config.collection)).await?;
+            let (matching, warning) = link::matching(config, &indexes);
+            if let Some(warning) = warning {
+                tracing::warn!("{warning}");
+            }
+            matching
+        };
+        tracing::debug!(?matching, collection = config.collection, "linking");
+        self.set_link_matching(matching);
+        Ok(())
+    }
+
+    /// Whether the server compares under a collation it is given: "A" equals "a" at
+    /// strength 2. (mongo-java-server accepts a collation and ignores it; a server without
+    /// `$documents`, MongoDB before 5.1, counts as one without collations: linking then
+    /// still finds every record, by pattern.)
+    async fn honours_collations(&self) -> Result<bool> {
+        let probe = doc! {
+            "aggregate": 1,
+            "pipeline": [{"$documents": [{"e": "A"}]}, {"$match": {"e": "a"}}],
+            "cursor": {},
+            "collation": {"locale": "en", "strength": 2},
+        };
+        Ok(
+            match bounded(self.db.run_command(probe).into_future()).await? {
+                Ok(reply) => reply
+                    .get_document("cursor")
+                    .and_then(|c| c.get_array("firstBatch"))
+                    .is_ok_and(|batch| batch.len() == 1),
+                Err(e) if command_code(&e).is_some() => false,
+                Err(e) => return Err(e.into()),
+            },
+        )
+    }
+
+    /// How linking finds records (see [`Store::prepare_link`]).
+    pub(crate) fn link_matching(&self) -> link::Matching {
+        let known = self.link_matching.read().unwrap_or_else(|e| e.into_inner());
+        known.clone().unwrap_or_default()
+    }
+
+    pub(crate) fn set_link_matching(&self, matching: link::Matching) {
+        *self
+            .link_matching
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(matching);
     }
 
     /// The name of `entity`'s unique `clerkId` index: the one found at start-up, else the

@@ -41,6 +41,13 @@ async fn pre_registered_records_get_the_clerk_id_of_their_verified_address() {
         .await
         .unwrap()
         .inserted_id;
+    // Another address: one more character, a final newline (which a pattern ending in `$`
+    // would also match).
+    let newline = mentees
+        .insert_one(doc! {"name": "Ada?", "contact": {"email": "ada@example.com\n"}})
+        .await
+        .unwrap()
+        .inserted_id;
     let bob = mentees
         .insert_one(doc! {"name": "Bob", "contact": {"email": "bob@example.com"}})
         .await
@@ -107,6 +114,7 @@ async fn pre_registered_records_get_the_clerk_id_of_their_verified_address() {
         None,
         "an unverified address links nothing"
     );
+    assert_eq!(field(&newline).await, None, "another address links nothing");
     let links = app
         .db
         .collection::<Document>("webhook_events")
