@@ -14,7 +14,7 @@ use crate::domain::entity::{self, Change, Entity};
 use crate::domain::plan::{Batch, Input};
 use crate::domain::Outcome;
 use crate::store::audit::Source;
-use crate::store::write;
+use crate::store::write::{self, Snapshot};
 use crate::store::Store;
 use crate::Result;
 
@@ -98,7 +98,9 @@ impl Applier {
             .collect();
 
         // The documents first: what they show stale is never sent (see `Batch`).
-        let known = self.read(&Batch::documents(&inputs)).await?;
+        let known = self
+            .read(&Batch::documents(&inputs), Snapshot::Committed)
+            .await?;
         let now = DateTime::now();
         let mut plan = Batch::new(&inputs, now, &known);
         while let Some(statements) = plan.round() {
@@ -110,7 +112,7 @@ impl Applier {
                 applied_before.insert(batch[firsts[k]].message.event_id.clone());
             }
         }
-        let current = self.read(&plan.to_read()).await?;
+        let current = self.read(&plan.to_read(), Snapshot::Latest).await?;
         let planned = plan.outcomes(&current);
 
         let mut applied = Applied {
@@ -149,6 +151,7 @@ impl Applier {
     async fn read(
         &self,
         wanted: &[(Entity, String)],
+        snapshot: Snapshot,
     ) -> Result<HashMap<(Entity, String), Document>> {
         let mut current = HashMap::new();
         for entity in Entity::ALL {
@@ -157,7 +160,7 @@ impl Applier {
                 .filter(|(e, _)| *e == entity)
                 .map(|(_, id)| id.as_str())
                 .collect();
-            for (id, doc) in write::read(&self.store, entity, &ids).await? {
+            for (id, doc) in write::read(&self.store, entity, &ids, snapshot).await? {
                 current.insert((entity, id), doc);
             }
         }

@@ -46,8 +46,8 @@ pub struct Status {
     last_hour: BTreeMap<String, u64>,
     /// And over the last day.
     last_day: BTreeMap<String, u64>,
-    /// Whether a window's outcomes took longer than [`MOST_PER_COUNT`] (left empty).
-    outcomes_not_counted: bool,
+    /// The windows whose outcomes took longer than [`MOST_PER_COUNT`] (left empty).
+    not_counted: Vec<&'static str>,
     /// Messages in each DLQ topic.
     pub(crate) dlq: BTreeMap<String, u64>,
     /// Per partition of the consumed topics.
@@ -126,9 +126,9 @@ pub async fn from_store(store: &Store, entities: &[Entity], now: i64) -> crate::
         });
     }
     let events = store.database().collection::<Document>(EVENTS_COLLECTION);
-    for (window, into) in [
-        (HOUR_MS, &mut status.last_hour),
-        (DAY_MS, &mut status.last_day),
+    for (window, name, into) in [
+        (HOUR_MS, "last hour", &mut status.last_hour),
+        (DAY_MS, "last day", &mut status.last_day),
     ] {
         let since = bson::DateTime::from_millis(now - window);
         let pipeline = [
@@ -146,7 +146,7 @@ pub async fn from_store(store: &Store, entities: &[Entity], now: i64) -> crate::
         let rows: Vec<Document> = match crate::store::bounded(aggregate).await? {
             Ok(rows) => rows,
             Err(e) if crate::store::error_code(&e) == Some(MAX_TIME_EXPIRED) => {
-                status.outcomes_not_counted = true;
+                status.not_counted.push(name);
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -171,7 +171,15 @@ pub async fn from_store(store: &Store, entities: &[Entity], now: i64) -> crate::
             .max_time(MOST_PER_COUNT)
             .into_future(),
     )
-    .await??;
+    .await?;
+    let last = match last {
+        Ok(last) => last,
+        Err(e) if crate::store::error_code(&e) == Some(MAX_TIME_EXPIRED) => {
+            status.not_counted.push("last error");
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
     status.last_error = last.map(|d| LastError {
         event_id: d.get_str("_id").unwrap_or_default().to_string(),
         event_type: d.get_str("type").ok().map(str::to_string),
@@ -288,23 +296,31 @@ impl Status {
         )?;
         let outcomes: std::collections::BTreeSet<&String> =
             self.last_hour.keys().chain(self.last_day.keys()).collect();
-        if outcomes.is_empty() {
+        if outcomes.is_empty() && self.not_counted.is_empty() {
             writeln!(f, "  (none in the last day)")?;
         }
-        if self.outcomes_not_counted {
-            writeln!(
-                f,
-                "  (a window not counted within {} s: is the processedAt index there?)",
-                MOST_PER_COUNT.as_secs()
-            )?;
-        }
+        let cell = |window: &str, counts: &BTreeMap<String, u64>, o: &String| {
+            if self.not_counted.contains(&window) {
+                "-".to_string()
+            } else {
+                counts.get(o).copied().unwrap_or(0).to_string()
+            }
+        };
         for o in outcomes {
             writeln!(
                 f,
                 "  {:<32} {:>10} {:>10}",
                 o,
-                self.last_hour.get(o).copied().unwrap_or(0),
-                self.last_day.get(o).copied().unwrap_or(0)
+                cell("last hour", &self.last_hour, o),
+                cell("last day", &self.last_day, o)
+            )?;
+        }
+        if !self.not_counted.is_empty() {
+            writeln!(
+                f,
+                "  (not counted within {} s: {}; is the processedAt index there?)",
+                MOST_PER_COUNT.as_secs(),
+                self.not_counted.join(", ")
             )?;
         }
         Ok(())
@@ -343,6 +359,11 @@ impl Status {
 
     fn last_error(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.last_error {
+            None if self.not_counted.contains(&"last error") => writeln!(
+                f,
+                "last error: not found within {} s",
+                MOST_PER_COUNT.as_secs()
+            ),
             None => writeln!(f, "last error: none recorded"),
             Some(e) => writeln!(
                 f,
@@ -374,7 +395,7 @@ mod tests {
             }],
             last_hour: [("applied".to_string(), 3)].into(),
             last_day: [("applied".to_string(), 9), ("stale".to_string(), 1)].into(),
-            outcomes_not_counted: false,
+            not_counted: vec![],
             dlq: [("users.dlq".to_string(), 4)].into(),
             lag: vec![PartitionLag {
                 topic: "users".into(),
@@ -406,12 +427,13 @@ mod tests {
         // Counts the server gave up on (maxTimeMS) show as such, not as zero.
         let mut slow = status.clone();
         slow.collections[0].deleted = None;
-        slow.outcomes_not_counted = true;
+        slow.not_counted = vec!["last day"];
         let text = slow.to_string();
         for line in [
             "  users                                    12          -          2",
             "  (-: not counted within 10 s; no index serves these counts)",
-            "  (a window not counted within 10 s: is the processedAt index there?)",
+            "  stale                                     0          -",
+            "  (not counted within 10 s: last day; is the processedAt index there?)",
         ] {
             assert!(text.contains(line), "{line:?} missing from\n{text}");
         }

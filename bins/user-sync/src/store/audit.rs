@@ -141,7 +141,7 @@ async fn read(store: &Store, ids: &[&str]) -> Result<HashMap<String, Seen>> {
     }
     let find = async {
         store
-            .events
+            .committed_collection(EVENTS_COLLECTION)
             .find(doc! {"_id": {"$in": ids}})
             .projection(doc! {"outcome": 1, "deliveries": 1})
             .await?
@@ -252,18 +252,13 @@ async fn count_redeliveries(
 }
 
 /// Whether a redelivery's count is still to make: not when the record read before
-/// already holds this delivery (a retried batch counted it), nor when it holds a
-/// dead-lettered outcome and this delivery passed (replaced instead). Not read: counted,
-/// guarded by the statement's own filter.
+/// already holds this delivery (a retried batch counted it). The statement's own filter
+/// decides the rest: a record still dead-lettered when it runs is replaced, not counted;
+/// one another consumer replaced after the read is counted.
 fn needs_count(r: &Record, existing: &HashMap<String, Seen>) -> bool {
-    match existing.get(&r.id) {
-        None => true,
-        Some(seen) => {
-            !seen.deliveries.contains(&r.delivery)
-                && (r.outcome == Outcome::DeadLettered
-                    || seen.outcome != Outcome::DeadLettered.as_str())
-        }
-    }
+    existing
+        .get(&r.id)
+        .is_none_or(|seen| !seen.deliveries.contains(&r.delivery))
 }
 
 /// Whether a dead-lettered record is to be replaced: its event passed this time. Only
@@ -330,8 +325,8 @@ mod tests {
             .iter()
             .map(|r| needs_count(r, &existing))
             .collect();
-        // A retried batch's own count is made; a dead-lettered record is replaced instead.
-        assert_eq!(counted, [false, true, true, false]);
+        // A retried batch's count isn't made twice.
+        assert_eq!(counted, [false, true, true, true]);
         let replaced: Vec<_> = redelivered
             .iter()
             .map(|r| needs_replacement(r, &existing))

@@ -71,12 +71,51 @@ fn case_insensitive() -> Collation {
         .build()
 }
 
-/// Whether `collation` ignores case: strength 1 or 2, without a case level.
+/// Whether `collation` ignores case: strength 1 or 2, without a case level, and not a
+/// Turkic locale (where `I` doesn't fold to `i`, so it would miss addresses). A collation
+/// that also equates more (accents at strength 1, punctuation with `alternate: shifted`)
+/// only finds more candidates: [`same_address`] keeps those that differ by case alone.
 fn ignores_case(collation: &Collation) -> bool {
+    let turkic = matches!(collation.locale.split(['_', '@']).next(), Some("tr" | "az"));
     matches!(
         collation.strength,
         Some(CollationStrength::Primary | CollationStrength::Secondary)
     ) && collation.case_level != Some(true)
+        && !turkic
+}
+
+/// Whether the record holds `email` at `field` (a dotted path, through arrays), ignoring
+/// case only: a collation also equates `ß` and `ss`, or full-width and plain letters, and
+/// a record linked by mistake gives someone else's account to a person.
+fn same_address(record: &Document, field: &str, email: &str) -> bool {
+    let wanted = email.to_lowercase();
+    let mut values: Vec<&Bson> = vec![];
+    let mut level: Vec<&Bson> = record
+        .get(field.split('.').next().unwrap_or(field))
+        .into_iter()
+        .collect();
+    for part in field.split('.').skip(1) {
+        level = level
+            .into_iter()
+            .flat_map(|v| match v {
+                Bson::Document(d) => d.get(part).into_iter().collect::<Vec<_>>(),
+                Bson::Array(items) => items
+                    .iter()
+                    .filter_map(|i| i.as_document()?.get(part))
+                    .collect(),
+                _ => vec![],
+            })
+            .collect();
+    }
+    for v in level {
+        match v {
+            Bson::Array(items) => values.extend(items),
+            v => values.push(v),
+        }
+    }
+    values
+        .iter()
+        .any(|v| v.as_str().is_some_and(|s| s.to_lowercase() == wanted))
 }
 
 /// How to find records, given the link collection's indexes: under the collation of an
@@ -201,15 +240,15 @@ async fn candidates(
     let find = |matching: Matching| async move {
         let mut find = records
             .find(unlinked(config, email, &matching))
-            .projection(doc! {"_id": 1})
+            .projection(doc! {"_id": 1, &config.email_field: 1})
             .limit(MOST_PER_USER);
         if let Matching::Collation(collation) = matching {
             find = find.collation(collation);
         }
         bounded(async { find.await?.try_collect::<Vec<Document>>().await }).await
     };
-    match find(matching.clone()).await? {
-        Ok(found) => Ok(found),
+    let found = match find(matching.clone()).await? {
+        Ok(found) => found,
         Err(e)
             if matches!(matching, Matching::Collation(_))
                 && super::error_code(&e).is_some_and(|c| NO_COLLATIONS.contains(&c)) =>
@@ -220,10 +259,14 @@ async fn candidates(
                 "the server has no collations: records are matched by a case-insensitive pattern, which reads the whole collection"
             );
             store.set_link_matching(Matching::Pattern);
-            Ok(find(Matching::Pattern).await??)
+            find(Matching::Pattern).await??
         }
-        Err(e) => Err(e.into()),
-    }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(found
+        .into_iter()
+        .filter(|record| same_address(record, &config.email_field, email))
+        .collect())
 }
 
 /// Writes `clerk_id` into record `id`, conditional on its id field still being empty: a
@@ -343,6 +386,39 @@ mod tests {
     }
 
     #[test]
+    fn a_candidate_links_only_if_its_address_differs_by_case_alone() {
+        let field = "contact.email";
+        let record = |email: Bson| doc! {"_id": 1, "contact": {"email": email}};
+        assert!(same_address(
+            &record("Ada@Example.COM".into()),
+            field,
+            "ada@example.com"
+        ));
+        // What a collation also equates, and the old `$` also matched.
+        for (stored, user) in [
+            ("ada@exämple.com", "ada@example.com"),
+            ("straße@x.io", "strasse@x.io"),
+            ("ada@example.com\n", "ada@example.com"),
+            ("ａda@example.com", "ada@example.com"),
+        ] {
+            assert!(
+                !same_address(&record(stored.into()), field, user),
+                "{stored:?}"
+            );
+        }
+        // Through an array of contacts, or an array of addresses.
+        let many = doc! {"contact": [{"email": "x@y.z"}, {"email": "ADA@example.com"}]};
+        assert!(same_address(&many, field, "ada@example.com"));
+        let list = doc! {"contact": {"email": ["x@y.z", "Ada@example.com"]}};
+        assert!(same_address(&list, field, "ada@example.com"));
+        assert!(!same_address(
+            &doc! {"contact": "ada@example.com"},
+            field,
+            "ada@example.com"
+        ));
+    }
+
+    #[test]
     fn records_are_found_under_the_collation_of_an_index_that_ignores_case() {
         let index = |keys: Document, collation: Option<Collation>| {
             IndexModel::builder()
@@ -367,10 +443,15 @@ mod tests {
             .strength(CollationStrength::Secondary)
             .case_level(true)
             .build();
+        let turkish = Collation::builder()
+            .locale("tr")
+            .strength(CollationStrength::Secondary)
+            .build();
         let indexes = [
             index(doc! {"contact.email": 1}, None),
             index(doc! {"contact.email": 1}, Some(case_sensitive)),
             index(doc! {"contact.email": 1}, Some(with_case_level)),
+            index(doc! {"contact.email": 1}, Some(turkish)),
             index(doc! {"other": 1, "contact.email": 1}, Some(french.clone())),
         ];
         let (m, warning) = matching(&config(), &indexes);

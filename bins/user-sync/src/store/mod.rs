@@ -24,7 +24,7 @@ use common::ExposeSecret;
 use futures::TryStreamExt;
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{
-    Acknowledgment, ClientOptions, CollectionOptions, IndexOptions, ReadPreference,
+    Acknowledgment, ClientOptions, CollectionOptions, IndexOptions, ReadConcern, ReadPreference,
     SelectionCriteria, WriteConcern,
 };
 use mongodb::{Collection, IndexModel};
@@ -121,6 +121,22 @@ impl Store {
     /// [`Store::collection`]: for the application's collection that linking reads.
     pub(crate) fn primary_collection(&self, name: &str) -> Collection<Document> {
         primary_collection(&self.db, name)
+    }
+
+    /// Collection `name` for the reads a batch plans from (its documents, its records):
+    /// from the primary, and only what a majority holds. A write an earlier attempt made
+    /// but a majority never acknowledged (a write concern that timed out before a
+    /// failover) may yet be rolled back: seen here, it would make the plan leave out a
+    /// statement that still has to be sent. An older snapshot only lets more statements
+    /// through, and their filters decide.
+    pub(crate) fn committed_collection(&self, name: &str) -> Collection<Document> {
+        self.db.collection_with_options(
+            name,
+            CollectionOptions::builder()
+                .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
+                .read_concern(ReadConcern::majority())
+                .build(),
+        )
     }
 
     pub(crate) fn database(&self) -> &mongodb::Database {
@@ -291,7 +307,16 @@ impl Store {
             );
             link::Matching::Pattern
         } else {
-            let indexes = list_indexes(&self.primary_collection(&config.collection)).await?;
+            let collection = self.primary_collection(&config.collection);
+            let indexes = match list_indexes(&collection).await {
+                Ok(indexes) => indexes,
+                // A role that may read and write the records but not list their indexes.
+                Err(Error::Mongo(e)) if command_code(&e) == Some(13) => {
+                    tracing::warn!(collection = config.collection, error = %e, "cannot list the indexes of the linked collection");
+                    Vec::new()
+                }
+                Err(e) => return Err(e),
+            };
             let (matching, warning) = link::matching(config, &indexes);
             if let Some(warning) = warning {
                 tracing::warn!("{warning}");

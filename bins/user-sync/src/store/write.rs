@@ -178,7 +178,7 @@ async fn execute_in(
         .iter()
         .map(|&i| statements[i].id.as_str())
         .collect();
-    let docs = read(store, entity, &ids).await?;
+    let docs = read(store, entity, &ids, Snapshot::Latest).await?;
     settle(&mut results, conflicts, statements, &docs, matched);
     Ok(results)
 }
@@ -215,7 +215,9 @@ async fn one_by_one(
                     .next()
                 {
                     Some(Err(e)) if e.code == 11000 => {
-                        let exists = !read(store, entity, &[s.id.as_str()]).await?.is_empty();
+                        let exists = !read(store, entity, &[s.id.as_str()], Snapshot::Latest)
+                            .await?
+                            .is_empty();
                         if exists {
                             Written::NotApplied
                         } else {
@@ -299,11 +301,24 @@ async fn update(
     Ok((replies, outcome.matched))
 }
 
+/// Which writes a read sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Snapshot {
+    /// Only those a majority holds: what a batch plans from (see
+    /// [`Store::committed_collection`]).
+    Committed,
+    /// The primary's latest, a racing writer's included: what settles a conflict (a
+    /// document another writer just created must be seen, or the conflict would look
+    /// like a refusal by another index).
+    Latest,
+}
+
 /// The documents with these `clerkId`s, by `clerkId`.
 pub(crate) async fn read(
     store: &Store,
     entity: Entity,
     ids: &[&str],
+    snapshot: Snapshot,
 ) -> Result<HashMap<String, Document>> {
     if ids.is_empty() {
         return Ok(HashMap::new());
@@ -312,9 +327,12 @@ pub(crate) async fn read(
         "clerkId": 1, "isDeleted": 1, "syncStatus": 1,
         "profileVersion": 1, "finalVersion": 1, "statusVersion": 1, "eventVersion": 1, "lastActiveAt": 1,
     };
+    let collection = match snapshot {
+        Snapshot::Committed => store.committed_collection(store.collection_name(entity)),
+        Snapshot::Latest => store.collection(entity).clone(),
+    };
     let find = async {
-        store
-            .collection(entity)
+        collection
             .find(doc! {"clerkId": {"$in": ids}})
             .projection(projection)
             .await?
