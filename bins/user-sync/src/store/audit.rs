@@ -13,7 +13,6 @@
 use std::collections::HashMap;
 
 use bson::{doc, Bson, DateTime, Document};
-use futures::TryStreamExt;
 
 use super::command::{self, Order, Verb};
 use super::{classify_write_error, Store, WriteErrorClass};
@@ -139,17 +138,11 @@ async fn read(store: &Store, ids: &[&str]) -> Result<HashMap<String, Seen>> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let find = async {
-        store
-            .committed_collection(EVENTS_COLLECTION)
-            .find(doc! {"_id": {"$in": ids}})
-            .projection(doc! {"outcome": 1, "deliveries": 1})
-            .await?
-            .try_collect::<Vec<Document>>()
-            .await
-    };
-    let docs = command::bounded(find).await??;
-    store.traffic().count("find", EVENTS_COLLECTION, docs.len());
+    let records = store.committed_collection(EVENTS_COLLECTION);
+    let find = records
+        .find(doc! {"_id": {"$in": ids}})
+        .projection(doc! {"outcome": 1, "deliveries": 1});
+    let docs = command::find_all(store, EVENTS_COLLECTION, find).await??;
     Ok(docs
         .into_iter()
         .filter_map(|d| {

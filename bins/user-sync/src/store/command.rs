@@ -17,6 +17,7 @@
 use std::future::IntoFuture;
 
 use bson::{Bson, Document, RawArrayBuf, RawDocumentBuf};
+use futures::TryStreamExt;
 
 use super::{classify_write_error, integer, Store, WriteErrorClass};
 use crate::error::WriteFailure;
@@ -241,6 +242,21 @@ pub(crate) async fn bounded<T>(future: impl std::future::Future<Output = T>) -> 
     tokio::time::timeout(COMMAND_TIMEOUT, future)
         .await
         .map_err(|_| WriteFailure::NoReply(COMMAND_TIMEOUT).into())
+}
+
+/// Every document `find` answers (a `find` on `collection`), within [`COMMAND_TIMEOUT`],
+/// counted in the store's [`super::Traffic`]. The outer error is the bound; the inner one
+/// the server's, for a caller that reads its code.
+pub(crate) async fn find_all(
+    store: &Store,
+    collection: &str,
+    find: impl IntoFuture<Output = mongodb::error::Result<mongodb::Cursor<Document>>>,
+) -> Result<mongodb::error::Result<Vec<Document>>> {
+    let documents = bounded(async { find.await?.try_collect::<Vec<Document>>().await }).await?;
+    if let Ok(documents) = &documents {
+        store.traffic().count("find", collection, documents.len());
+    }
+    Ok(documents)
 }
 
 /// The longest prefix of `statements` under [`MAX_COMMAND_BYTES`] and of at most `most`

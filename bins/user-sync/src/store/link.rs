@@ -19,7 +19,6 @@
 use std::future::IntoFuture;
 
 use bson::{doc, Bson, DateTime, Document};
-use futures::TryStreamExt;
 use mongodb::options::{Collation, CollationStrength};
 use mongodb::IndexModel;
 
@@ -89,33 +88,32 @@ fn ignores_case(collation: &Collation) -> bool {
 /// a record linked by mistake gives someone else's account to a person.
 fn same_address(record: &Document, field: &str, email: &str) -> bool {
     let wanted = email.to_lowercase();
-    let mut values: Vec<&Bson> = vec![];
-    let mut level: Vec<&Bson> = record
-        .get(field.split('.').next().unwrap_or(field))
+    let mut parts = field.split('.');
+    let mut level: Vec<&Bson> = parts
+        .next()
+        .and_then(|first| record.get(first))
         .into_iter()
         .collect();
-    for part in field.split('.').skip(1) {
+    // Through the documents of an array, as MongoDB reads a dotted path.
+    for part in parts {
         level = level
             .into_iter()
-            .flat_map(|v| match v {
-                Bson::Document(d) => d.get(part).into_iter().collect::<Vec<_>>(),
-                Bson::Array(items) => items
-                    .iter()
-                    .filter_map(|i| i.as_document()?.get(part))
-                    .collect(),
-                _ => vec![],
-            })
+            .flat_map(elements)
+            .filter_map(|v| v.as_document()?.get(part))
             .collect();
     }
-    for v in level {
-        match v {
-            Bson::Array(items) => values.extend(items),
-            v => values.push(v),
-        }
-    }
-    values
-        .iter()
+    level
+        .into_iter()
+        .flat_map(elements)
         .any(|v| v.as_str().is_some_and(|s| s.to_lowercase() == wanted))
+}
+
+/// An array's elements, or the value itself.
+fn elements(value: &Bson) -> Vec<&Bson> {
+    match value {
+        Bson::Array(items) => items.iter().collect(),
+        value => vec![value],
+    }
 }
 
 /// How to find records, given the link collection's indexes: under the collation of an
@@ -195,16 +193,11 @@ pub(crate) async fn link_users(
     if clerk_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let users: Vec<Document> = bounded(async {
-        store
-            .collection(Entity::User)
-            .find(doc! {"clerkId": {"$in": clerk_ids}})
-            .projection(doc! {"clerkId": 1, "email": 1, "emailVerified": 1, "isDeleted": 1})
-            .await?
-            .try_collect()
-            .await
-    })
-    .await??;
+    let find = store
+        .collection(Entity::User)
+        .find(doc! {"clerkId": {"$in": clerk_ids}})
+        .projection(doc! {"clerkId": 1, "email": 1, "emailVerified": 1, "isDeleted": 1});
+    let users = command::find_all(store, store.collection_name(Entity::User), find).await??;
     let records = store.primary_collection(&config.collection);
     let mut links = Vec::new();
     for user in &users {
@@ -213,7 +206,7 @@ pub(crate) async fn link_users(
         };
         let candidates = candidates(store, &records, config, email).await?;
         for id in candidates.into_iter().filter_map(|c| c.get("_id").cloned()) {
-            if link(&records, config, clerk_id, &id).await? {
+            if link(store, &records, config, clerk_id, &id).await? {
                 links.push(Link {
                     clerk_id: clerk_id.to_string(),
                     record: id,
@@ -245,7 +238,7 @@ async fn candidates(
         if let Matching::Collation(collation) = matching {
             find = find.collation(collation);
         }
-        bounded(async { find.await?.try_collect::<Vec<Document>>().await }).await
+        command::find_all(store, &config.collection, find).await
     };
     let found = match find(matching.clone()).await? {
         Ok(found) => found,
@@ -273,6 +266,7 @@ async fn candidates(
 /// record another replica (or another user with the same address) linked meanwhile stays
 /// as it is. Whether it was written.
 async fn link(
+    store: &Store,
     records: &mongodb::Collection<Document>,
     config: &LinkConfig,
     clerk_id: &str,
@@ -282,6 +276,7 @@ async fn link(
     filter.insert(config.id_field.clone(), Bson::Null);
     let mut set = Document::new();
     set.insert(config.id_field.clone(), clerk_id);
+    store.traffic().count("update", &config.collection, 1);
     match bounded(records.update_one(filter, doc! {"$set": set}).into_future()).await? {
         Ok(result) => Ok(result.modified_count == 1),
         // The application's collection refuses this record for good (its own unique index

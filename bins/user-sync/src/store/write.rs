@@ -16,7 +16,6 @@
 use std::collections::HashMap;
 
 use bson::{doc, DateTime, Document};
-use futures::TryStreamExt;
 
 use super::command::{self, Order, Verb};
 use super::{classify_write_error, Store, WriteErrorClass};
@@ -331,18 +330,10 @@ pub(crate) async fn read(
         Snapshot::Committed => store.committed_collection(store.collection_name(entity)),
         Snapshot::Latest => store.collection(entity).clone(),
     };
-    let find = async {
-        collection
-            .find(doc! {"clerkId": {"$in": ids}})
-            .projection(projection)
-            .await?
-            .try_collect::<Vec<Document>>()
-            .await
-    };
-    let docs = command::bounded(find).await??;
-    store
-        .traffic()
-        .count("find", store.collection_name(entity), docs.len());
+    let find = collection
+        .find(doc! {"clerkId": {"$in": ids}})
+        .projection(projection);
+    let docs = command::find_all(store, store.collection_name(entity), find).await??;
     Ok(docs
         .into_iter()
         .filter_map(|d| Some((d.get_str("clerkId").ok()?.to_string(), d)))
