@@ -13,11 +13,12 @@
 use std::time::{Duration, Instant};
 
 use bson::{doc, Document};
-use common::kafka::KafkaSettings;
 use events::{EventMessage, Record, UserRecord, SCHEMA_VERSION};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::AdminOptions;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use support::Servers;
+
+mod support;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -26,36 +27,19 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(5000);
-    let brokers = std::env::var("KAFKA_BROKERS")?;
-    let uri = std::env::var("MONGODB_URI")?;
-    let run = format!("{:x}", std::process::id());
+    let n = support::count_arg(5000)?;
+    let servers = Servers::from_env()?;
+    let (brokers, uri) = (&servers.brokers, &servers.uri);
+    let run = &servers.run;
     let topic = format!("bench-users-{run}");
     let database = format!("bench_{run}");
-    let kafka = KafkaSettings::plaintext(&brokers);
-
-    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
-    admin
-        .create_topics(
-            [&NewTopic::new(&topic, 6, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await?;
+    let admin = servers.topic(&topic, 6).await?;
 
     let users = match std::env::var("BENCH_USERS") {
         Ok(u) => u.parse::<usize>()?.max(1),
         Err(_) => (n / 10).max(1),
     };
-    let producer: FutureProducer = kafka
-        .client_config()
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()?;
+    let producer = servers.producer()?;
     let history = std::env::var_os("BENCH_HISTORY").is_some() && n >= 4000;
     if !history {
         // Produce everything first, so the measurement is user-sync's alone.
@@ -84,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = stop_rx.await;
     }));
 
-    let client = mongodb::Client::with_uri_str(&uri).await?;
+    let client = mongodb::Client::with_uri_str(uri).await?;
     let db = client.database(&database);
     let metrics = format!("http://{}/metrics", listener_address);
     let http = reqwest::Client::new();

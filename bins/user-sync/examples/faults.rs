@@ -13,41 +13,30 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bson::{doc, Document};
-use common::kafka::KafkaSettings;
 use events::{EventMessage, Record, UserRecord, SCHEMA_VERSION};
 use futures::TryStreamExt;
 use rand::seq::SliceRandom;
 use rand::Rng;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::admin::AdminOptions;
+use support::Servers;
 use tokio::process::{Child, Command};
+
+mod support;
 
 /// Events per user: created, two updates, and for one user in five a deletion.
 const ROUNDS: usize = 3;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let users: usize = std::env::args()
-        .nth(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(300);
-    let brokers = std::env::var("KAFKA_BROKERS")?;
-    let uri = std::env::var("MONGODB_URI")?;
+    let users = support::count_arg(300)?;
+    let servers = Servers::from_env()?;
+    let (brokers, uri) = (&servers.brokers, &servers.uri);
     let bin = std::env::var("USER_SYNC_BIN").unwrap_or("target/release/user-sync".into());
     let store_pid = std::env::var("FAULT_STORE_PID").ok();
-    let run = format!("{:x}", std::process::id());
+    let run = &servers.run;
     let topic = format!("faults-users-{run}");
     let database = format!("faults_{run}");
-    let kafka = KafkaSettings::plaintext(&brokers);
-    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
-    admin
-        .create_topics(
-            [&NewTopic::new(&topic, 6, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await?;
+    let admin = servers.topic(&topic, 6).await?;
 
     // The stream: every event, shuffled (one user's events too), 10% sent twice.
     let mut stream: Vec<EventMessage> = (0..users)
@@ -65,22 +54,7 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     stream.extend(twice);
     stream.shuffle(&mut rng);
-    let producer: FutureProducer = kafka
-        .client_config()
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .create()?;
-    for m in &stream {
-        producer
-            .send(
-                FutureRecord::to(&topic)
-                    .key(&m.subject_id)
-                    .payload(&m.to_json()),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|(e, _)| e)?;
-    }
+    support::send_all(&servers.producer()?, &topic, &stream).await?;
     println!(
         "{} events for {users} users ({} distinct), shuffled, in {topic}",
         stream.len(),
@@ -108,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
             .kill_on_drop(true)
             .spawn()?)
     };
-    let client = mongodb::Client::with_uri_str(&uri).await?;
+    let client = mongodb::Client::with_uri_str(uri).await?;
     let db = client.database(&database);
     let started = Instant::now();
     let say = |what: &str| println!("{:>6.1} s  {what}", started.elapsed().as_secs_f64());

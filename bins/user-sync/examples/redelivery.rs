@@ -16,11 +16,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::kafka::KafkaSettings;
 use events::{EventMessage, Record, UserRecord, SCHEMA_VERSION};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::admin::AdminOptions;
+use support::Servers;
+
+mod support;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -28,36 +28,19 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(500);
-    let brokers = std::env::var("KAFKA_BROKERS")?;
-    let uri = std::env::var("MONGODB_URI")?;
+    let n = support::count_arg(500)?;
     let store_pid: Option<u32> = std::env::var("BENCH_STORE_PID")
         .ok()
         .and_then(|p| p.parse().ok());
-    let run = format!("{:x}", std::process::id());
+    let servers = Servers::from_env()?;
+    let run = &servers.run;
     let topic = format!("bench-redelivery-{run}");
     let database = format!("bench_redelivery_{run}");
-    let kafka = KafkaSettings::plaintext(&brokers);
-    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
-    admin
-        .create_topics(
-            [&NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await?;
-    let producer: FutureProducer = kafka
-        .client_config()
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()?;
+    let admin = servers.topic(&topic, 1).await?;
+    let producer = servers.producer()?;
     let vars = vec![
-        ("KAFKA_BROKERS".to_string(), brokers.clone()),
-        ("MONGODB_URI".to_string(), uri.clone()),
+        ("KAFKA_BROKERS".to_string(), servers.brokers.clone()),
+        ("MONGODB_URI".to_string(), servers.uri.clone()),
         ("MONGODB_DATABASE".to_string(), database.clone()),
         ("KAFKA_TOPIC_USERS".to_string(), topic.clone()),
         ("SYNC_ENTITIES".to_string(), "users".to_string()),
@@ -85,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
         ]
     });
     for (name, events) in phases {
-        produce(&producer, &topic, &events).await?;
+        support::send_all(&producer, &topic, &events).await?;
         let cpu = store_cpu(store_pid);
         let (before, after) = consume(&vars, events.len()).await?;
         let cpu = store_cpu(store_pid).zip(cpu).map(|(b, a)| b - a);
@@ -117,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
             sum("user_sync_store_documents_total"),
         );
     }
-    let client = mongodb::Client::with_uri_str(&uri).await?;
+    let client = mongodb::Client::with_uri_str(&servers.uri).await?;
     client.database(&database).drop().await?;
     admin.delete_topics(&[&topic], &AdminOptions::new()).await?;
     Ok(())
@@ -181,25 +164,6 @@ fn store_cpu(pid: Option<u32>) -> Option<f64> {
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     Some(ticks / 100.0)
-}
-
-async fn produce(
-    producer: &FutureProducer,
-    topic: &str,
-    events: &[EventMessage],
-) -> anyhow::Result<()> {
-    for m in events {
-        producer
-            .send(
-                FutureRecord::to(topic)
-                    .key(&m.subject_id)
-                    .payload(&m.to_json()),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|(e, _)| e)?;
-    }
-    Ok(())
 }
 
 /// User `user`'s event of round `round` (round 0 is older than round 1).
