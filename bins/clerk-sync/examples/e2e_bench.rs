@@ -18,6 +18,7 @@ use mongodb::bson::{doc, Document};
 #[path = "support/mod.rs"]
 mod support;
 use support::{cpu_ticks, var};
+use test_support::bench::clerk_user_body;
 
 /// CPU time of `pid` in seconds.
 fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
@@ -29,36 +30,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .expect("a clock after 1970")
         .as_millis() as i64
-}
-
-/// A Clerk `user.updated` body of about 3 KB (what a real user object with a few email
-/// addresses, external accounts and metadata weighs).
-fn body(user: usize, round: usize, updated_at: i64) -> Vec<u8> {
-    let id = format!("user_bench{user:05}");
-    let email = |n: usize| {
-        serde_json::json!({
-            "id": format!("idn_{user}_{n}"), "object": "email_address",
-            "email_address": format!("person{user}.{n}@example.com"),
-            "verification": {"status": "verified", "strategy": "email_code", "attempts": 1, "expire_at": 1_732_464_600_000_i64},
-            "linked_to": [], "created_at": 1_732_464_000_000_i64, "updated_at": 1_732_464_000_000_i64,
-        })
-    };
-    let data = serde_json::json!({
-        "id": id, "object": "user", "first_name": format!("First{round}"), "last_name": "Benchmark",
-        "username": format!("bench{user}"), "image_url": format!("https://img.clerk.com/{}", "x".repeat(120)),
-        "primary_email_address_id": format!("idn_{user}_0"),
-        "email_addresses": [email(0), email(1), email(2)],
-        "phone_numbers": [], "web3_wallets": [], "passkeys": [],
-        "external_accounts": [{"id": format!("eac_{user}"), "provider": "oauth_google", "approved_scopes": "email profile openid", "email_address": format!("person{user}@gmail.com"), "first_name": "First", "last_name": "Benchmark", "avatar_url": "https://lh3.googleusercontent.com/a/abcdefghijklmnopqrstuvwxyz0123456789", "public_metadata": {}, "verification": {"status": "verified", "strategy": "oauth_google"}}],
-        "public_metadata": {"plan": "pro", "seats": 5, "features": ["a", "b", "c"]},
-        "private_metadata": {"crm_id": format!("crm-{user:08}"), "notes": "y".repeat(300)},
-        "unsafe_metadata": {"onboarding": {"step": round % 5, "done": false}},
-        "password_enabled": true, "two_factor_enabled": false, "totp_enabled": false, "backup_code_enabled": false,
-        "banned": false, "locked": false, "external_id": format!("ext-{user}"),
-        "last_sign_in_at": updated_at - 1000, "last_active_at": updated_at, "created_at": 1_732_464_000_000_i64,
-        "updated_at": updated_at,
-    });
-    serde_json::to_vec(&serde_json::json!({"type": "user.updated", "object": "event", "data": data, "timestamp": updated_at, "instance_id": "ins_bench"})).expect("JSON")
 }
 
 #[tokio::main]
@@ -83,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
     let requests: Vec<(String, Vec<u8>, clerk_sync::sign::SignedHeaders)> = (0..total)
         .map(|i| {
             let id = format!("msg_e2e_{run}_{i}");
-            let body = body(i % users, i / users, start_ms + i as i64);
+            let body = clerk_user_body(i % users, i / users, start_ms + i as i64);
             let signed = clerk_sync::sign::sign(&secret, &id, start_ms / 1000, &body)
                 .map_err(anyhow::Error::msg)?;
             Ok((id, body, signed))

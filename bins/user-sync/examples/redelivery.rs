@@ -13,8 +13,7 @@
 //! included), and the commands and documents user-sync sent (its `store_*` counters).
 //! `BENCH_ROUNDS` (default 3) rounds, each with users of its own.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use events::{EventMessage, Record, UserRecord, SCHEMA_VERSION};
 use rdkafka::admin::AdminOptions;
@@ -70,22 +69,16 @@ async fn main() -> anyhow::Result<()> {
     for (name, events) in phases {
         support::send_all(&producer, &topic, &events).await?;
         let cpu = store_cpu(store_pid);
-        let (before, after) = consume(&vars, events.len()).await?;
+        let run = support::run_user_sync(&vars, events.len(), Duration::from_secs(600)).await?;
         let cpu = store_cpu(store_pid).zip(cpu).map(|(b, a)| b - a);
-        let delta = |key: &str| after.get(key).unwrap_or(&0.0) - before.get(key).unwrap_or(&0.0);
-        let sum = |prefix: &str| {
-            after
-                .iter()
-                .filter(|(k, _)| k.starts_with(prefix))
-                .map(|(k, v)| v - before.get(k).unwrap_or(&0.0))
-                .sum::<f64>()
-        };
+        // (Each run's counters start at zero.)
+        let delta = |key: &str| run.metrics.get(key).copied().unwrap_or(0.0);
+        let sum = |prefix: &str| run.sum(prefix);
         let detail = |prefix: &str| {
-            after
+            run.metrics
                 .iter()
                 .filter(|(k, _)| k.starts_with(prefix))
-                .map(|(k, v)| (k, v - before.get(k).unwrap_or(&0.0)))
-                .filter(|(_, v)| *v > 0.0)
+                .filter(|(_, v)| **v > 0.0)
                 .map(|(k, v)| format!("{} {v}", &k[prefix.len()..]))
                 .collect::<Vec<_>>()
                 .join(", ")
@@ -106,64 +99,9 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs user-sync (from the group's committed position) until it has finished with `n`
-/// events; returns its metrics at the start (none: a new process) and at the end.
-async fn consume(
-    vars: &[(String, String)],
-    n: usize,
-) -> anyhow::Result<(BTreeMap<String, f64>, BTreeMap<String, f64>)> {
-    let config = user_sync::Config::from_vars(vars.iter().cloned())?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let metrics = format!("http://{}/metrics", listener.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = tokio::spawn(user_sync::run_until(config, listener, async {
-        let _ = stop_rx.await;
-    }));
-    let http = reqwest::Client::new();
-    let read = || async {
-        match http.get(&metrics).send().await {
-            Ok(r) => parse(&r.text().await.unwrap_or_default()),
-            Err(_) => BTreeMap::new(),
-        }
-    };
-    // The counters start at zero with each process, and count the consumer's commands
-    // only (not start-up's index checks).
-    let before = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let now = read().await;
-        let events: f64 = now
-            .iter()
-            .filter(|(k, _)| k.starts_with("user_sync_events_total"))
-            .map(|(_, v)| v)
-            .sum();
-        if events as usize >= n {
-            let _ = stop_tx.send(());
-            app.await??;
-            return Ok((before, now));
-        }
-        anyhow::ensure!(Instant::now() < deadline, "{events} of {n} events in 600 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Metric lines as (name with labels, value).
-fn parse(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
-}
-
-/// The store's CPU seconds so far.
+/// The store's CPU seconds so far (its processes', all of them).
 fn store_cpu(pid: Option<u32>) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
+    test_support::bench::tree_cpu_seconds(pid?).ok()
 }
 
 /// User `user`'s event of round `round` (round 0 is older than round 1).

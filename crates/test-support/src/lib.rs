@@ -11,6 +11,7 @@
 //!   servers, and may then [`stop`](TestEnv::stop) and [`start`](TestEnv::start) one
 //!   mid-test; whatever it stopped is started again when it is dropped.
 
+pub mod bench;
 pub mod fake_clerk;
 pub mod monitoring;
 

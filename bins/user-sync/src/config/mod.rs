@@ -215,6 +215,21 @@ mod tests {
     }
 
     #[test]
+    fn webhook_events_keep_their_payload_unless_told_not_to() {
+        let uri = ("MONGODB_URI", "mongodb://127.0.0.1:27017/");
+        let keeps = |value: Option<&str>| {
+            let mut vars = vec![uri];
+            vars.extend(value.map(|v| ("WEBHOOK_EVENTS_PAYLOAD", v)));
+            MongoConfig::from_vars(pairs(&vars)).map(|c| c.events_payload)
+        };
+        assert!(keeps(None).unwrap());
+        assert!(keeps(Some("true")).unwrap());
+        assert!(!keeps(Some("false")).unwrap());
+        let e = keeps(Some("no")).unwrap_err();
+        assert!(e.to_string().contains("WEBHOOK_EVENTS_PAYLOAD"), "{e}");
+    }
+
+    #[test]
     fn the_clerk_key_is_required_trimmed_and_never_shown() {
         let e = ClerkConfig::from_vars(pairs(&[])).unwrap_err();
         assert!(e.to_string().contains("CLERK_SECRET_KEY"), "{e}");

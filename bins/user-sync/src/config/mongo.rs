@@ -15,6 +15,12 @@ struct MongoEnv {
     mongodb_organizations_collection: Option<String>,
     mongodb_memberships_collection: Option<String>,
     mongodb_sessions_collection: Option<String>,
+    #[serde(default = "keep_payload")]
+    webhook_events_payload: bool,
+}
+
+fn keep_payload() -> bool {
+    true
 }
 
 fn default_users_collection() -> String {
@@ -38,6 +44,9 @@ pub struct MongoConfig {
     pub(crate) memberships_collection: String,
     /// `MONGODB_SESSIONS_COLLECTION`
     pub(crate) sessions_collection: String,
+    /// `WEBHOOK_EVENTS_PAYLOAD`: whether each `webhook_events` record keeps a copy of its
+    /// event's Clerk `data`.
+    pub(crate) events_payload: bool,
 }
 
 impl MongoConfig {
@@ -100,6 +109,7 @@ impl MongoConfig {
                 env.mongodb_sessions_collection,
                 Entity::Session,
             )?,
+            events_payload: env.webhook_events_payload,
         };
         let mut names: Vec<&str> = Entity::ALL.iter().map(|&e| config.collection(e)).collect();
         names.sort_unstable();

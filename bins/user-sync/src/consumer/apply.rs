@@ -6,12 +6,14 @@
 //! what the plan needs to tell a `duplicate` from a `stale` event after a race.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bson::{Bson, DateTime, Document};
 use events::EventMessage;
 
 use crate::domain::entity::{self, Change, Entity};
-use crate::domain::plan::{Batch, Input};
+use crate::domain::plan::{Batch, Input, Known};
 use crate::domain::Outcome;
 use crate::store::audit::Source;
 use crate::store::write::{self, Snapshot};
@@ -63,12 +65,19 @@ pub struct Applied {
 pub struct Applier {
     store: Store,
     entities: Vec<Entity>,
+    /// Whether the next batch reads its documents before writing (see [`reads_first`]).
+    read_first: Arc<AtomicBool>,
 }
 
 impl Applier {
     /// An applier over `store`, keeping the kinds in `entities`.
     pub fn new(store: Store, entities: Vec<Entity>) -> Self {
-        Applier { store, entities }
+        Applier {
+            store,
+            entities,
+            // A start is when redeliveries come: what the last run didn't commit.
+            read_first: Arc::new(AtomicBool::new(true)),
+        }
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -97,10 +106,22 @@ impl Applier {
             .map(|(&i, change)| batch[i].input(change))
             .collect();
 
-        // The documents first: what they show stale is never sent (see `Batch`).
-        let known = self
-            .read(&Batch::documents(&inputs), Snapshot::Committed)
-            .await?;
+        // The documents first, when redeliveries are likely: what they show stale is never
+        // sent (see `Batch`). Otherwise only those several events write, so that their
+        // statements fold into one; every other statement goes, guarded by its filter.
+        let wanted = if self.read_first.load(Ordering::Relaxed) {
+            Batch::documents(&inputs)
+        } else {
+            Batch::shared_documents(&inputs)
+        };
+        let mut found = self.read(&wanted, Snapshot::Committed).await?;
+        let known: Known = wanted
+            .into_iter()
+            .map(|k| {
+                let doc = found.remove(&k);
+                (k, doc)
+            })
+            .collect();
         let now = DateTime::now();
         let mut plan = Batch::new(&inputs, now, &known);
         while let Some(statements) = plan.round() {
@@ -144,6 +165,8 @@ impl Applier {
         for (i, &first) in first_of.iter().enumerate() {
             applied.outcomes[i] = applied.outcomes[first];
         }
+        self.read_first
+            .store(reads_first(&applied.outcomes), Ordering::Relaxed);
         Ok(applied)
     }
 
@@ -168,6 +191,16 @@ impl Applier {
     }
 }
 
+/// Whether the batch after one with these outcomes should read its documents before
+/// writing. Reading first makes a redelivered or stale event cost a read instead of a
+/// refused write (and, on a new document, a duplicate key and a second statement), but
+/// costs a read of every document when nothing is stale, the usual case. Redeliveries come
+/// in runs (after a restart, a rebalance, a second backfill), so the last batch tells: if
+/// any of its events changed nothing, the next one reads first.
+fn reads_first(outcomes: &[Outcome]) -> bool {
+    outcomes.iter().any(|o| o.changed_nothing())
+}
+
 /// For each event of the batch, the index of its first copy (itself, unless it repeats an
 /// event earlier in the batch).
 fn first_copies(batch: &[Incoming]) -> Vec<usize> {
@@ -177,4 +210,18 @@ fn first_copies(batch: &[Incoming]) -> Vec<usize> {
         .enumerate()
         .map(|(i, e)| *first_index.entry(e.message.event_id.as_str()).or_insert(i))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_reads_first_after_one_that_held_a_stale_or_repeated_event() {
+        assert!(!reads_first(&[Outcome::Applied, Outcome::Ignored]));
+        assert!(!reads_first(&[Outcome::DeadLettered]));
+        assert!(reads_first(&[Outcome::Applied, Outcome::Stale]));
+        assert!(reads_first(&[Outcome::Duplicate]));
+        assert!(!reads_first(&[]));
+    }
 }

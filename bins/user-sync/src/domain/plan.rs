@@ -109,6 +109,9 @@ pub(crate) struct Statement {
     pub(crate) set: Document,
     /// The event's index in the batch.
     pub(crate) event: usize,
+    /// Earlier events of the batch whose statement of the same document and slot this one
+    /// replaces (see [`Batch`]): it lands, and so would they have, one at a time.
+    pub(crate) folded: Vec<usize>,
     /// The same document's pointer, when this event is also the newest of its document:
     /// written together when both rules admit it (one write instead of two, the usual
     /// case); otherwise the next round writes them apart.
@@ -313,6 +316,10 @@ enum PayloadForm {
     Omitted,
 }
 
+/// The batch's documents read before it, by kind and `clerkId`: `None` for one that didn't
+/// exist. A document not in it wasn't read.
+pub(crate) type Known = HashMap<(Entity, String), Option<Document>>;
+
 /// The rounds of writes of one batch: [`Batch::round`] gives the statements to run,
 /// [`Batch::learn`] takes what the database did; until a round refuses nothing new.
 ///
@@ -324,12 +331,15 @@ enum PayloadForm {
 /// sync status, which an earlier round of this batch may have just changed, so a document
 /// whose pointer this batch wrote is left to its filter. A redelivered or stale batch then
 /// costs one indexed read per collection, not a refused write per statement.
+///
+/// A document that wasn't read is left to the filters alone. And several statements of one
+/// document and slot that the read admitted fold into the last one (see [`fold`]).
 #[derive(Debug)]
 pub(crate) struct Batch<'a> {
     inputs: &'a [Input<'a>],
     now: DateTime,
-    /// The batch's documents as read before it (none: the document doesn't exist).
-    known: &'a HashMap<(Entity, String), Document>,
+    /// The batch's documents read before it (see [`Known`]).
+    known: &'a Known,
     /// Events with a statement left unsent because the documents read before the batch
     /// already hold its stamp: their change was made before (a redelivery).
     made_before: HashSet<usize>,
@@ -350,14 +360,10 @@ pub(crate) struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    /// The batch, in consumption order, and its documents as they were read before it
-    /// ([`Batch::documents`]; one missing from `known` doesn't exist). Repeats of an event
+    /// The batch, in consumption order, and those of its documents that were read before
+    /// it ([`Batch::documents`], [`Batch::shared_documents`], or none). Repeats of an event
     /// id must already be left out.
-    pub(crate) fn new(
-        inputs: &'a [Input<'a>],
-        now: DateTime,
-        known: &'a HashMap<(Entity, String), Document>,
-    ) -> Self {
+    pub(crate) fn new(inputs: &'a [Input<'a>], now: DateTime, known: &'a Known) -> Self {
         Batch {
             inputs,
             now,
@@ -389,6 +395,27 @@ impl<'a> Batch<'a> {
         keys
     }
 
+    /// The documents two or more events of the batch write: reading them first lets their
+    /// statements fold into one (see [`fold`]).
+    pub(crate) fn shared_documents(inputs: &[Input<'_>]) -> Vec<(Entity, String)> {
+        let mut writers: HashMap<(Entity, &str), HashSet<usize>> = HashMap::new();
+        for (i, input) in inputs.iter().enumerate() {
+            for intent in input.writes() {
+                writers
+                    .entry((intent.entity, intent.id.as_str()))
+                    .or_default()
+                    .insert(i);
+            }
+        }
+        let mut keys: Vec<(Entity, String)> = writers
+            .into_iter()
+            .filter(|(_, events)| events.len() > 1)
+            .map(|((entity, id), _)| (entity, id.to_string()))
+            .collect();
+        keys.sort();
+        keys
+    }
+
     /// The statements to run next, in this order; `None` once the batch is done.
     pub(crate) fn round(&mut self) -> Option<&[Statement]> {
         if self.finished {
@@ -413,6 +440,7 @@ impl<'a> Batch<'a> {
                 match r {
                     Written::Applied => {
                         self.applied.insert(s.event);
+                        self.applied.extend(&s.folded);
                     }
                     // Which rule said no (or which part the server refused) is unknown:
                     // the next round writes the two apart.
@@ -427,6 +455,7 @@ impl<'a> Batch<'a> {
                 (Written::Applied, Slot::Pointer) => {}
                 (Written::Applied, _) => {
                     self.applied.insert(s.event);
+                    self.applied.extend(&s.folded);
                 }
                 (Written::NotApplied, Slot::Pointer | Slot::Activity) => {}
                 (Written::NotApplied, _) => self.not_applied.push(s),
@@ -512,15 +541,20 @@ impl<'a> Batch<'a> {
         outcomes
     }
 
-    /// The document as read before the batch.
-    fn known(&self, entity: Entity, id: &str) -> Option<&Document> {
-        self.known.get(&(entity, id.to_string()))
+    /// The document as read before the batch: `None` when it wasn't read, `Some(None)` when
+    /// it didn't exist.
+    fn known(&self, entity: Entity, id: &str) -> Option<Option<&Document>> {
+        self.known
+            .get(&(entity, id.to_string()))
+            .map(Option::as_ref)
     }
 
     /// The statements the events need now, in arrival order, then one pointer per document;
     /// and the events whose change the documents read before the batch already hold.
     fn plan(&self) -> (Vec<Statement>, HashSet<usize>) {
         let mut statements = Vec::new();
+        // Whether each statement was admitted by its document as read before the batch.
+        let mut read = Vec::new();
         let mut made_before = HashSet::new();
         // The stamp of the last statement planned per (document, slot): a later-arriving
         // event that doesn't beat it can't land, one at a time or batched.
@@ -566,12 +600,17 @@ impl<'a> Batch<'a> {
                     stamp,
                     set: intent.set.clone(),
                     event: i,
+                    folded: Vec::new(),
                     pointer: None,
                 };
                 let known = self.known(intent.entity, &intent.id);
-                if statement.admits_alone(known) {
+                // Not read: sent, and its filter decides.
+                if known.is_none_or(|doc| statement.admits_alone(doc)) {
                     statements.push(statement);
-                } else if known.and_then(|d| d.get(intent.slot.stamp_field()))
+                    read.push(known.is_some());
+                } else if known
+                    .flatten()
+                    .and_then(|d| d.get(intent.slot.stamp_field()))
                     == Some(&statement.stamp)
                     && intent.slot != Slot::Activity
                 {
@@ -579,11 +618,15 @@ impl<'a> Batch<'a> {
                 }
             }
         }
+        let mut statements = fold(statements, &read);
         for key in order {
             let i = newest[&key];
             let pointer = self.pointer(key.0, key.1, i);
             let written = self.pointer_written.contains(&(key.0, key.1.to_string()));
-            if !written && !pointer.admits_alone(self.known(key.0, key.1)) {
+            let refused = self
+                .known(key.0, key.1)
+                .is_some_and(|doc| !pointer.admits_alone(doc));
+            if !written && refused {
                 continue;
             }
             // The newest event's profile statement, if it has one, is the document's last
@@ -634,9 +677,64 @@ impl<'a> Batch<'a> {
                 "lastSyncAttempt": self.now,
             },
             event: i,
+            folded: Vec::new(),
             pointer: None,
         }
     }
+}
+
+/// A batch's statements with each one that a later statement of the same document and
+/// slot overwrites folded into that later one: one write per document and slot instead of
+/// one per event, when a user's events come together.
+///
+/// The statements are planned in arrival order, each beating the one before it on its
+/// document and slot, so the last one is what the document ends with. An earlier one that
+/// its document as read before the batch admitted (`read`) would, one at a time, have
+/// landed and been overwritten by the next: the last one's landing is its own (and if the
+/// last doesn't land, another writer got ahead of all of them). One whose document wasn't
+/// read might have been refused, so it is sent, as is one that sets a field the later one
+/// doesn't (the later one wouldn't overwrite it).
+fn fold(statements: Vec<Statement>, read: &[bool]) -> Vec<Statement> {
+    // Each statement's carrier: the last of its run, the statements of its document and
+    // slot with no statement of the same document in another slot between them (the rules
+    // of some slots read another's stamp: a session's status is refused once it has a
+    // final stamp, so a status write can't move past a final one, nor the reverse).
+    let mut carrier: Vec<usize> = (0..statements.len()).collect();
+    let mut run_of: HashMap<(Entity, &str), Vec<usize>> = HashMap::new();
+    for (i, s) in statements.iter().enumerate() {
+        let run = run_of.entry((s.entity, s.id.as_str())).or_default();
+        if run.last().is_some_and(|&j| statements[j].slot != s.slot) {
+            run.clear();
+        }
+        for &j in run.iter() {
+            carrier[j] = i;
+        }
+        run.push(i);
+    }
+    let mut into: HashMap<usize, Vec<usize>> = HashMap::new();
+    let kept: Vec<bool> = statements
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let j = carrier[i];
+            let covered = s.set.keys().all(|k| statements[j].set.contains_key(k));
+            if j != i && read[i] && covered {
+                into.entry(j).or_default().push(s.event);
+                false
+            } else {
+                true
+            }
+        })
+        .collect();
+    statements
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| kept[*i])
+        .map(|(i, mut s)| {
+            s.folded = into.remove(&i).unwrap_or_default();
+            s
+        })
+        .collect()
 }
 
 #[cfg(test)]

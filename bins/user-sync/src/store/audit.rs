@@ -10,7 +10,7 @@
 //! a delivery id, kept in the record's `deliveries`, so a batch retried after a failure
 //! doesn't count its own events as redeliveries.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bson::{doc, Bson, DateTime, Document};
 
@@ -62,14 +62,15 @@ pub struct Record {
 }
 
 impl Record {
-    fn document(&self, now: DateTime, processing_ms: i64) -> Document {
+    /// The record as stored; without the payload unless `keep_payload`
+    /// (`WEBHOOK_EVENTS_PAYLOAD`).
+    fn document(&self, now: DateTime, processing_ms: i64, keep_payload: bool) -> Document {
         let text = |v: &Option<String>| v.clone().map_or(Bson::Null, Bson::String);
         let mut d = doc! {
             "_id": &self.id,
             "type": text(&self.event_type),
             "subject": text(&self.subject),
             "eventTime": self.event_time.map_or(Bson::Null, |t| Bson::DateTime(DateTime::from_millis(t))),
-            "payload": self.payload.clone(),
             "outcome": self.outcome.as_str(),
             "processedAt": now,
             "processingMs": processing_ms,
@@ -77,6 +78,9 @@ impl Record {
             "duplicates": 0,
             "deliveries": [&self.delivery],
         };
+        if keep_payload {
+            d.insert("payload", self.payload.clone());
+        }
         if let Some(origin) = self.origin {
             d.insert("origin", origin);
         }
@@ -91,16 +95,32 @@ impl Record {
 /// the record of an event that was dead-lettered and now passed (a replay after a fix).
 pub async fn record(store: &Store, records: &[Record], processing_ms: i64) -> Result<()> {
     let now = DateTime::now();
-    let likely_seen: Vec<&str> = records
+    let likely_seen: Vec<&Record> = records
         .iter()
         .filter(|r| !r.repeat && r.outcome.changed_nothing())
-        .map(|r| r.id.as_str())
         .collect();
-    let existing = read(store, &likely_seen).await?;
-    let (firsts, mut redelivered) = sort_out(records, &existing);
+    // The usual redelivery (every record there, none dead-lettered, this delivery not yet
+    // counted) is settled by its counts alone, without reading the records first.
+    let counted = if count_at_once(store, &likely_seen, now).await? {
+        likely_seen.iter().map(|r| r.id.as_str()).collect()
+    } else {
+        HashSet::new()
+    };
+    let ids: Vec<&str> = likely_seen
+        .iter()
+        .map(|r| r.id.as_str())
+        .filter(|id| !counted.contains(id))
+        .collect();
+    let existing = read(store, &ids).await?;
+    let rest: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.repeat || !counted.contains(r.id.as_str()))
+        .collect();
+    let (firsts, mut redelivered) = sort_out(&rest, &existing);
+    let keep_payload = store.keeps_event_payload();
     let documents: Vec<Document> = firsts
         .iter()
-        .map(|r| r.document(now, processing_ms))
+        .map(|r| r.document(now, processing_ms, keep_payload))
         .collect();
     if !documents.is_empty() {
         let outcome = command::run(
@@ -124,6 +144,40 @@ pub async fn record(store: &Store, records: &[Record], processing_ms: i64) -> Re
         }
     }
     count_redeliveries(store, &redelivered, &existing, now, processing_ms).await
+}
+
+/// Counts the redeliveries `seen` at once, each only where its record exists, isn't
+/// dead-lettered and hasn't counted this delivery (the statements of
+/// [`count_redeliveries`]); true when every one was counted. Otherwise some record is
+/// missing, dead-lettered or already counted, and which one isn't said: the caller reads
+/// them all and goes on as if this hadn't run (a count made here holds its delivery, so
+/// it isn't made twice).
+async fn count_at_once(store: &Store, seen: &[&Record], now: DateTime) -> Result<bool> {
+    if seen.is_empty() {
+        return Ok(false);
+    }
+    let updates: Vec<Document> = seen.iter().map(|r| count(r, now)).collect();
+    let outcome =
+        command::run(store, Verb::Update, Order::Any, EVENTS_COLLECTION, &updates).await?;
+    if let Some(Err(e)) = outcome.results.into_iter().find(Result::is_err) {
+        return Err(e.transient().into());
+    }
+    Ok(outcome.matched == Some(seen.len() as i64))
+}
+
+/// The statement that counts `r` as a redelivery of its record: once per delivery, and
+/// not on a dead-lettered record unless `r` is dead-lettered too (a record whose event
+/// passed this time is replaced instead).
+fn count(r: &Record, now: DateTime) -> Document {
+    let mut q = doc! {"_id": &r.id, "deliveries": {"$ne": &r.delivery}};
+    if r.outcome != Outcome::DeadLettered {
+        q.insert("outcome", doc! {"$ne": Outcome::DeadLettered.as_str()});
+    }
+    doc! {"q": q, "u": {
+        "$inc": {"duplicates": 1},
+        "$set": {"lastDuplicateAt": now},
+        "$addToSet": {"deliveries": &r.delivery},
+    }}
 }
 
 /// What a record read before writing says: its outcome, and the deliveries it counted.
@@ -170,7 +224,7 @@ async fn read(store: &Store, ids: &[&str]) -> Result<HashMap<String, Seen>> {
 /// The records to insert (first copies not seen) and the redeliveries to count (repeats
 /// in the batch, and first copies whose record exists).
 fn sort_out<'r>(
-    records: &'r [Record],
+    records: &[&'r Record],
     existing: &HashMap<String, Seen>,
 ) -> (Vec<&'r Record>, Vec<&'r Record>) {
     records
@@ -181,6 +235,14 @@ fn sort_out<'r>(
 /// A record the server refused for its payload: again with the payload as JSON text, then
 /// without it.
 async fn insert_smaller(store: &Store, document: &Document, record: &Record) -> Result<()> {
+    if !store.keeps_event_payload() {
+        // Nothing smaller to try: the record is refused for something else.
+        tracing::warn!(
+            event_id = record.id,
+            "the database refused this event's record"
+        );
+        return Ok(());
+    }
     for payload in [
         record.raw.clone().map_or(Bson::Null, Bson::String),
         Bson::Null,
@@ -211,18 +273,12 @@ async fn count_redeliveries(
     processing_ms: i64,
 ) -> Result<()> {
     let dead = Outcome::DeadLettered.as_str();
-    let mut updates = Vec::new();
-    for r in redelivered.iter().filter(|r| needs_count(r, existing)) {
-        let mut q = doc! {"_id": &r.id, "deliveries": {"$ne": &r.delivery}};
-        if r.outcome != Outcome::DeadLettered {
-            q.insert("outcome", doc! {"$ne": dead});
-        }
-        updates.push(doc! {"q": q, "u": {
-            "$inc": {"duplicates": 1},
-            "$set": {"lastDuplicateAt": now},
-            "$addToSet": {"deliveries": &r.delivery},
-        }});
-    }
+    let keep_payload = store.keeps_event_payload();
+    let mut updates: Vec<Document> = redelivered
+        .iter()
+        .filter(|r| needs_count(r, existing))
+        .map(|r| count(r, now))
+        .collect();
     // After the counts, so a replaced record isn't counted as its own redelivery.
     for r in redelivered
         .iter()
@@ -230,7 +286,7 @@ async fn count_redeliveries(
     {
         updates.push(doc! {
             "q": {"_id": &r.id, "outcome": dead},
-            "u": r.document(now, processing_ms),
+            "u": r.document(now, processing_ms, keep_payload),
         });
     }
     if updates.is_empty() {
@@ -310,7 +366,8 @@ mod tests {
             record("again", Outcome::Duplicate, "d3", true),
             record("dead", Outcome::Applied, "d2", false),
         ];
-        let (insert, redelivered) = sort_out(&records, &existing);
+        let all: Vec<&Record> = records.iter().collect();
+        let (insert, redelivered) = sort_out(&all, &existing);
         let ids = |v: &[&Record]| v.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(&insert), ["new"]);
         assert_eq!(ids(&redelivered), ["counted", "again", "again", "dead"]);

@@ -54,6 +54,8 @@ pub struct Store {
     /// How linking finds records by address (learnt at start-up, and from a server that
     /// refuses collations).
     link_matching: Arc<RwLock<Option<link::Matching>>>,
+    /// `WEBHOOK_EVENTS_PAYLOAD`.
+    events_payload: bool,
 }
 
 impl Store {
@@ -100,7 +102,13 @@ impl Store {
             clerk_id_indexes: Arc::default(),
             traffic: Traffic::default(),
             link_matching: Arc::default(),
+            events_payload: config.events_payload,
         })
+    }
+
+    /// Whether a `webhook_events` record keeps its event's payload (`WEBHOOK_EVENTS_PAYLOAD`).
+    pub(crate) fn keeps_event_payload(&self) -> bool {
+        self.events_payload
     }
 
     /// The counters of what this store has been asked (see [`Traffic`]).

@@ -354,6 +354,7 @@ mod tests {
             stamp: Bson::String("000000000000001:e".into()),
             set: Document::new(),
             event: 0,
+            folded: Vec::new(),
             pointer: None,
         }
     }

@@ -40,17 +40,20 @@ async fn duplicates(db: &mongodb::Database) -> Vec<(String, i64, String)> {
     let mut out = Vec::new();
     for i in 0..4 {
         let r = record(db, &format!("evt_retry_{i}")).await;
-        let n = r
-            .get_i64("duplicates")
-            .or_else(|_| r.get_i32("duplicates").map(i64::from))
-            .unwrap();
         out.push((
             r.get_str("_id").unwrap().to_string(),
-            n,
+            duplicates_of(&r),
             r.get_str("outcome").unwrap().to_string(),
         ));
     }
     out
+}
+
+/// A record's `duplicates` (an int32 or an int64, as the server keeps it).
+fn duplicates_of(r: &Document) -> i64 {
+    r.get_i64("duplicates")
+        .or_else(|_| r.get_i32("duplicates").map(i64::from))
+        .unwrap()
 }
 
 #[tokio::test]
@@ -112,4 +115,63 @@ async fn many_redeliveries_in_one_batch_are_all_counted() {
         .await
         .unwrap();
     assert_eq!(counted, 150);
+}
+
+/// Redeliveries that changed nothing are counted straight away; when one of them has no
+/// record yet (a stale event seen for the first time) the batch falls back to reading the
+/// records, and nothing is counted twice, not even by a retry of the same batch. With
+/// `WEBHOOK_EVENTS_PAYLOAD=false` the records keep everything but the payload.
+#[tokio::test]
+async fn redeliveries_are_counted_once_whether_or_not_their_records_exist() {
+    let env = TestEnv::new().await;
+    let n = names(&env);
+    let config =
+        user_sync::Config::from_vars(vars(&env, &n, &[("WEBHOOK_EVENTS_PAYLOAD", "false")]))
+            .unwrap();
+    let store = user_sync::Store::connect(&config.mongo).await.unwrap();
+    store.ensure_indexes(&user_sync::Entity::ALL).await.unwrap();
+    let db = env.mongo().await.database(&n.database);
+
+    audit::record(&store, &records("poll-1"), 5).await.unwrap();
+    let changed_nothing = |delivery: &str| {
+        let mut batch = records(delivery);
+        batch.extend(many("first-seen", 1, delivery));
+        for r in &mut batch {
+            r.outcome = Outcome::Stale;
+        }
+        batch
+    };
+    // Four redeliveries and a stale event seen for the first time, then the same batch
+    // retried.
+    audit::record(&store, &changed_nothing("poll-2"), 5)
+        .await
+        .unwrap();
+    audit::record(&store, &changed_nothing("poll-2"), 5)
+        .await
+        .unwrap();
+    let want = |count: i64| -> Vec<(String, i64, String)> {
+        (0..4)
+            .map(|i| (format!("evt_retry_{i}"), count, "applied".to_string()))
+            .collect()
+    };
+    assert_eq!(duplicates(&db).await, want(1));
+    let first_seen = record(&db, "evt_first-seen_0").await;
+    assert_eq!(first_seen.get_str("outcome"), Ok("stale"));
+    assert_eq!(duplicates_of(&first_seen), 0);
+
+    // Every record there: counted without reading them first.
+    audit::record(&store, &changed_nothing("poll-3"), 5)
+        .await
+        .unwrap();
+    assert_eq!(duplicates(&db).await, want(2));
+    let first_seen = record(&db, "evt_first-seen_0").await;
+    assert_eq!(duplicates_of(&first_seen), 1);
+    for id in ["evt_retry_0", "evt_first-seen_0"] {
+        let r = record(&db, id).await;
+        assert!(!r.contains_key("payload"), "{r}");
+        assert!(
+            r.contains_key("subject") && r.contains_key("eventTime"),
+            "{r}"
+        );
+    }
 }

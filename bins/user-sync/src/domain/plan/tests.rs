@@ -19,9 +19,14 @@ struct Memory {
     writes: usize,
     /// Statements sent.
     sent: usize,
-    /// The read before each batch sees no document (as if another writer wrote them all
-    /// between that read and the batch's writes): only the filters decide.
+    /// No read before each batch: only the filters decide.
     blind: bool,
+    /// The read before each batch sees no document (as if another writer wrote them all
+    /// between that read and the batch's writes).
+    stale_read: bool,
+    /// No read before each batch but of the documents two of its events write (what
+    /// user-sync does while nothing is stale).
+    shared_only: bool,
 }
 
 /// Which writes the "database" refuses: those that set `email` to this.
@@ -86,10 +91,19 @@ impl Memory {
                 raw: m.data.get(),
             })
             .collect();
-        let known: HashMap<(Entity, String), Document> = Batch::documents(&inputs)
+        let read = if self.blind {
+            Vec::new()
+        } else if self.shared_only {
+            Batch::shared_documents(&inputs)
+        } else {
+            Batch::documents(&inputs)
+        };
+        let known: Known = read
             .into_iter()
-            .filter(|_| !self.blind)
-            .filter_map(|k| self.docs.get(&k).map(|d| (k, d.clone())))
+            .map(|k| {
+                let doc = self.docs.get(&k).filter(|_| !self.stale_read).cloned();
+                (k, doc)
+            })
             .collect();
         let mut batch = Batch::new(&inputs, now, &known);
         while let Some(statements) = batch.round() {
@@ -255,15 +269,25 @@ fn run_with(mut memory: Memory, messages: &[EventMessage], order: &[usize], size
 }
 
 /// Every order of the events, each delivered twice, at batch sizes 1, 3 and unlimited:
-/// the same documents; the same audit outcomes at every batch size for one order; and the
-/// same again when the read before each batch sees nothing (another writer got there
-/// between that read and the writes), so that only the filters decide.
+/// the same documents; the same audit outcomes at every batch size for one order, and the
+/// same again without a read before each batch (only the filters decide) or with a read of
+/// the documents several of its events write only (user-sync while nothing is stale); and
+/// the same documents when that read sees nothing (another writer got there between the
+/// read and the writes).
 fn converges(messages: &[EventMessage]) -> Memory {
     let twice: Vec<usize> = (0..messages.len()).flat_map(|i| [i, i]).collect();
     let mut expected: Option<Vec<((Entity, String), Document)>> = None;
     let mut last = None;
     let blind = || Memory {
         blind: true,
+        ..Memory::default()
+    };
+    let shared_only = || Memory {
+        shared_only: true,
+        ..Memory::default()
+    };
+    let stale_read = || Memory {
+        stale_read: true,
         ..Memory::default()
     };
     for order in orders(&twice) {
@@ -273,7 +297,19 @@ fn converges(messages: &[EventMessage]) -> Memory {
             (0, run(messages, &order, 0)),
             (1, run_with(blind(), messages, &order, 1)),
             (0, run_with(blind(), messages, &order, 0)),
+            (1, run_with(shared_only(), messages, &order, 1)),
+            (0, run_with(shared_only(), messages, &order, 0)),
         ];
+        // A read that another writer made stale can't change the documents (its folded
+        // events may read `applied` where, one at a time, they would have been `stale`).
+        for size in [1, 0] {
+            let raced = run_with(stale_read(), messages, &order, size);
+            assert_eq!(
+                raced.documents(),
+                one.documents(),
+                "order {order:?}, batch size {size}, stale read"
+            );
+        }
         for (size, batched) in variants {
             assert_eq!(
                 batched.documents(),
@@ -553,6 +589,7 @@ fn filters_say_what_admits_says() {
         stamp: Bson::String(version(5, "e")),
         set: Document::new(),
         event: 0,
+        folded: Vec::new(),
         pointer: None,
     };
     let filter = s.filter();
@@ -603,7 +640,7 @@ fn an_in_order_event_is_one_write_and_a_late_one_is_split() {
             payload: &Bson::Null,
             raw: "{}",
         }];
-        let known = HashMap::new();
+        let known = Known::new();
         let mut batch = Batch::new(&inputs, DateTime::from_millis(1), &known);
         batch.round().unwrap().to_vec()
     };
@@ -650,6 +687,7 @@ fn a_null_stamp_counts_as_missing() {
         stamp: Bson::String(version(5, "e")),
         set: bson::doc! {"syncStatus": "synced"},
         event: 0,
+        folded: Vec::new(),
         pointer: None,
     };
     let nulls = bson::doc! {
@@ -674,6 +712,7 @@ fn a_stamp_of_another_type_counts_as_none() {
         stamp,
         set: Document::new(),
         event: 0,
+        folded: Vec::new(),
         pointer: None,
     };
     let version = Bson::String(version(5, "e"));
@@ -742,4 +781,42 @@ fn a_redelivered_refused_event_leaves_its_document_failed() {
     assert_eq!(doc.get_str("syncStatus"), Ok("failed"), "{doc}");
     assert_eq!(doc.get_str("lastEventId"), Ok("p"));
     assert_eq!(m.outcome("p"), Outcome::DeadLettered);
+}
+
+#[test]
+fn a_users_events_in_one_batch_make_one_write() {
+    let updates: Vec<EventMessage> = (1..=5)
+        .map(|k| {
+            user(
+                &format!("u{k}"),
+                "user.updated",
+                k * 1_000,
+                &format!("Name {k}"),
+                "a@example.com",
+            )
+        })
+        .collect();
+    for shared_only in [false, true] {
+        let mut m = Memory {
+            shared_only,
+            ..Memory::default()
+        };
+        m.batch(&updates);
+        // One statement: the newest profile, its pointer riding along.
+        assert_eq!(m.sent, 1, "shared_only {shared_only}");
+        for k in 1..=5 {
+            assert_eq!(m.outcome(&format!("u{k}")), Outcome::Applied);
+        }
+        assert_eq!(
+            m.doc(Entity::User, "user_1").get_str("firstName"),
+            Ok("Name 5")
+        );
+    }
+    // Not read: each statement goes, as its filter may refuse it.
+    let mut m = Memory {
+        blind: true,
+        ..Memory::default()
+    };
+    m.batch(&updates);
+    assert_eq!(m.sent, 5);
 }
