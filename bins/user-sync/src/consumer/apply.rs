@@ -9,10 +9,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bson::{Bson, DateTime, Document};
+use bson::{DateTime, Document};
 use events::EventMessage;
 
 use crate::domain::entity::{self, Change, Entity};
+use crate::domain::payload::Stored;
 use crate::domain::plan::{Batch, Input, Known};
 use crate::domain::Outcome;
 use crate::store::audit::Source;
@@ -29,9 +30,9 @@ pub struct Incoming {
     pub source: Source,
     /// This consumption of it (see [`crate::store::audit`]).
     pub delivery: String,
-    /// Its Clerk `data` as stored ([`crate::domain::payload::storable`]), made once for both the
+    /// Its Clerk `data` as stored ([`crate::domain::payload::Stored`]), made once for both the
     /// document's `webhookPayload` and the audit record.
-    pub payload: Bson,
+    pub payload: Stored,
 }
 
 impl Incoming {

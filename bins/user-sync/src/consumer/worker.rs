@@ -432,7 +432,7 @@ fn decode_batch(batch: &[Polled]) -> Decoded<'_> {
         match decode(m) {
             Ok(message) => {
                 decoded.incoming.push(Incoming {
-                    payload: payload::storable(&message.data),
+                    payload: payload::Stored::of(&message.data),
                     message,
                     source: source_of(m),
                     delivery: p.delivery.clone(),
@@ -509,7 +509,7 @@ fn undecodable_record(m: &OwnedMessage, delivery: &str, reason: &str) -> Record 
         origin: common::kafka::header(m, events::HEADER_EVENT_ORIGIN)
             .and_then(|o| Origin::from_name(&o))
             .map(Origin::as_str),
-        payload: bson::Bson::Null,
+        payload: payload::Stored::none(),
         raw: None,
         outcome: Outcome::DeadLettered,
         error: Some(reason.to_string()),

@@ -32,7 +32,9 @@
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 
-use bson::{doc, Bson, DateTime, Document};
+use bson::{doc, Bson, DateTime, Document, RawDocumentBuf};
+
+use super::payload::Stored;
 
 use super::entity::{Change, Entity, Slot};
 use super::Outcome;
@@ -109,6 +111,9 @@ pub(crate) struct Statement {
     pub(crate) set: Document,
     /// The event's index in the batch.
     pub(crate) event: usize,
+    /// What a pointer writes to `webhookPayload` (kept apart from `set`: it is the biggest
+    /// part of a statement, and copied as bytes).
+    pub(crate) payload: Option<Stored>,
     /// Earlier events of the batch whose statement of the same document and slot this one
     /// replaces (see [`Batch`]): it lands, and so would they have, one at a time.
     pub(crate) folded: Vec<usize>,
@@ -197,16 +202,34 @@ impl Statement {
         doc! {"$or": either}
     }
 
-    /// The fields this statement sets, stamp included (and its pointer's).
-    pub(crate) fn fields(&self, now: DateTime) -> Document {
+    /// The fields this statement sets, stamp included (and its pointer's), but for the
+    /// payload ([`Statement::payload`]).
+    fn plain_fields(&self, now: DateTime) -> Document {
         let mut set = self.set.clone();
         if self.slot != Slot::Activity {
             set.insert(self.slot.stamp_field(), self.stamp.clone());
         }
         if let Some(pointer) = &self.pointer {
-            set.extend(pointer.fields(now));
+            set.extend(pointer.plain_fields(now));
         }
         set.insert("updatedAt", now);
+        set
+    }
+
+    /// What this statement (or its pointer) writes to `webhookPayload`.
+    fn written_payload(&self) -> Option<&Stored> {
+        self.payload
+            .as_ref()
+            .or_else(|| self.pointer.as_ref()?.payload.as_ref())
+    }
+
+    /// The fields this statement sets, stamp and payload included (and its pointer's).
+    #[cfg(test)]
+    pub(crate) fn fields(&self, now: DateTime) -> Document {
+        let mut set = self.plain_fields(now);
+        if let Some(payload) = self.written_payload() {
+            set.insert("webhookPayload", payload.to_bson());
+        }
         set
     }
 
@@ -227,6 +250,7 @@ impl Statement {
     fn sets(&self, key: &str) -> bool {
         key == "updatedAt"
             || self.set.contains_key(key)
+            || (key == "webhookPayload" && self.payload.is_some())
             || (self.slot != Slot::Activity && key == self.slot.stamp_field())
             || self.pointer.as_ref().is_some_and(|p| p.sets(key))
     }
@@ -241,18 +265,27 @@ impl Statement {
         }
     }
 
-    /// The update document.
-    pub(crate) fn update(&self, now: DateTime) -> Document {
-        let mut update = doc! {"$set": self.fields(now), "$setOnInsert": self.on_insert(now)};
+    /// The update document, serialized: the payload's bytes are copied in, not rebuilt.
+    pub(crate) fn update(&self, now: DateTime) -> bson::raw::Result<RawDocumentBuf> {
+        let mut set = RawDocumentBuf::from_document(&self.plain_fields(now))?;
+        if let Some(payload) = self.written_payload() {
+            set.append("webhookPayload", payload.raw().clone());
+        }
+        let mut update = RawDocumentBuf::new();
+        update.append("$set", set);
+        update.append(
+            "$setOnInsert",
+            RawDocumentBuf::from_document(&self.on_insert(now))?,
+        );
         if !self.unsets().is_empty() {
             let unset: Document = self
                 .unsets()
                 .iter()
                 .map(|f| (f.to_string(), Bson::String(String::new())))
                 .collect();
-            update.insert("$unset", unset);
+            update.append("$unset", RawDocumentBuf::from_document(&unset)?);
         }
-        update
+        Ok(update)
     }
 }
 
@@ -266,7 +299,7 @@ pub(crate) struct Input<'a> {
     /// What it means for the documents.
     pub(crate) change: &'a Change,
     /// Its Clerk `data` as stored (see [`super::payload`]), for `webhookPayload`.
-    pub(crate) payload: &'a Bson,
+    pub(crate) payload: &'a Stored,
     /// Its Clerk `data` as JSON text, for a server that refuses `payload`.
     pub(crate) raw: &'a str,
 }
@@ -600,6 +633,7 @@ impl<'a> Batch<'a> {
                     stamp,
                     set: intent.set.clone(),
                     event: i,
+                    payload: None,
                     folded: Vec::new(),
                     pointer: None,
                 };
@@ -652,8 +686,8 @@ impl<'a> Batch<'a> {
         let input = &self.inputs[i];
         let payload = match self.payload[i] {
             PayloadForm::Document => input.payload.clone(),
-            PayloadForm::Text => Bson::String(input.raw.to_string()),
-            PayloadForm::Omitted => Bson::Null,
+            PayloadForm::Text => Stored::text(input.raw),
+            PayloadForm::Omitted => Stored::none(),
         };
         let failure = match (self.refused.get(&i), input.change) {
             (Some(reason), _) | (None, Change::Invalid { reason, .. }) => Some(reason),
@@ -671,12 +705,12 @@ impl<'a> Batch<'a> {
             set: doc! {
                 "lastEventId": input.event_id,
                 "lastEventAt": DateTime::from_millis(input.event_time),
-                "webhookPayload": payload,
                 "syncStatus": status,
                 "syncError": error,
                 "lastSyncAttempt": self.now,
             },
             event: i,
+            payload: Some(payload),
             folded: Vec::new(),
             pointer: None,
         }

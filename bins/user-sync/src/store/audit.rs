@@ -12,12 +12,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use bson::{doc, Bson, DateTime, Document};
+use bson::{doc, Bson, DateTime, Document, RawDocumentBuf};
 
 use super::command::{self, Order, Verb};
 use super::{classify_write_error, Store, WriteErrorClass};
+use crate::domain::payload::Stored;
 use crate::domain::Outcome;
 use crate::domain::EVENTS_COLLECTION;
+use crate::error::WriteFailure;
 use crate::Result;
 
 /// Where a message came from.
@@ -46,7 +48,7 @@ pub struct Record {
     /// Where the event came from (`webhook`, `backfill`, `reconcile`), when known.
     pub origin: Option<&'static str>,
     /// Clerk's `data` as stored, when the message could be read.
-    pub payload: Bson,
+    pub payload: Stored,
     /// The same as JSON text, for a server that refuses `payload`.
     pub raw: Option<String>,
     /// What happened.
@@ -62,9 +64,13 @@ pub struct Record {
 }
 
 impl Record {
-    /// The record as stored; without the payload unless `keep_payload`
-    /// (`WEBHOOK_EVENTS_PAYLOAD`).
-    fn document(&self, now: DateTime, processing_ms: i64, keep_payload: bool) -> Document {
+    /// The record as stored, with `payload` unless `None` (`WEBHOOK_EVENTS_PAYLOAD`).
+    fn document(
+        &self,
+        now: DateTime,
+        processing_ms: i64,
+        payload: Option<&Stored>,
+    ) -> Result<RawDocumentBuf> {
         let text = |v: &Option<String>| v.clone().map_or(Bson::Null, Bson::String);
         let mut d = doc! {
             "_id": &self.id,
@@ -78,16 +84,22 @@ impl Record {
             "duplicates": 0,
             "deliveries": [&self.delivery],
         };
-        if keep_payload {
-            d.insert("payload", self.payload.clone());
-        }
         if let Some(origin) = self.origin {
             d.insert("origin", origin);
         }
         if let Some(error) = &self.error {
             d.insert("error", error);
         }
-        d
+        let mut raw = RawDocumentBuf::from_document(&d).map_err(WriteFailure::Encode)?;
+        if let Some(payload) = payload {
+            raw.append("payload", payload.raw().clone());
+        }
+        Ok(raw)
+    }
+
+    /// The payload its record keeps, if the store keeps payloads.
+    fn kept_payload(&self, store: &Store) -> Option<&Stored> {
+        store.keeps_event_payload().then_some(&self.payload)
     }
 }
 
@@ -117,11 +129,10 @@ pub async fn record(store: &Store, records: &[Record], processing_ms: i64) -> Re
         .filter(|r| r.repeat || !counted.contains(r.id.as_str()))
         .collect();
     let (firsts, mut redelivered) = sort_out(&rest, &existing);
-    let keep_payload = store.keeps_event_payload();
-    let documents: Vec<Document> = firsts
+    let documents = firsts
         .iter()
-        .map(|r| r.document(now, processing_ms, keep_payload))
-        .collect();
+        .map(|r| r.document(now, processing_ms, r.kept_payload(store)))
+        .collect::<Result<Vec<_>>>()?;
     if !documents.is_empty() {
         let outcome = command::run(
             store,
@@ -137,7 +148,7 @@ pub async fn record(store: &Store, records: &[Record], processing_ms: i64) -> Re
             match (e.code, classify_write_error(e.code, &e.message, "")) {
                 (11000, _) => redelivered.push(record),
                 (_, WriteErrorClass::Permanent) => {
-                    insert_smaller(store, &documents[index], record).await?
+                    insert_smaller(store, record, now, processing_ms).await?
                 }
                 _ => return Err(e.transient().into()),
             }
@@ -156,7 +167,7 @@ async fn count_at_once(store: &Store, seen: &[&Record], now: DateTime) -> Result
     if seen.is_empty() {
         return Ok(false);
     }
-    let updates: Vec<Document> = seen.iter().map(|r| count(r, now)).collect();
+    let updates = command::serialized(&seen.iter().map(|r| count(r, now)).collect::<Vec<_>>())?;
     let outcome =
         command::run(store, Verb::Update, Order::Any, EVENTS_COLLECTION, &updates).await?;
     if let Some(Err(e)) = outcome.results.into_iter().find(Result::is_err) {
@@ -234,7 +245,12 @@ fn sort_out<'r>(
 
 /// A record the server refused for its payload: again with the payload as JSON text, then
 /// without it.
-async fn insert_smaller(store: &Store, document: &Document, record: &Record) -> Result<()> {
+async fn insert_smaller(
+    store: &Store,
+    record: &Record,
+    now: DateTime,
+    processing_ms: i64,
+) -> Result<()> {
     if !store.keeps_event_payload() {
         // Nothing smaller to try: the record is refused for something else.
         tracing::warn!(
@@ -243,23 +259,32 @@ async fn insert_smaller(store: &Store, document: &Document, record: &Record) -> 
         );
         return Ok(());
     }
-    for payload in [
-        record.raw.clone().map_or(Bson::Null, Bson::String),
-        Bson::Null,
-    ] {
-        let mut d = document.clone();
-        d.insert("payload", payload);
-        store.traffic().count("insert", EVENTS_COLLECTION, 1);
-        match store.events.insert_one(d).await {
-            Ok(_) => return Ok(()),
-            Err(e) if matches!(super::error_code(&e), Some(11000)) => return Ok(()),
-            Err(e)
-                if super::error_code(&e).is_some_and(|c| {
-                    classify_write_error(c, "", "") == WriteErrorClass::Permanent
-                }) => {}
-            Err(e) => return Err(e.into()),
+    let text = record
+        .raw
+        .as_deref()
+        .map_or_else(Stored::none, Stored::text);
+    for payload in [text, Stored::none()] {
+        let document = record.document(now, processing_ms, Some(&payload))?;
+        let outcome = command::run(
+            store,
+            Verb::Insert,
+            Order::Any,
+            EVENTS_COLLECTION,
+            &[document],
+        )
+        .await?;
+        match outcome.results.into_iter().next() {
+            Some(Err(e)) if e.code == 11000 => return Ok(()),
+            Some(Err(e))
+                if classify_write_error(e.code, &e.message, "") == WriteErrorClass::Permanent => {}
+            Some(Err(e)) => return Err(e.transient().into()),
+            _ => return Ok(()),
         }
     }
+    tracing::warn!(
+        event_id = record.id,
+        "the database refused this event's record, even without its payload"
+    );
     Ok(())
 }
 
@@ -273,21 +298,25 @@ async fn count_redeliveries(
     processing_ms: i64,
 ) -> Result<()> {
     let dead = Outcome::DeadLettered.as_str();
-    let keep_payload = store.keeps_event_payload();
-    let mut updates: Vec<Document> = redelivered
+    let counts: Vec<Document> = redelivered
         .iter()
         .filter(|r| needs_count(r, existing))
         .map(|r| count(r, now))
         .collect();
+    let mut updates = command::serialized(&counts)?;
     // After the counts, so a replaced record isn't counted as its own redelivery.
     for r in redelivered
         .iter()
         .filter(|r| needs_replacement(r, existing))
     {
-        updates.push(doc! {
-            "q": {"_id": &r.id, "outcome": dead},
-            "u": r.document(now, processing_ms, keep_payload),
-        });
+        let q = doc! {"_id": &r.id, "outcome": dead};
+        let mut replacement = RawDocumentBuf::new();
+        replacement.append(
+            "q",
+            RawDocumentBuf::from_document(&q).map_err(WriteFailure::Encode)?,
+        );
+        replacement.append("u", r.document(now, processing_ms, r.kept_payload(store))?);
+        updates.push(replacement);
     }
     if updates.is_empty() {
         return Ok(());
@@ -331,7 +360,7 @@ mod tests {
             subject: None,
             event_time: None,
             origin: None,
-            payload: Bson::Null,
+            payload: Stored::none(),
             raw: None,
             outcome,
             error: None,

@@ -112,22 +112,25 @@ pub(crate) enum Verb {
     Insert,
 }
 
+/// Statements as the commands send them, serialized once: a batch's statements carry its
+/// payloads, and serializing them again (to measure, then in the driver) was a good part
+/// of user-sync's CPU per event.
+pub(crate) fn serialized(statements: &[Document]) -> Result<Vec<RawDocumentBuf>> {
+    Ok(statements
+        .iter()
+        .map(RawDocumentBuf::from_document)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(WriteFailure::Encode)?)
+}
+
 /// Runs `statements` against `collection`, each in order, until every one is done or failed.
 pub(crate) async fn run(
     store: &Store,
     verb: Verb,
     order: Order,
     collection: &str,
-    statements: &[Document],
+    statements: &[RawDocumentBuf],
 ) -> Result<Outcome> {
-    // Serialized once, for the size limit and for the command itself: a batch's
-    // statements carry its payloads, and serializing them twice more (to measure, then in
-    // the driver) was a good part of user-sync's CPU per event.
-    let statements = statements
-        .iter()
-        .map(RawDocumentBuf::from_document)
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(WriteFailure::Encode)?;
     let write_concern =
         RawDocumentBuf::from_document(&store.write_concern()).map_err(WriteFailure::Encode)?;
     let most = match verb {
@@ -139,7 +142,7 @@ pub(crate) async fn run(
         matched: Some(0),
     };
     let ordered = order.ordered(store.is_ferretdb());
-    let mut rest = statements.as_slice();
+    let mut rest = statements;
     while !rest.is_empty() {
         let chunk = chunk(rest, most);
         let reply = send(store, verb, ordered, collection, chunk, &write_concern).await?;

@@ -337,7 +337,7 @@ async fn record(store: &Store, config: &LinkConfig, links: &[Link]) -> Result<()
         Verb::Insert,
         Order::Any,
         EVENTS_COLLECTION,
-        &documents,
+        &command::serialized(&documents)?,
     )
     .await?;
     // A record already there (the same link seen by a retried batch) is fine.

@@ -15,12 +15,13 @@
 
 use std::collections::HashMap;
 
-use bson::{doc, DateTime, Document};
+use bson::{doc, DateTime, Document, RawDocumentBuf};
 
 use super::command::{self, Order, Verb};
 use super::{classify_write_error, Store, WriteErrorClass};
 use crate::domain::entity::{Entity, Slot};
 use crate::domain::plan::{Statement, Written};
+use crate::error::WriteFailure;
 use crate::Result;
 
 /// Runs `statements` (in their order within each collection) and returns what each did.
@@ -137,10 +138,10 @@ async fn execute_in(
     if store.is_ferretdb() {
         return one_by_one(store, entity, statements, now).await;
     }
-    let updates: Vec<Document> = statements
+    let updates = statements
         .iter()
-        .map(|s| doc! {"q": s.filter(), "u": s.update(now), "upsert": true})
-        .collect();
+        .map(|s| statement(s, now, true))
+        .collect::<Result<Vec<_>>>()?;
     let order = order_of(statements);
     let (replies, _) = update(store, entity, order, updates, true).await?;
     let (mut results, conflicts) = first_pass(replies);
@@ -149,11 +150,11 @@ async fn execute_in(
     }
 
     // The same statements without upsert. Almost always none matches: the rule said no.
-    let updates: Vec<Document> = conflicts
+    let updates = conflicts
         .indexes
         .iter()
-        .map(|&i| doc! {"q": statements[i].filter(), "u": statements[i].update(now)})
-        .collect();
+        .map(|&i| statement(statements[i], now, false))
+        .collect::<Result<Vec<_>>>()?;
     let (replies, matched) = update(store, entity, order, updates, false).await?;
     for (&i, reply) in conflicts.indexes.iter().zip(replies) {
         match reply {
@@ -196,7 +197,7 @@ async fn one_by_one(
     let name = store.collection_name(entity);
     let mut results = Vec::with_capacity(statements.len());
     for s in statements {
-        let plain = doc! {"q": s.filter(), "u": s.update(now)};
+        let plain = statement(s, now, false)?;
         let outcome = command::run(store, Verb::Update, Order::Any, name, &[plain]).await?;
         let written = match (outcome.results.into_iter().next(), outcome.matched) {
             // Without upsert nothing can conflict on clerkId: another unique index did.
@@ -206,7 +207,7 @@ async fn one_by_one(
             (Some(Err(e)), _) => Written::Refused(refusal(&e)?),
             (_, Some(n)) if n > 0 => Written::Applied,
             _ => {
-                let upsert = doc! {"q": s.filter(), "u": s.update(now), "upsert": true};
+                let upsert = statement(s, now, true)?;
                 match command::run(store, Verb::Update, Order::Any, name, &[upsert])
                     .await?
                     .results
@@ -267,7 +268,7 @@ async fn update(
     store: &Store,
     entity: Entity,
     order: Order,
-    updates: Vec<Document>,
+    updates: Vec<RawDocumentBuf>,
     upsert: bool,
 ) -> Result<(Vec<Reply>, Option<i64>)> {
     let outcome = command::run(
@@ -298,6 +299,20 @@ async fn update(
         });
     }
     Ok((replies, outcome.matched))
+}
+
+/// `s` as a statement of an `update` command: `{q, u, upsert}`.
+fn statement(s: &Statement, now: DateTime, upsert: bool) -> Result<RawDocumentBuf> {
+    let mut statement = RawDocumentBuf::new();
+    statement.append(
+        "q",
+        RawDocumentBuf::from_document(&s.filter()).map_err(WriteFailure::Encode)?,
+    );
+    statement.append("u", s.update(now).map_err(WriteFailure::Encode)?);
+    if upsert {
+        statement.append("upsert", true);
+    }
+    Ok(statement)
 }
 
 /// Which writes a read sees.
@@ -354,6 +369,7 @@ mod tests {
             stamp: Bson::String("000000000000001:e".into()),
             set: Document::new(),
             event: 0,
+            payload: None,
             folded: Vec::new(),
             pointer: None,
         }

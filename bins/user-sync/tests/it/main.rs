@@ -496,7 +496,7 @@ async fn two_writers_racing_on_new_users_converge() {
             offset: 0,
         },
         delivery: "d".into(),
-        payload: bson::Bson::Null,
+        payload: user_sync::payload::Stored::none(),
     };
     for round in 0..20 {
         let user = format!("user_race_{round}");

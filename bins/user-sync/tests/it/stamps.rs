@@ -16,7 +16,7 @@ use crate::helpers::*;
 
 fn incoming(message: events::EventMessage, offset: i64) -> Incoming {
     Incoming {
-        payload: user_sync::payload::storable(&message.data),
+        payload: user_sync::payload::Stored::of(&message.data),
         message,
         source: Source {
             topic: "users".into(),

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::domain::entity::{self, Entity};
+use crate::domain::payload::Stored;
 
 /// Documents, and the audit records (outcome, redeliveries).
 #[derive(Default, Clone)]
@@ -75,10 +76,7 @@ impl Memory {
             .filter(|m| seen.insert(m.event_id.clone()))
             .collect();
         let changes: Vec<Change> = firsts.iter().map(|m| entity::change(m, &enabled)).collect();
-        let payloads: Vec<Bson> = firsts
-            .iter()
-            .map(|m| crate::domain::payload::storable(&m.data))
-            .collect();
+        let payloads: Vec<Stored> = firsts.iter().map(|m| Stored::of(&m.data)).collect();
         let inputs: Vec<Input<'_>> = firsts
             .iter()
             .zip(&changes)
@@ -589,6 +587,7 @@ fn filters_say_what_admits_says() {
         stamp: Bson::String(version(5, "e")),
         set: Document::new(),
         event: 0,
+        payload: None,
         folded: Vec::new(),
         pointer: None,
     };
@@ -633,11 +632,12 @@ fn an_in_order_event_is_one_write_and_a_late_one_is_split() {
     let enabled = Entity::ALL;
     let plan_of = |m: &EventMessage| {
         let change = entity::change(m, &enabled);
+        let none = Stored::none();
         let inputs = vec![Input {
             event_id: &m.event_id,
             event_time: m.event_time,
             change: &change,
-            payload: &Bson::Null,
+            payload: &none,
             raw: "{}",
         }];
         let known = Known::new();
@@ -687,6 +687,7 @@ fn a_null_stamp_counts_as_missing() {
         stamp: Bson::String(version(5, "e")),
         set: bson::doc! {"syncStatus": "synced"},
         event: 0,
+        payload: None,
         folded: Vec::new(),
         pointer: None,
     };
@@ -712,6 +713,7 @@ fn a_stamp_of_another_type_counts_as_none() {
         stamp,
         set: Document::new(),
         event: 0,
+        payload: None,
         folded: Vec::new(),
         pointer: None,
     };
