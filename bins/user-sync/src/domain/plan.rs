@@ -233,7 +233,7 @@ impl Statement {
         set
     }
 
-    /// The fields a document created by this statement gets besides [`Statement::fields`].
+    /// The fields a document created by this statement gets besides those it sets.
     pub(crate) fn on_insert(&self, now: DateTime) -> Document {
         let mut insert: Document = self
             .entity
@@ -245,7 +245,7 @@ impl Statement {
         insert
     }
 
-    /// Whether [`Statement::fields`] holds `key` (without building it: the pointer's
+    /// Whether this statement sets `key` (without building its fields: the pointer's
     /// payload is the biggest part of a statement).
     fn sets(&self, key: &str) -> bool {
         key == "updatedAt"
