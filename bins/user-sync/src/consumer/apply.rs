@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bson::{DateTime, Document};
-use events::EventMessage;
+use events::{EventMessage, Origin};
 
 use crate::domain::entity::{self, Change, Entity};
 use crate::domain::payload::Stored;
@@ -110,7 +110,8 @@ impl Applier {
         // The documents first, when redeliveries are likely: what they show stale is never
         // sent (see `Batch`). Otherwise only those several events write, so that their
         // statements fold into one; every other statement goes, guarded by its filter.
-        let wanted = if self.read_first.load(Ordering::Relaxed) {
+        let origins = firsts.iter().map(|&i| batch[i].message.origin);
+        let wanted = if reads_all(self.read_first.load(Ordering::Relaxed), origins) {
             Batch::documents(&inputs)
         } else {
             Batch::shared_documents(&inputs)
@@ -193,13 +194,22 @@ impl Applier {
 }
 
 /// Whether the batch after one with these outcomes should read its documents before
-/// writing. Reading first makes a redelivered or stale event cost a read instead of a
-/// refused write (and, on a new document, a duplicate key and a second statement), but
-/// costs a read of every document when nothing is stale, the usual case. Redeliveries come
-/// in runs (after a restart, a rebalance, a second backfill), so the last batch tells: if
-/// any of its events changed nothing, the next one reads first.
+/// writing (see [`reads_all`]): if any of its events changed nothing. Redeliveries come in
+/// runs (after a restart, a rebalance), so the last batch tells.
 fn reads_first(outcomes: &[Outcome]) -> bool {
     outcomes.iter().any(|o| o.changed_nothing())
+}
+
+/// Whether a batch reads all its documents before writing. Reading first makes a
+/// redelivered or stale event cost a read instead of a refused write (and, on a new
+/// document, a duplicate key and a second statement; on FerretDB, where statements go one
+/// at a time, three commands), but costs a read of every document when nothing is stale,
+/// the usual case of a stream of webhooks. So: when the batch before it held an event that
+/// changed nothing (`redeliveries`, see [`reads_first`]), or when the batch holds a
+/// snapshot (`backfill`, `reconcile`), which is often older than what webhooks already
+/// wrote, or a second backfill's copy of what the first one did.
+fn reads_all(redeliveries: bool, mut origins: impl Iterator<Item = Origin>) -> bool {
+    redeliveries || origins.any(|o| o != Origin::Webhook)
 }
 
 /// For each event of the batch, the index of its first copy (itself, unless it repeats an
@@ -224,5 +234,14 @@ mod tests {
         assert!(reads_first(&[Outcome::Applied, Outcome::Stale]));
         assert!(reads_first(&[Outcome::Duplicate]));
         assert!(!reads_first(&[]));
+    }
+
+    #[test]
+    fn a_batch_of_snapshots_reads_first_and_one_of_webhooks_only_after_redeliveries() {
+        use Origin::*;
+        assert!(!reads_all(false, [Webhook, Webhook].into_iter()));
+        assert!(reads_all(true, [Webhook].into_iter()));
+        assert!(reads_all(false, [Webhook, Backfill].into_iter()));
+        assert!(reads_all(false, [Reconcile].into_iter()));
     }
 }

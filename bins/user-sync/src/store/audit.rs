@@ -1,16 +1,18 @@
 //! The `webhook_events` collection: one record per event id, written after the documents
 //! and the DLQ, so a record never claims a change that isn't durable.
 //!
-//! Redeliveries are found by `_id`: the records of the events that changed nothing this
-//! time (a redelivery's usual outcome) are read first, by their ids, and only what that
+//! The records of events that changed something are inserted first; one that turns out to
+//! exist (duplicate `_id`: a crash between the write and its record, or another consumer
+//! in a race) is counted instead. The events that changed nothing this time (a
+//! redelivery's usual outcome) are then counted on their records in one command, each
+//! only where its record exists, isn't dead-lettered and hasn't counted this delivery;
+//! when fewer matched than were sent, their records are read by `_id`, and only what that
 //! read shows is written: absent records inserted, present ones counted, a dead-lettered
-//! one replaced if its event passed now. The others are inserted straight away; one that
-//! turns out to exist (duplicate `_id`: a crash between the write and its record, or
-//! another consumer in a race) is counted instead. Each consumption of a message carries
-//! a delivery id, kept in the record's `deliveries`, so a batch retried after a failure
-//! doesn't count its own events as redeliveries.
+//! one replaced if its event passed now. Each consumption of a message carries a delivery
+//! id, kept in the record's `deliveries`, so a batch retried after a failure doesn't count
+//! its own events as redeliveries.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use bson::{doc, Bson, DateTime, Document, RawDocumentBuf};
 
@@ -107,54 +109,66 @@ impl Record {
 /// the record of an event that was dead-lettered and now passed (a replay after a fix).
 pub async fn record(store: &Store, records: &[Record], processing_ms: i64) -> Result<()> {
     let now = DateTime::now();
-    let likely_seen: Vec<&Record> = records
+    let (likely_seen, others): (Vec<&Record>, Vec<&Record>) = records
         .iter()
-        .filter(|r| !r.repeat && r.outcome.changed_nothing())
-        .collect();
+        .partition(|r| !r.repeat && r.outcome.changed_nothing());
+    // First deliveries first: a batch's new events are recorded before its redeliveries
+    // are counted, which can take long on a slow store (FerretDB scans for each count).
+    let (repeats, new): (Vec<&Record>, Vec<&Record>) = others.into_iter().partition(|r| r.repeat);
+    let mut redelivered = insert(store, &new, now, processing_ms).await?;
+    redelivered.extend(repeats);
     // The usual redelivery (every record there, none dead-lettered, this delivery not yet
     // counted) is settled by its counts alone, without reading the records first.
-    let counted = if count_at_once(store, &likely_seen, now).await? {
-        likely_seen.iter().map(|r| r.id.as_str()).collect()
+    let rest = if count_at_once(store, &likely_seen, now).await? {
+        Vec::new()
     } else {
-        HashSet::new()
+        likely_seen
     };
-    let ids: Vec<&str> = likely_seen
-        .iter()
-        .map(|r| r.id.as_str())
-        .filter(|id| !counted.contains(id))
-        .collect();
+    let ids: Vec<&str> = rest.iter().map(|r| r.id.as_str()).collect();
     let existing = read(store, &ids).await?;
-    let rest: Vec<&Record> = records
-        .iter()
-        .filter(|r| r.repeat || !counted.contains(r.id.as_str()))
-        .collect();
-    let (firsts, mut redelivered) = sort_out(&rest, &existing);
+    let (firsts, seen) = sort_out(&rest, &existing);
+    redelivered.extend(insert(store, &firsts, now, processing_ms).await?);
+    redelivered.extend(seen);
+    count_redeliveries(store, &redelivered, &existing, now, processing_ms).await
+}
+
+/// Inserts the records of `firsts`; returns those whose record was already there (a
+/// duplicate `_id`: a crash between the write and its record, or another consumer in a
+/// race), to be counted instead.
+async fn insert<'r>(
+    store: &Store,
+    firsts: &[&'r Record],
+    now: DateTime,
+    processing_ms: i64,
+) -> Result<Vec<&'r Record>> {
+    let mut there = Vec::new();
+    if firsts.is_empty() {
+        return Ok(there);
+    }
     let documents = firsts
         .iter()
         .map(|r| r.document(now, processing_ms, r.kept_payload(store)))
         .collect::<Result<Vec<_>>>()?;
-    if !documents.is_empty() {
-        let outcome = command::run(
-            store,
-            Verb::Insert,
-            Order::Any,
-            EVENTS_COLLECTION,
-            &documents,
-        )
-        .await?;
-        for (index, result) in outcome.results.into_iter().enumerate() {
-            let Err(e) = result else { continue };
-            let record = firsts[index];
-            match (e.code, classify_write_error(e.code, &e.message, "")) {
-                (11000, _) => redelivered.push(record),
-                (_, WriteErrorClass::Permanent) => {
-                    insert_smaller(store, record, now, processing_ms).await?
-                }
-                _ => return Err(e.transient().into()),
+    let outcome = command::run(
+        store,
+        Verb::Insert,
+        Order::Any,
+        EVENTS_COLLECTION,
+        &documents,
+    )
+    .await?;
+    for (index, result) in outcome.results.into_iter().enumerate() {
+        let Err(e) = result else { continue };
+        let record = firsts[index];
+        match (e.code, classify_write_error(e.code, &e.message, "")) {
+            (11000, _) => there.push(record),
+            (_, WriteErrorClass::Permanent) => {
+                insert_smaller(store, record, now, processing_ms).await?
             }
+            _ => return Err(e.transient().into()),
         }
     }
-    count_redeliveries(store, &redelivered, &existing, now, processing_ms).await
+    Ok(there)
 }
 
 /// Counts the redeliveries `seen` at once, each only where its record exists, isn't

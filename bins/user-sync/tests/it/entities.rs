@@ -205,7 +205,24 @@ fn permutations(n: usize) -> Vec<Vec<usize>> {
 /// order; all end in the same document, with one record per event and one redelivery.
 #[tokio::test]
 async fn every_order_converges_for_organizations_memberships_and_sessions() {
-    let app = spawn_app(TestEnv::new().await).await;
+    every_order(None).await;
+}
+
+/// The same, one event per batch (so nothing folds, and each batch reads what the one
+/// before it left).
+#[tokio::test]
+async fn every_order_converges_for_organizations_memberships_and_sessions_one_event_per_batch() {
+    every_order(Some("1")).await;
+}
+
+async fn every_order(batch_size: Option<&str>) {
+    let env = TestEnv::new().await;
+    let names = names(&env);
+    let extra: Vec<(&str, &str)> = batch_size
+        .map(|b| ("SYNC_BATCH_SIZE", b))
+        .into_iter()
+        .collect();
+    let app = spawn_app_configured(env, names, &extra).await;
     let p = producer(&app.env);
     let mut objects: Vec<(Kind2, String, Vec<usize>)> = Vec::new();
     let mut sent = 0;
