@@ -696,8 +696,11 @@ async fn a_second_backfill_then_reconcile_and_a_resync_apply_within_seconds() {
     }
     assert!(took < Duration::from_secs(30), "took {took:?}");
     // Every event of the second backfill is counted a redelivery, not applied again (on
-    // partitions of their own, some may still be on their way).
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // partitions of their own, some may still be on their way). The counts come after the
+    // batches' new records, and on FerretDB each is a scan of the records: 30 s here
+    // alone, more beside the other tests (309 of 315 after 64 s once, in CI). A bound for
+    // "eventually", not a timing target.
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
     loop {
         let n = count(&app.db, doc! {"origin": "backfill", "duplicates": 1}).await;
         if n == objects {
