@@ -22,11 +22,7 @@ mod support;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // user-sync's own log, on RUST_LOG (warn from scripts/bench.sh).
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    support::log_to_stderr();
     let n = support::count_arg(5000)?;
     let servers = Servers::from_env()?;
     let (brokers, uri) = (&servers.brokers, &servers.uri);

@@ -23,10 +23,7 @@ mod support;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    support::log_to_stderr();
     let n = support::count_arg(500)?;
     let store_pid: Option<u32> = std::env::var("BENCH_STORE_PID")
         .ok()

@@ -47,10 +47,7 @@ const LIMIT: Duration = Duration::from_secs(1800);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    support::log_to_stderr();
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let events: usize = var("BENCH_EVENTS").map_or(Ok(20_000), |v| v.parse())?;
     let mixes: Vec<usize> = var("BENCH_MIXES")

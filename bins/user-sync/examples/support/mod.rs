@@ -64,6 +64,14 @@ impl Servers {
     }
 }
 
+/// user-sync's own log on stderr, filtered by `RUST_LOG` (the scripts set `warn`).
+pub fn log_to_stderr() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// The first command-line argument as a count, or `default`.
 pub fn count_arg(default: usize) -> anyhow::Result<usize> {
     Ok(std::env::args()

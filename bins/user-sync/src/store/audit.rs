@@ -333,13 +333,8 @@ async fn count_redeliveries(
         .filter(|r| needs_replacement(r, existing))
     {
         let q = doc! {"_id": &r.id, "outcome": dead};
-        let mut replacement = RawDocumentBuf::new();
-        replacement.append(
-            "q",
-            RawDocumentBuf::from_document(&q).map_err(WriteFailure::Encode)?,
-        );
-        replacement.append("u", r.document(now, processing_ms, r.kept_payload(store))?);
-        updates.push(replacement);
+        let u = r.document(now, processing_ms, r.kept_payload(store))?;
+        updates.push(command::update_statement(&q, u, false)?);
     }
     if updates.is_empty() {
         return Ok(());

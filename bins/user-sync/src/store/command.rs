@@ -123,6 +123,25 @@ pub(crate) fn serialized(statements: &[Document]) -> Result<Vec<RawDocumentBuf>>
         .map_err(WriteFailure::Encode)?)
 }
 
+/// One statement of an `update` command, `{q, u, upsert}`, serialized: `u` already is (it
+/// may carry a payload's bytes).
+pub(crate) fn update_statement(
+    q: &Document,
+    u: RawDocumentBuf,
+    upsert: bool,
+) -> Result<RawDocumentBuf> {
+    let mut statement = RawDocumentBuf::new();
+    statement.append(
+        "q",
+        RawDocumentBuf::from_document(q).map_err(WriteFailure::Encode)?,
+    );
+    statement.append("u", u);
+    if upsert {
+        statement.append("upsert", true);
+    }
+    Ok(statement)
+}
+
 /// Runs `statements` against `collection`, each in order, until every one is done or failed.
 pub(crate) async fn run(
     store: &Store,

@@ -303,16 +303,8 @@ async fn update(
 
 /// `s` as a statement of an `update` command: `{q, u, upsert}`.
 fn statement(s: &Statement, now: DateTime, upsert: bool) -> Result<RawDocumentBuf> {
-    let mut statement = RawDocumentBuf::new();
-    statement.append(
-        "q",
-        RawDocumentBuf::from_document(&s.filter()).map_err(WriteFailure::Encode)?,
-    );
-    statement.append("u", s.update(now).map_err(WriteFailure::Encode)?);
-    if upsert {
-        statement.append("upsert", true);
-    }
-    Ok(statement)
+    let u = s.update(now).map_err(WriteFailure::Encode)?;
+    command::update_statement(&s.filter(), u, upsert)
 }
 
 /// Which writes a read sees.

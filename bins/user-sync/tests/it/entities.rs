@@ -216,13 +216,7 @@ async fn every_order_converges_for_organizations_memberships_and_sessions_one_ev
 }
 
 async fn every_order(batch_size: Option<&str>) {
-    let env = TestEnv::new().await;
-    let names = names(&env);
-    let extra: Vec<(&str, &str)> = batch_size
-        .map(|b| ("SYNC_BATCH_SIZE", b))
-        .into_iter()
-        .collect();
-    let app = spawn_app_configured(env, names, &extra).await;
+    let app = spawn_app_batched(TestEnv::new().await, batch_size).await;
     let p = producer(&app.env);
     let mut objects: Vec<(Kind2, String, Vec<usize>)> = Vec::new();
     let mut sent = 0;

@@ -86,6 +86,16 @@ pub async fn spawn_app_with(env: TestEnv, names: Names) -> App {
     spawn_app_configured(env, names, &[]).await
 }
 
+/// [`spawn_app`] applying at most `batch_size` messages together (`None`: the default).
+pub async fn spawn_app_batched(env: TestEnv, batch_size: Option<&str>) -> App {
+    let names = names(&env);
+    let extra: Vec<(&str, &str)> = batch_size
+        .map(|b| ("SYNC_BATCH_SIZE", b))
+        .into_iter()
+        .collect();
+    spawn_app_configured(env, names, &extra).await
+}
+
 /// [`spawn_app_with`] with more variables.
 pub async fn spawn_app_configured(env: TestEnv, names: Names, extra: &[(&str, &str)]) -> App {
     let config = Config::from_vars(vars(&env, &names, extra)).unwrap();

@@ -131,13 +131,7 @@ async fn every_delivery_order_converges_one_event_per_batch() {
 }
 
 async fn every_delivery_order(batch_size: Option<&str>) {
-    let env = TestEnv::new().await;
-    let names = names(&env);
-    let extra: Vec<(&str, &str)> = batch_size
-        .map(|b| ("SYNC_BATCH_SIZE", b))
-        .into_iter()
-        .collect();
-    let app = spawn_app_configured(env, names, &extra).await;
+    let app = spawn_app_batched(TestEnv::new().await, batch_size).await;
     let p = producer(&app.env);
     // created < update1 < update2 < deleted in event time.
     let kinds = [
