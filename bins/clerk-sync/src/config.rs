@@ -17,8 +17,12 @@ struct Env {
     kafka_topic_organizations: String,
     #[serde(default = "default_topic_sessions")]
     kafka_topic_sessions: String,
+    #[serde(default = "default_topic_billing")]
+    kafka_topic_billing: String,
     #[serde(default = "default_topic_other")]
     kafka_topic_other: String,
+    #[serde(default)]
+    publish_message_bodies: bool,
     #[serde(default = "default_port")]
     port: u16,
     webhook_query_secret: Option<SecretString>,
@@ -45,6 +49,9 @@ fn default_topic_organizations() -> String {
 }
 fn default_topic_sessions() -> String {
     common::kafka::DEFAULT_TOPIC_SESSIONS.into()
+}
+fn default_topic_billing() -> String {
+    common::kafka::DEFAULT_TOPIC_BILLING.into()
 }
 fn default_topic_other() -> String {
     common::kafka::DEFAULT_TOPIC_OTHER.into()
@@ -85,6 +92,8 @@ pub struct Topics {
     pub organizations: String,
     /// `KAFKA_TOPIC_SESSIONS`
     pub sessions: String,
+    /// `KAFKA_TOPIC_BILLING`
+    pub billing: String,
     /// `KAFKA_TOPIC_OTHER`
     pub other: String,
 }
@@ -96,6 +105,7 @@ impl Topics {
             Family::Users => &self.users,
             Family::Organizations => &self.organizations,
             Family::Sessions => &self.sessions,
+            Family::Billing => &self.billing,
             Family::Other => &self.other,
         }
     }
@@ -142,6 +152,9 @@ pub struct Config {
     pub limits: Limits,
     /// `LOG_FORMAT`
     pub log_format: LogFormat,
+    /// `PUBLISH_MESSAGE_BODIES`: publish `email.created`/`sms.created` with their
+    /// code-bearing fields as received (off: replaced by `[redacted]`).
+    pub publish_message_bodies: bool,
 }
 
 impl Config {
@@ -171,6 +184,7 @@ impl Config {
             users: topic("KAFKA_TOPIC_USERS", env.kafka_topic_users)?,
             organizations: topic("KAFKA_TOPIC_ORGANIZATIONS", env.kafka_topic_organizations)?,
             sessions: topic("KAFKA_TOPIC_SESSIONS", env.kafka_topic_sessions)?,
+            billing: topic("KAFKA_TOPIC_BILLING", env.kafka_topic_billing)?,
             other: topic("KAFKA_TOPIC_OTHER", env.kafka_topic_other)?,
         };
         if env.max_body_bytes == 0 {
@@ -202,6 +216,7 @@ impl Config {
             publish_timeout: Duration::from_millis(env.publish_timeout_ms),
             limits,
             log_format: LogFormat::parse(env.log_format.as_deref())?,
+            publish_message_bodies: env.publish_message_bodies,
         })
     }
 }
@@ -267,7 +282,9 @@ mod tests {
         assert_eq!(c.topics.users, "clerk-user-events");
         assert_eq!(c.topics.organizations, "clerk-organization-events");
         assert_eq!(c.topics.sessions, "clerk-session-events");
+        assert_eq!(c.topics.billing, "clerk-billing-events");
         assert_eq!(c.topics.other, "clerk-other-events");
+        assert!(!c.publish_message_bodies, "one-time codes stay off Kafka");
         assert_eq!(c.port, 8788);
         assert!(c.query_secret.is_none());
         assert_eq!(c.max_body_bytes, 1_048_576);

@@ -41,6 +41,8 @@ pub struct AppState {
     in_flight: Arc<InFlight>,
     limits: Limits,
     max_body_bytes: usize,
+    /// `PUBLISH_MESSAGE_BODIES`
+    publish_message_bodies: bool,
 }
 
 impl AppState {
@@ -69,6 +71,7 @@ impl AppState {
             in_flight: InFlight::new(config.limits.max_in_flight),
             limits: config.limits,
             max_body_bytes: config.max_body_bytes,
+            publish_message_bodies: config.publish_message_bodies,
         })
     }
 }

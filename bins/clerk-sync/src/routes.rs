@@ -66,8 +66,12 @@ async fn accept(
     place.body_read();
 
     state.verifier.verify(&svix, &body)?;
-    let message = events::normalize(svix.id, &body)?;
+    let mut message = events::normalize(svix.id, &body)?;
     span.record("event_type", message.event_type.as_str());
+    // One-time codes stay off the topic unless the operator asked for them.
+    if !state.publish_message_bodies && events::redact::redact_message_bodies(&mut message) {
+        tracing::debug!("message body redacted");
+    }
     let topic = state.publisher.publish(&message, deadline).await?;
     span.record("topic", topic);
     tracing::info!(subject = %message.subject_id, "accepted");

@@ -239,5 +239,6 @@ fn event(user: usize, round: usize) -> EventMessage {
         )
         .expect("JSON"),
         origin: events::Origin::Webhook,
+        event_attributes: None,
     }
 }

@@ -270,5 +270,6 @@ fn event(user: usize, round: usize, deletion: bool) -> EventMessage {
         record,
         data: serde_json::value::to_raw_value(&data).expect("JSON"),
         origin: events::Origin::Webhook,
+        event_attributes: None,
     }
 }

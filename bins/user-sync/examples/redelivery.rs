@@ -129,5 +129,6 @@ fn event(user: usize, round: usize) -> EventMessage {
         }))
         .expect("JSON"),
         origin: events::Origin::Webhook,
+        event_attributes: None,
     }
 }

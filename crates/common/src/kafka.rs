@@ -25,6 +25,8 @@ pub const DEFAULT_TOPIC_ORGANIZATIONS: &str = "clerk-organization-events";
 pub const DEFAULT_TOPIC_SESSIONS: &str = "clerk-session-events";
 /// `KAFKA_TOPIC_OTHER` when unset: the event types no other topic takes.
 pub const DEFAULT_TOPIC_OTHER: &str = "clerk-other-events";
+/// `KAFKA_TOPIC_BILLING` when unset.
+pub const DEFAULT_TOPIC_BILLING: &str = "clerk-billing-events";
 
 /// The largest message the services produce for a body of `max_body_bytes`: the body's
 /// `data` plus the normalized record and envelope, with room to spare. Used for the

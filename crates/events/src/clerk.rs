@@ -25,6 +25,10 @@ pub struct Envelope<'a> {
     /// The Clerk instance (`ins_…`) the event comes from.
     #[serde(default)]
     pub instance_id: Option<String>,
+    /// What caused the event (`{"http_request":{"client_ip","user_agent"}}`), as received;
+    /// `None` when absent or null.
+    #[serde(default, borrow)]
+    pub event_attributes: Option<&'a RawValue>,
 }
 
 /// A Clerk user object (`user.created`, `user.updated`), or the `{"id","object","deleted"}`
@@ -156,6 +160,39 @@ pub struct OrganizationObject {
     pub updated_at: Option<i64>,
 }
 
+/// A Clerk Billing object (`subscription.*`, `subscriptionItem.*`, `paymentAttempt.*`):
+/// what keys and times it. Read leniently: billing payloads vary between Clerk's schema
+/// and its examples.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BillingObject {
+    /// `csub_…`, `csub_item_…`, `pa_…`
+    pub id: String,
+    /// Who pays (absent on items nested in a subscription, present on standalone events).
+    #[serde(default)]
+    pub payer: Option<Payer>,
+    /// The payer's billing id, on subscriptions.
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub payer_id: Option<String>,
+    /// Milliseconds since the epoch.
+    #[serde(default, deserialize_with = "lenient::int")]
+    pub updated_at: Option<i64>,
+}
+
+/// The payer of a billing object. Clerk sends `""` for whichever of `user_id` and
+/// `organization_id` doesn't apply; empty, null and absent all read as `None`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Payer {
+    /// `cpayer_…`
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub id: Option<String>,
+    /// The paying user, for a user payer.
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub user_id: Option<String>,
+    /// The paying organization, for an organization payer.
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub organization_id: Option<String>,
+}
+
 /// What can be read from any JSON object, whatever its shape: the fields that key and time
 /// an event we have no type for (or whose shape surprised us). Never fails on an object.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -175,6 +212,13 @@ pub struct Loose {
     /// `data.updated_at`, when it is an integer.
     #[serde(default, deserialize_with = "lenient::int")]
     pub updated_at: Option<i64>,
+}
+
+impl Loose {
+    /// Reads any object; one that repeats a key (or isn't an object) reads as empty.
+    pub fn read(data: &str) -> Loose {
+        serde_json::from_str(data).unwrap_or_default()
+    }
 }
 
 /// Deserializers that read a value when it has the expected type and skip it otherwise

@@ -94,6 +94,11 @@ pub struct EventMessage {
     /// Where the message came from (absent in messages written before it existed: webhook).
     #[serde(default)]
     pub origin: Origin,
+    /// The envelope's `event_attributes` exactly as received (Clerk's
+    /// `{"http_request":{"client_ip","user_agent"}}` for events a request caused), when it
+    /// has them. Absent from snapshots and from messages written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_attributes: Option<Box<RawValue>>,
 }
 
 impl PartialEq for EventMessage {
@@ -107,6 +112,8 @@ impl PartialEq for EventMessage {
             && self.record == other.record
             && self.data.get() == other.data.get()
             && self.origin == other.origin
+            && self.event_attributes.as_deref().map(RawValue::get)
+                == other.event_attributes.as_deref().map(RawValue::get)
     }
 }
 
@@ -145,11 +152,45 @@ pub enum Record {
         /// True for `*.deleted`.
         deleted: bool,
     },
+    /// Clerk Billing: `subscription.*`, `subscriptionItem.*`, `paymentAttempt.*`. Keyed by
+    /// the payer (the user or organization that pays), so one customer's events keep their
+    /// order.
+    Billing {
+        /// The object's own id (`csub_…`, `csub_item_…`, `pa_…`).
+        id: String,
+        /// The paying user's or organization's Clerk id (`user_…` or `org_…`), when the
+        /// payer names one (Clerk sends `""` for the one that doesn't apply).
+        payer_id: Option<String>,
+        /// `user` or `organization`, with `payer_id`.
+        payer_type: Option<PayerType>,
+        /// The payer's billing id (`cpayer_…`), when present.
+        clerk_payer_id: Option<String>,
+    },
     /// An event type we don't know; everything is in `data`.
     Other {
         /// `data.id`, when it is a string.
         id: Option<String>,
     },
+}
+
+/// Who pays for a Clerk Billing subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayerType {
+    /// A user (`payer.user_id`).
+    User,
+    /// An organization (`payer.organization_id`).
+    Organization,
+}
+
+impl PayerType {
+    /// `user` or `organization`, as the message and the documents write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayerType::User => "user",
+            PayerType::Organization => "organization",
+        }
+    }
 }
 
 /// A Clerk user, normalized.

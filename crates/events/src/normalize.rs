@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 
 use crate::clerk::{self, Envelope, Loose};
-use crate::message::{EmailAddress, EventMessage, Record, UserRecord, SCHEMA_VERSION};
+use crate::message::{EmailAddress, EventMessage, PayerType, Record, UserRecord, SCHEMA_VERSION};
 
 /// Why a webhook body can't be normalized. The sender gets a 400 with the matching code.
 #[derive(Debug, thiserror::Error)]
@@ -36,16 +36,19 @@ pub enum Family {
     Organizations,
     /// `session.*`
     Sessions,
+    /// Clerk Billing: `subscription.*`, `subscriptionItem.*`, `paymentAttempt.*`.
+    Billing,
     /// Every other type.
     Other,
 }
 
 impl Family {
     /// Every family, in a stable order.
-    pub const ALL: [Family; 4] = [
+    pub const ALL: [Family; 5] = [
         Family::Users,
         Family::Organizations,
         Family::Sessions,
+        Family::Billing,
         Family::Other,
     ];
 
@@ -58,6 +61,7 @@ impl Family {
             | "organizationInvitation"
             | "organizationDomain" => Family::Organizations,
             "session" => Family::Sessions,
+            "subscription" | "subscriptionItem" | "paymentAttempt" => Family::Billing,
             _ => Family::Other,
         }
     }
@@ -68,6 +72,7 @@ impl Family {
             Family::Users => "users",
             Family::Organizations => "organizations",
             Family::Sessions => "sessions",
+            Family::Billing => "billing",
             Family::Other => "other",
         }
     }
@@ -107,9 +112,7 @@ pub fn normalize(event_id: &str, body: &[u8]) -> Result<EventMessage, NormalizeE
         // as for events without one.
         subject_id.clone_from(&envelope.event_type);
     }
-    let event_time = updated_at
-        .or(envelope.timestamp)
-        .map(to_millis)
+    let event_time = event_time(&envelope.event_type, updated_at, envelope.timestamp)
         .ok_or_else(|| invalid("neither data.updated_at nor timestamp is present"))?;
 
     Ok(EventMessage {
@@ -122,7 +125,22 @@ pub fn normalize(event_id: &str, body: &[u8]) -> Result<EventMessage, NormalizeE
         record,
         data: envelope.data.to_owned(),
         origin: crate::Origin::Webhook,
+        event_attributes: envelope.event_attributes.map(ToOwned::to_owned),
     })
+}
+
+/// The contract's rule: `data.updated_at`, else the envelope's `timestamp`. Except for a
+/// deletion: `organizationMembership.deleted` carries the whole membership, whose
+/// `updated_at` is its last edit, not the deletion, so a deletion is timed by the later
+/// of the two (the envelope's `timestamp` is when Clerk emitted the deletion; the later
+/// one also keeps a deletion from ordering before the edit it follows when the
+/// timestamp is in whole seconds).
+fn event_time(event_type: &str, updated_at: Option<i64>, timestamp: Option<i64>) -> Option<i64> {
+    let (updated_at, timestamp) = (updated_at.map(to_millis), timestamp.map(to_millis));
+    if event_type.ends_with(".deleted") {
+        return updated_at.max(timestamp);
+    }
+    updated_at.or(timestamp)
 }
 
 /// What the typed fields of `data` give: the key, the record and `data.updated_at`.
@@ -166,7 +184,7 @@ fn record_of(event_type: &str, data: &str) -> Result<Normalized, NormalizeError>
 
 /// [`Loose`] reads any object; one that repeats a key is read as if it had none.
 fn loose(data: &str) -> Loose {
-    serde_json::from_str(data).unwrap_or_default()
+    Loose::read(data)
 }
 
 fn other_record(event_type: &str, loose: Loose) -> Normalized {
@@ -255,6 +273,35 @@ fn family_record(
                     id: object.id,
                     organization_id,
                     deleted: object.deleted,
+                },
+                updated_at: object.updated_at,
+            })
+        }
+        Family::Billing => {
+            let object: clerk::BillingObject = parse(event_type, data)?;
+            let payer = object.payer.unwrap_or_default();
+            let filled = |v: Option<String>| v.filter(|v| !v.is_empty());
+            // An organization payer wins when both are filled: it is the narrower claim.
+            let (payer_id, payer_type) =
+                match (filled(payer.organization_id), filled(payer.user_id)) {
+                    (Some(org), _) => (Some(org), Some(PayerType::Organization)),
+                    (None, Some(user)) => (Some(user), Some(PayerType::User)),
+                    (None, None) => (None, None),
+                };
+            let clerk_payer_id = filled(payer.id).or(filled(object.payer_id));
+            // Keyed by the payer so a customer's subscription, item and payment events stay
+            // in one partition; by its billing id, or the object's own, when it isn't named.
+            let subject_id = payer_id
+                .clone()
+                .or_else(|| clerk_payer_id.clone())
+                .unwrap_or_else(|| object.id.clone());
+            Ok(Normalized {
+                subject_id,
+                record: Record::Billing {
+                    id: object.id,
+                    payer_id,
+                    payer_type,
+                    clerk_payer_id,
                 },
                 updated_at: object.updated_at,
             })

@@ -2,7 +2,7 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use events::{
-    normalize, DecodeError, EventMessage, Family, NormalizeError, Record, SCHEMA_VERSION,
+    normalize, DecodeError, EventMessage, Family, NormalizeError, PayerType, Record, SCHEMA_VERSION,
 };
 use serde_json::{json, Value};
 
@@ -352,4 +352,145 @@ fn object_times_are_never_converted() {
         panic!("a user record")
     };
     assert_eq!(u.created_at, Some(915_148_800_000));
+}
+
+fn envelope(event_type: &str, timestamp: i64, data: Value) -> Vec<u8> {
+    json!({"type": event_type, "object": "event", "timestamp": timestamp,
+           "instance_id": "ins_1", "data": data})
+    .to_string()
+    .into_bytes()
+}
+
+/// Clerk's own example payer: `""` for the organization of a user payer.
+fn payer(user_id: &str, organization_id: &str) -> Value {
+    json!({"object": "commerce_payer", "id": "cpayer_1", "user_id": user_id,
+           "first_name": "Test", "last_name": "User", "email": "test@example.com",
+           "organization_id": organization_id, "organization_name": "",
+           "image_url": "https://img.clerk.com/x"})
+}
+
+#[test]
+fn billing_events_go_to_their_family_keyed_by_the_payer() {
+    let item = json!({"object": "subscription_item", "id": "csub_item_1", "status": "ended",
+        "is_free_trial": false, "created_at": 1_716_883_200_000_i64, "updated_at": 1_719_561_600_000_i64,
+        "period_start": 1_716_883_200_000_i64, "period_end": null, "interval": "month",
+        "plan_id": "cplan_1", "plan": {"id": "cplan_1", "slug": "pro-plan", "name": "Pro Plan",
+        "is_recurring": true, "amount": 2000, "currency": "USD"},
+        "payer": payer(USER_ID, ""), "subscription_id": "csub_1"});
+    let m = normalize(
+        "msg_b1",
+        &envelope("subscriptionItem.ended", 1_716_883_200, item),
+    )
+    .unwrap();
+    assert_eq!(Family::of(&m.event_type), Family::Billing);
+    assert_eq!(m.subject_id, USER_ID, "keyed by the paying user");
+    assert_eq!(m.event_time, 1_719_561_600_000, "data.updated_at");
+    assert_eq!(
+        m.record,
+        Record::Billing {
+            id: "csub_item_1".into(),
+            payer_id: Some(USER_ID.into()),
+            payer_type: Some(PayerType::User),
+            clerk_payer_id: Some("cpayer_1".into()),
+        }
+    );
+
+    // An organization payer; the user id is "" as Clerk sends it.
+    let subscription = json!({"object": "commerce_subscription", "id": "csub_2",
+        "status": "past_due", "updated_at": 1_716_969_600_000_i64, "payer_id": "cpayer_2",
+        "payer": {"id": "cpayer_2", "user_id": "", "organization_id": "org_9",
+                  "organization_name": "Acme"},
+        "items": [{"id": "csub_item_2", "status": "past_due", "subscription_id": null}]});
+    let m = normalize("msg_b2", &envelope("subscription.pastDue", 1, subscription)).unwrap();
+    assert_eq!(m.subject_id, "org_9");
+    assert!(matches!(
+        m.record,
+        Record::Billing { payer_type: Some(PayerType::Organization), ref clerk_payer_id, .. }
+            if clerk_payer_id.as_deref() == Some("cpayer_2")
+    ));
+    assert_eq!(
+        Family::of("paymentAttempt.updated"),
+        Family::Billing,
+        "payment attempts ride with their payer's subscription"
+    );
+
+    // No payer named at all: keyed by the object's own id, still a billing record.
+    let m = normalize(
+        "msg_b3",
+        &envelope(
+            "paymentAttempt.created",
+            1,
+            json!({"id": "pa_1", "updated_at": 5}),
+        ),
+    )
+    .unwrap();
+    assert_eq!(m.subject_id, "pa_1");
+    assert!(matches!(m.record, Record::Billing { payer_id: None, .. }));
+}
+
+#[test]
+fn a_membership_deletion_is_timed_by_the_deletion_not_the_last_edit() {
+    // organizationMembership.deleted carries the whole membership: its updated_at is the
+    // last edit; the envelope's timestamp is when Clerk deleted it.
+    let membership = json!({"id": "orgmem_1", "object": "organization_membership",
+        "role": "org:member", "organization": {"id": "org_1"},
+        "public_user_data": {"user_id": USER_ID},
+        "created_at": 1_700_000_000_000_i64, "updated_at": 1_700_000_500_000_i64});
+    let deleted = normalize(
+        "msg_d1",
+        &envelope(
+            "organizationMembership.deleted",
+            1_732_464_000_000,
+            membership.clone(),
+        ),
+    )
+    .unwrap();
+    assert_eq!(deleted.event_time, 1_732_464_000_000);
+    // An update keeps the contract's rule: data.updated_at.
+    let updated = normalize(
+        "msg_d2",
+        &envelope(
+            "organizationMembership.updated",
+            1_732_464_000_000,
+            membership.clone(),
+        ),
+    )
+    .unwrap();
+    assert_eq!(updated.event_time, 1_700_000_500_000);
+    // A timestamp in whole seconds never orders the deletion before the edit it follows.
+    let mut edited_late = membership;
+    edited_late["updated_at"] = json!(1_732_464_000_900_i64);
+    let deleted = normalize(
+        "msg_d3",
+        &envelope("organizationMembership.deleted", 1_732_464_000, edited_late),
+    )
+    .unwrap();
+    assert_eq!(deleted.event_time, 1_732_464_000_900);
+}
+
+#[test]
+fn event_attributes_travel_in_the_message_and_survive_decoding() {
+    let body = json!({"type": "user.updated", "object": "event", "timestamp": 1,
+        "event_attributes": {"http_request": {"client_ip": "192.168.1.100",
+                                              "user_agent": "Mozilla/5.0"}},
+        "data": {"id": USER_ID, "updated_at": 1_732_464_000_000_i64, "email_addresses": []}});
+    let m = normalize("msg_a1", body.to_string().as_bytes()).unwrap();
+    let attributes: Value =
+        serde_json::from_str(m.event_attributes.as_ref().unwrap().get()).unwrap();
+    assert_eq!(attributes["http_request"]["client_ip"], "192.168.1.100");
+    let decoded = EventMessage::decode(&m.to_json()).unwrap();
+    assert_eq!(decoded, m);
+    assert_eq!(
+        decoded.schema_version, 1,
+        "an additive field: still version 1"
+    );
+
+    // Absent (snapshots, older messages): absent from the JSON too.
+    let plain = json!({"type": "user.updated", "object": "event", "timestamp": 1,
+        "data": {"id": USER_ID, "updated_at": 2, "email_addresses": []}});
+    let m = normalize("msg_a2", plain.to_string().as_bytes()).unwrap();
+    assert!(m.event_attributes.is_none());
+    assert!(!String::from_utf8(m.to_json())
+        .unwrap()
+        .contains("event_attributes"));
 }

@@ -59,6 +59,7 @@ pub fn vars(env: &TestEnv, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         ("KAFKA_TOPIC_USERS", env.topic("users")),
         ("KAFKA_TOPIC_ORGANIZATIONS", env.topic("orgs")),
         ("KAFKA_TOPIC_SESSIONS", env.topic("sessions")),
+        ("KAFKA_TOPIC_BILLING", env.topic("billing")),
         ("KAFKA_TOPIC_OTHER", env.topic("other")),
         ("KAFKA_TOPIC_PARTITIONS", "3".to_string()),
         ("KAFKA_REPLICATION_FACTOR", "1".to_string()),

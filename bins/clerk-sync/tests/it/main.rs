@@ -5,6 +5,7 @@ mod helpers;
 mod hostile;
 mod kafka_rights;
 mod managed_kafka;
+mod message_bodies;
 mod process;
 mod rows;
 mod webhook;

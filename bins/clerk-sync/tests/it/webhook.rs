@@ -175,6 +175,8 @@ async fn each_family_lands_on_its_topic_and_nothing_is_dropped() {
             Family::Organizations,
         ),
         ("session.created", USER_ID, Family::Sessions),
+        // Billing is keyed by the payer: the paying user here.
+        ("subscriptionItem.active", USER_ID, Family::Billing),
         ("unknown", "wle_2pZCeR5tY7uI9oP1aS3dF5gH7jK", Family::Other),
     ];
     for (name, _, _) in &cases {

@@ -339,6 +339,7 @@ pub fn user_event(
         record: Record::User(record),
         data: serde_json::value::to_raw_value(&data).unwrap(),
         origin: events::Origin::Webhook,
+        event_attributes: None,
     }
 }
 
