@@ -33,15 +33,17 @@ enum Command {
         /// The Clerk user id (`user_…`).
         clerk_id: String,
     },
-    /// Publish a snapshot event for every user, organization and membership Clerk has.
+    /// Publish a snapshot event for every user, organization, membership and invitation
+    /// Clerk has (and, with `--entities billing`, every subscription item).
     ///
     /// Snapshots go into the topics clerk-sync publishes to and are applied under the same
     /// order rules: a snapshot's event time is the object's updated_at, so it never
     /// overwrites anything newer. Event ids are `backfill:<id>:<updated_at>`, so running it
     /// twice changes nothing the second time.
     Backfill {
-        /// Kinds of object, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "users,organizations,memberships", value_parser = kind)]
+        /// Kinds of object, comma-separated: users, organizations, memberships,
+        /// invitations, billing.
+        #[arg(long, value_delimiter = ',', default_value = "users,organizations,memberships,invitations", value_parser = kind)]
         entities: Vec<Entity>,
         /// Read and count, publish nothing.
         #[arg(long)]
@@ -135,16 +137,29 @@ enum DlqCommand {
     },
 }
 
+/// A kind `backfill` reads: `billing` names the subscription items (what Clerk lists of
+/// Billing instance-wide).
 fn kind(name: &str) -> Result<Entity, String> {
-    Entity::from_name(name.trim())
+    let name = name.trim();
+    let name = if name == "billing" {
+        Entity::SubscriptionItem.name()
+    } else {
+        name
+    };
+    Entity::from_name(name)
         .filter(|kind| backfill::KINDS.contains(kind))
-        .ok_or_else(|| format!("`{name}`: expected users, organizations or memberships"))
+        .ok_or_else(|| {
+            format!("`{name}`: expected users, organizations, memberships, invitations or billing")
+        })
 }
 
 fn reconcilable(name: &str) -> Result<Entity, String> {
     match kind(name)? {
-        Entity::Membership => Err("memberships aren't reconciled: users or organizations".into()),
-        k => Ok(k),
+        k @ (Entity::User | Entity::Organization) => Ok(k),
+        k => Err(format!(
+            "{} aren't reconciled: users or organizations",
+            k.name()
+        )),
     }
 }
 

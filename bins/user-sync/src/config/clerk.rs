@@ -73,10 +73,12 @@ pub struct PublishConfig {
     pub(crate) kafka: KafkaSettings,
     /// `KAFKA_TOPIC_USERS`
     pub(crate) users_topic: String,
-    /// `KAFKA_TOPIC_ORGANIZATIONS` (organizations and memberships)
+    /// `KAFKA_TOPIC_ORGANIZATIONS` (organizations, memberships and invitations)
     pub(crate) organizations_topic: String,
     /// `KAFKA_TOPIC_SESSIONS`
     pub(crate) sessions_topic: String,
+    /// `KAFKA_TOPIC_BILLING`
+    pub(crate) billing_topic: String,
 }
 
 impl PublishConfig {
@@ -92,6 +94,7 @@ impl PublishConfig {
             users_topic: env.kafka_topic_users,
             organizations_topic: env.kafka_topic_organizations,
             sessions_topic: env.kafka_topic_sessions,
+            billing_topic: env.kafka_topic_billing,
         })
     }
 }

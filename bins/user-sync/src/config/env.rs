@@ -20,6 +20,9 @@ pub(super) struct Env {
     pub(super) kafka_dlq_topic: Option<String>,
     pub(super) kafka_dlq_topic_organizations: Option<String>,
     pub(super) kafka_dlq_topic_sessions: Option<String>,
+    #[serde(default = "default_topic_billing")]
+    pub(super) kafka_topic_billing: String,
+    pub(super) kafka_dlq_topic_billing: Option<String>,
     pub(super) sync_entities: Option<String>,
     pub(super) sync_batch_size: Option<String>,
     pub(super) link_collection: Option<String>,
@@ -41,6 +44,9 @@ fn default_topic_organizations() -> String {
 }
 fn default_topic_sessions() -> String {
     common::kafka::DEFAULT_TOPIC_SESSIONS.into()
+}
+fn default_topic_billing() -> String {
+    common::kafka::DEFAULT_TOPIC_BILLING.into()
 }
 fn default_health_port() -> u16 {
     DEFAULT_HEALTH_PORT

@@ -27,17 +27,53 @@ pub(crate) struct TopicConfig {
     pub(crate) dlq: String,
 }
 
-/// The kinds `SYNC_ENTITIES` names, a topic each: users, organizations (whose topic
-/// carries the memberships too), sessions.
-const SYNCED: [Entity; 3] = [Entity::User, Entity::Organization, Entity::Session];
+/// What `SYNC_ENTITIES` names: a topic each, and the kinds of document it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Users,
+    /// Organizations, their memberships and their invitations.
+    Organizations,
+    Sessions,
+    /// Clerk Billing: subscriptions, their items and payment attempts.
+    Billing,
+}
 
-/// The kinds of document the topic of `named` (one of [`SYNCED`]) writes.
-fn kept(named: Entity) -> &'static [Entity] {
-    match named {
-        Entity::Organization => &[Entity::Organization, Entity::Membership],
-        Entity::User => &[Entity::User],
-        Entity::Session => &[Entity::Session],
-        Entity::Membership => &[],
+impl Stream {
+    /// Every stream, in `SYNC_ENTITIES` order.
+    const ALL: [Stream; 4] = [
+        Stream::Users,
+        Stream::Organizations,
+        Stream::Sessions,
+        Stream::Billing,
+    ];
+
+    /// The streams kept when `SYNC_ENTITIES` is unset (billing is opt-in: an instance
+    /// without Clerk Billing has no use for its topic).
+    const DEFAULT: [Stream; 3] = [Stream::Users, Stream::Organizations, Stream::Sessions];
+
+    fn name(self) -> &'static str {
+        match self {
+            Stream::Users => "users",
+            Stream::Organizations => "organizations",
+            Stream::Sessions => "sessions",
+            Stream::Billing => "billing",
+        }
+    }
+
+    /// The kinds of document its topic writes.
+    fn kinds(self) -> &'static [Entity] {
+        match self {
+            Stream::Users => &[Entity::User],
+            Stream::Organizations => {
+                &[Entity::Organization, Entity::Membership, Entity::Invitation]
+            }
+            Stream::Sessions => &[Entity::Session],
+            Stream::Billing => &[
+                Entity::Subscription,
+                Entity::SubscriptionItem,
+                Entity::PaymentAttempt,
+            ],
+        }
     }
 }
 
@@ -140,19 +176,19 @@ impl QueueConfig {
         let mut entities = Vec::new();
         for named in synced(env.sync_entities.as_deref())? {
             let (topic, dlq) = match named {
-                Entity::User => (&env.kafka_topic_users, &env.kafka_dlq_topic),
-                // Memberships ride the organizations' topic.
-                Entity::Organization | Entity::Membership => (
+                Stream::Users => (&env.kafka_topic_users, &env.kafka_dlq_topic),
+                Stream::Organizations => (
                     &env.kafka_topic_organizations,
                     &env.kafka_dlq_topic_organizations,
                 ),
-                Entity::Session => (&env.kafka_topic_sessions, &env.kafka_dlq_topic_sessions),
+                Stream::Sessions => (&env.kafka_topic_sessions, &env.kafka_dlq_topic_sessions),
+                Stream::Billing => (&env.kafka_topic_billing, &env.kafka_dlq_topic_billing),
             };
             topics.push(TopicConfig {
                 topic: topic.clone(),
                 dlq: dlq.clone().unwrap_or_else(|| format!("{topic}.dlq")),
             });
-            entities.extend_from_slice(kept(named));
+            entities.extend_from_slice(named.kinds());
         }
         let mut names: Vec<&str> = topics
             .iter()
@@ -162,8 +198,8 @@ impl QueueConfig {
         if names.windows(2).any(|w| w[0] == w[1]) {
             return Err(ConfigError::new(
                 "SYNC_ENTITIES",
-                "needs a different topic (and DLQ topic) for each of users, organizations \
-                 and sessions (see KAFKA_TOPIC_* and KAFKA_DLQ_TOPIC*)",
+                "needs a different topic (and DLQ topic) for each of users, organizations, \
+                 sessions and billing (see KAFKA_TOPIC_* and KAFKA_DLQ_TOPIC*)",
             ));
         }
         Ok(QueueConfig {
@@ -175,22 +211,23 @@ impl QueueConfig {
     }
 }
 
-/// Reads `SYNC_ENTITIES` (default: all three), in the order given, each once.
-fn synced(value: Option<&str>) -> Result<Vec<Entity>, ConfigError> {
+/// Reads `SYNC_ENTITIES` (default: users, organizations, sessions), in the order given,
+/// each once.
+fn synced(value: Option<&str>) -> Result<Vec<Stream>, ConfigError> {
     let value = value.map(str::trim).filter(|v| !v.is_empty());
     let Some(value) = value else {
-        return Ok(SYNCED.to_vec());
+        return Ok(Stream::DEFAULT.to_vec());
     };
     let mut named = Vec::new();
     for name in value.split(',').map(str::trim) {
-        let Some(entity) = Entity::from_name(name).filter(|e| SYNCED.contains(e)) else {
+        let Some(stream) = Stream::ALL.into_iter().find(|s| s.name() == name) else {
             return Err(ConfigError::new(
                 "SYNC_ENTITIES",
-                format!("`{name}` is not one of users, organizations, sessions"),
+                format!("`{name}` is not one of users, organizations, sessions, billing"),
             ));
         };
-        if !named.contains(&entity) {
-            named.push(entity);
+        if !named.contains(&stream) {
+            named.push(stream);
         }
     }
     Ok(named)
@@ -329,7 +366,17 @@ mod tests {
                 topic("clerk-session-events", "clerk-session-events.dlq"),
             ]
         );
-        assert_eq!(c.queue.entities, Entity::ALL.to_vec());
+        assert_eq!(
+            c.queue.entities,
+            [
+                Entity::User,
+                Entity::Organization,
+                Entity::Membership,
+                Entity::Invitation,
+                Entity::Session
+            ],
+            "billing is opt-in"
+        );
         assert_eq!(c.batch_size, DEFAULT_BATCH_SIZE);
         assert_eq!(c.mongo.memberships_collection, "organizationMemberships");
         assert_eq!(c.mongo.database, "clerk_sync");
@@ -397,6 +444,28 @@ mod tests {
         let names: Vec<&str> = c.queue.topics.iter().map(|t| t.dlq.as_str()).collect();
         assert_eq!(names, ["s-dlq", "clerk-user-events.dlq"]);
         assert_eq!(c.queue.entities, [Entity::Session, Entity::User]);
+        let c = config(&[
+            ("KAFKA_BROKERS", "k"),
+            ("MONGODB_URI", "mongodb://m"),
+            ("SYNC_ENTITIES", "billing"),
+            ("KAFKA_TOPIC_BILLING", "b"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.queue.topics,
+            [TopicConfig {
+                topic: "b".into(),
+                dlq: "b.dlq".into()
+            }]
+        );
+        assert_eq!(
+            c.queue.entities,
+            [
+                Entity::Subscription,
+                Entity::SubscriptionItem,
+                Entity::PaymentAttempt
+            ]
+        );
         let err = config(&[
             ("KAFKA_BROKERS", "k"),
             ("MONGODB_URI", "mongodb://m"),

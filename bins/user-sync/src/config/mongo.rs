@@ -15,6 +15,10 @@ struct MongoEnv {
     mongodb_organizations_collection: Option<String>,
     mongodb_memberships_collection: Option<String>,
     mongodb_sessions_collection: Option<String>,
+    mongodb_invitations_collection: Option<String>,
+    mongodb_subscriptions_collection: Option<String>,
+    mongodb_subscription_items_collection: Option<String>,
+    mongodb_payment_attempts_collection: Option<String>,
     #[serde(default = "keep_payload")]
     webhook_events_payload: bool,
 }
@@ -44,6 +48,14 @@ pub struct MongoConfig {
     pub(crate) memberships_collection: String,
     /// `MONGODB_SESSIONS_COLLECTION`
     pub(crate) sessions_collection: String,
+    /// `MONGODB_INVITATIONS_COLLECTION`
+    pub(crate) invitations_collection: String,
+    /// `MONGODB_SUBSCRIPTIONS_COLLECTION`
+    pub(crate) subscriptions_collection: String,
+    /// `MONGODB_SUBSCRIPTION_ITEMS_COLLECTION`
+    pub(crate) subscription_items_collection: String,
+    /// `MONGODB_PAYMENT_ATTEMPTS_COLLECTION`
+    pub(crate) payment_attempts_collection: String,
     /// `WEBHOOK_EVENTS_PAYLOAD`: whether each `webhook_events` record keeps a copy of its
     /// event's Clerk `data`.
     pub(crate) events_payload: bool,
@@ -109,6 +121,26 @@ impl MongoConfig {
                 env.mongodb_sessions_collection,
                 Entity::Session,
             )?,
+            invitations_collection: collection(
+                "MONGODB_INVITATIONS_COLLECTION",
+                env.mongodb_invitations_collection,
+                Entity::Invitation,
+            )?,
+            subscriptions_collection: collection(
+                "MONGODB_SUBSCRIPTIONS_COLLECTION",
+                env.mongodb_subscriptions_collection,
+                Entity::Subscription,
+            )?,
+            subscription_items_collection: collection(
+                "MONGODB_SUBSCRIPTION_ITEMS_COLLECTION",
+                env.mongodb_subscription_items_collection,
+                Entity::SubscriptionItem,
+            )?,
+            payment_attempts_collection: collection(
+                "MONGODB_PAYMENT_ATTEMPTS_COLLECTION",
+                env.mongodb_payment_attempts_collection,
+                Entity::PaymentAttempt,
+            )?,
             events_payload: env.webhook_events_payload,
         };
         let mut names: Vec<&str> = Entity::ALL.iter().map(|&e| config.collection(e)).collect();
@@ -130,6 +162,10 @@ impl MongoConfig {
             Entity::Organization => &self.organizations_collection,
             Entity::Membership => &self.memberships_collection,
             Entity::Session => &self.sessions_collection,
+            Entity::Invitation => &self.invitations_collection,
+            Entity::Subscription => &self.subscriptions_collection,
+            Entity::SubscriptionItem => &self.subscription_items_collection,
+            Entity::PaymentAttempt => &self.payment_attempts_collection,
         }
     }
 }

@@ -16,9 +16,17 @@ use super::progress::Progress;
 use super::publish::{PublishError, Sink};
 use crate::domain::Entity;
 
-/// The kinds Clerk's Backend API lists, in the order backfill reads them. (Sessions are
-/// not listed: they come from webhooks only.)
-pub const KINDS: [Entity; 3] = [Entity::User, Entity::Organization, Entity::Membership];
+/// The kinds Clerk's Backend API lists, in the order backfill reads them. (Sessions,
+/// subscriptions and payment attempts are not listed: they come from webhooks only. A
+/// payer's subscription is one request per payer; its items, which say the plan and the
+/// status, are one instance-wide list.)
+pub const KINDS: [Entity; 5] = [
+    Entity::User,
+    Entity::Organization,
+    Entity::Membership,
+    Entity::Invitation,
+    Entity::SubscriptionItem,
+];
 
 /// What to backfill.
 #[derive(Debug, Clone)]
@@ -159,18 +167,19 @@ pub async fn run(
             }
         }
     } else {
-        if options.wants(Entity::User) {
-            run.progress.start(Entity::User, api.users_count().await);
-            let mut users = api.listing(List::Users, options.page_size);
-            while let Some(page) = users.next().await? {
-                for object in &page.items {
-                    run.publish(Entity::User, object).await?;
-                }
+        // Each kind from its instance-wide list: users by cursor, the others by offset
+        // (the only paging their endpoints have).
+        let lists = [
+            (Entity::User, List::Users),
+            (Entity::Organization, List::Organizations),
+            (Entity::Membership, List::AllMemberships),
+            (Entity::Invitation, List::Invitations),
+            (Entity::SubscriptionItem, List::SubscriptionItems),
+        ];
+        for (kind, list) in lists {
+            if options.wants(kind) {
+                run.list(api, kind, list, options.page_size).await?;
             }
-            run.progress.finish(Entity::User);
-        }
-        if options.wants(Entity::Organization) || options.wants(Entity::Membership) {
-            run.organizations(api, options).await?;
         }
     }
     run.sink.flush().await?;
@@ -213,36 +222,31 @@ impl Run<'_> {
         Ok(())
     }
 
-    async fn organizations(
+    /// Every object of `list`, published as its pages arrive.
+    async fn list(
         &mut self,
         api: &ClerkApi,
-        options: &Options,
+        kind: Entity,
+        list: List,
+        page_size: u32,
     ) -> Result<(), BackfillError> {
-        let shown = if options.wants(Entity::Organization) {
-            Entity::Organization
-        } else {
-            Entity::Membership
-        };
-        let mut organizations = api.listing(List::Organizations, options.page_size);
+        let mut listing = api.listing(list, page_size);
         let mut started = false;
-        while let Some(page) = organizations.next().await? {
+        while let Some(page) = listing.next().await? {
             if !started {
-                let total = page.total.filter(|_| shown == Entity::Organization);
-                self.progress.start(shown, total);
+                // `/users` gives no total: its count is one more (best-effort) request.
+                let total = match kind {
+                    Entity::User => api.users_count().await,
+                    _ => page.total,
+                };
+                self.progress.start(kind, total);
                 started = true;
             }
             for object in &page.items {
-                if options.wants(Entity::Organization) {
-                    self.publish(Entity::Organization, object).await?;
-                }
-                if options.wants(Entity::Membership) {
-                    if let Some(id) = snapshot::id_of(object) {
-                        self.memberships(api, &id, options.page_size).await?;
-                    }
-                }
+                self.publish(kind, object).await?;
             }
         }
-        self.progress.finish(shown);
+        self.progress.finish(kind);
         Ok(())
     }
 

@@ -103,6 +103,7 @@ pub struct Publisher {
     users_topic: String,
     organizations_topic: String,
     sessions_topic: String,
+    billing_topic: String,
     in_flight: FuturesUnordered<Pending>,
     published: BTreeMap<Entity, u64>,
 }
@@ -119,7 +120,11 @@ impl Publisher {
         config
             .kafka
             .ensure_topics(
-                &[&config.users_topic, &config.organizations_topic],
+                &[
+                    &config.users_topic,
+                    &config.organizations_topic,
+                    &config.billing_topic,
+                ],
                 max_message,
             )
             .await
@@ -136,6 +141,7 @@ impl Publisher {
             users_topic: config.users_topic.clone(),
             organizations_topic: config.organizations_topic.clone(),
             sessions_topic: config.sessions_topic.clone(),
+            billing_topic: config.billing_topic.clone(),
             in_flight: FuturesUnordered::new(),
             published: BTreeMap::new(),
         })
@@ -151,8 +157,13 @@ impl Publisher {
         }
         let topic = match kind {
             Entity::User => self.users_topic.clone(),
-            Entity::Organization | Entity::Membership => self.organizations_topic.clone(),
+            Entity::Organization | Entity::Membership | Entity::Invitation => {
+                self.organizations_topic.clone()
+            }
             Entity::Session => self.sessions_topic.clone(),
+            Entity::Subscription | Entity::SubscriptionItem | Entity::PaymentAttempt => {
+                self.billing_topic.clone()
+            }
         };
         let pairs = message.headers();
         let headers = common::kafka::owned_headers(&pairs);

@@ -281,7 +281,7 @@ async fn list(
     let (list, total) = match kind {
         Entity::User => (List::Users, api.users_count().await),
         Entity::Organization => (List::Organizations, None),
-        Entity::Membership | Entity::Session => return Err(ReconcileError::Kind(kind.name())),
+        _ => return Err(ReconcileError::Kind(kind.name())),
     };
     progress.start(kind, total);
     let mut ids = HashSet::new();

@@ -5,6 +5,8 @@
 //! Adding a kind of document (say organization invitations) is one module here: an
 //! [`Entity`] variant, its `change`, its `defaults` and its indexes.
 
+mod billing;
+mod invitation;
 mod membership;
 mod organization;
 mod session;
@@ -26,37 +28,55 @@ pub enum Entity {
     Membership,
     /// `session.*` → `sessions`.
     Session,
+    /// `organizationInvitation.*` → `organizationInvitations`.
+    Invitation,
+    /// `subscription.*` → `subscriptions`.
+    Subscription,
+    /// `subscriptionItem.*` → `subscriptionItems`.
+    SubscriptionItem,
+    /// `paymentAttempt.*` → `paymentAttempts`.
+    PaymentAttempt,
 }
 
 impl Entity {
     /// Every kind, in a stable order.
-    pub const ALL: [Entity; 4] = [
+    pub const ALL: [Entity; 8] = [
         Entity::User,
         Entity::Organization,
         Entity::Membership,
         Entity::Session,
+        Entity::Invitation,
+        Entity::Subscription,
+        Entity::SubscriptionItem,
+        Entity::PaymentAttempt,
     ];
 
-    /// The kind an event type is about, if user-sync keeps it (`organizationInvitation.*`,
-    /// `email.*`, … are not kept).
+    /// The kind an event type is about, if user-sync keeps it (`email.*`,
+    /// `organizationDomain.*`, … are not kept).
     pub(crate) fn of(event_type: &str) -> Option<Entity> {
         match event_type.split_once('.').map(|(family, _)| family) {
             Some("user") => Some(Entity::User),
             Some("organization") => Some(Entity::Organization),
             Some("organizationMembership") => Some(Entity::Membership),
+            Some("organizationInvitation") => Some(Entity::Invitation),
             Some("session") => Some(Entity::Session),
-            _ => None,
+            _ => billing::kind(event_type),
         }
     }
 
-    /// The kind's name in `SYNC_ENTITIES`, on the command line and in output: `users`,
-    /// `organizations`, `memberships`, `sessions`.
+    /// The kind's name on the command line and in output: `users`, `organizations`,
+    /// `memberships`, `sessions`, `invitations`, `subscriptions`, `subscription_items`,
+    /// `payment_attempts`.
     pub fn name(self) -> &'static str {
         match self {
             Entity::User => "users",
             Entity::Organization => "organizations",
             Entity::Membership => "memberships",
             Entity::Session => "sessions",
+            Entity::Invitation => "invitations",
+            Entity::Subscription => "subscriptions",
+            Entity::SubscriptionItem => "subscription_items",
+            Entity::PaymentAttempt => "payment_attempts",
         }
     }
 
@@ -72,6 +92,10 @@ impl Entity {
             Entity::Organization => "organizations",
             Entity::Membership => "organizationMemberships",
             Entity::Session => "sessions",
+            Entity::Invitation => "organizationInvitations",
+            Entity::Subscription => "subscriptions",
+            Entity::SubscriptionItem => "subscriptionItems",
+            Entity::PaymentAttempt => "paymentAttempts",
         }
     }
 
@@ -84,6 +108,10 @@ impl Entity {
             Entity::Organization => organization::defaults(),
             Entity::Membership => membership::defaults(),
             Entity::Session => session::defaults(),
+            Entity::Invitation => invitation::defaults(),
+            Entity::Subscription | Entity::SubscriptionItem | Entity::PaymentAttempt => {
+                billing::defaults(self)
+            }
         };
         fields.insert("isDeleted", false);
         fields.insert("deletedAt", Bson::Null);
@@ -96,6 +124,10 @@ impl Entity {
             Entity::User | Entity::Organization => Vec::new(),
             Entity::Membership => membership::indexes(),
             Entity::Session => session::indexes(),
+            Entity::Invitation => invitation::indexes(),
+            Entity::Subscription | Entity::SubscriptionItem | Entity::PaymentAttempt => {
+                billing::indexes(self)
+            }
         }
     }
 }
@@ -158,6 +190,10 @@ pub(crate) fn change(message: &EventMessage, enabled: &[Entity]) -> Change {
         Entity::Organization => organization::change(message, &Data::parse(message)),
         Entity::Membership => membership::change(message, &Data::parse(message)),
         Entity::Session => session::change(message, &Data::parse(message), enabled),
+        Entity::Invitation => invitation::change(message, &Data::parse(message)),
+        Entity::Subscription | Entity::SubscriptionItem | Entity::PaymentAttempt => {
+            billing::change(entity, message, &Data::parse(message))
+        }
     };
     match intents {
         Ok(Some(intents)) => Change::Writes(intents),
@@ -165,7 +201,9 @@ pub(crate) fn change(message: &EventMessage, enabled: &[Entity]) -> Change {
         Err(reason) => Change::Invalid {
             reason,
             key: match &message.record {
-                events::Record::Other { id: Some(id) } => Some((entity, id.clone())),
+                events::Record::Other { id: Some(id) } | events::Record::Billing { id, .. } => {
+                    Some((entity, id.clone()))
+                }
                 _ => None,
             },
         },
@@ -227,6 +265,25 @@ impl Data {
         self.value(path).and_then(|v| v.as_i64())
     }
 
+    /// `true` or `false`, or null.
+    fn flag(&self, path: &[&str]) -> Bson {
+        self.value(path)
+            .and_then(|v| v.as_bool())
+            .map_or(Bson::Null, Bson::Boolean)
+    }
+
+    /// The string `id`s of an array's objects (an empty array when there is none).
+    fn ids(&self, path: &[&str]) -> Bson {
+        let ids = self.value(path).and_then(|v| v.as_array()).map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item.get("id").and_then(|id| id.as_str()))
+                .map(|id| Bson::String(id.to_string()))
+                .collect::<Vec<_>>()
+        });
+        Bson::Array(ids.unwrap_or_default())
+    }
+
     /// An integer, or null.
     fn int(&self, path: &[&str]) -> Bson {
         self.value(path)
@@ -261,8 +318,24 @@ mod tests {
             Some(Entity::Membership)
         );
         assert_eq!(Entity::of("session.ended"), Some(Entity::Session));
-        assert_eq!(Entity::of("organizationInvitation.created"), None);
+        assert_eq!(
+            Entity::of("organizationInvitation.created"),
+            Some(Entity::Invitation)
+        );
+        assert_eq!(
+            Entity::of("subscription.pastDue"),
+            Some(Entity::Subscription)
+        );
+        assert_eq!(
+            Entity::of("subscriptionItem.freeTrialEnding"),
+            Some(Entity::SubscriptionItem)
+        );
+        assert_eq!(
+            Entity::of("paymentAttempt.updated"),
+            Some(Entity::PaymentAttempt)
+        );
         assert_eq!(Entity::of("email.created"), None);
+        assert_eq!(Entity::of("organizationDomain.created"), None);
         assert_eq!(Entity::of("user"), None);
     }
 }

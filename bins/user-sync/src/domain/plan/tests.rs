@@ -226,6 +226,69 @@ fn session(event_type: &str, t: i64, status: &str, active: i64) -> EventMessage 
     )
 }
 
+fn invitation(event_type: &str, t: i64, status: &str, role: &str) -> EventMessage {
+    let mut data = json!({
+        "id": "orginv_1", "object": "organization_invitation", "email_address": "jane@example.com",
+        "role": role, "organization_id": "org_1", "status": status, "public_metadata": {},
+        "expires_at": 9_000, "updated_at": T0 + t, "created_at": 5,
+    });
+    if status == "accepted" {
+        data["user_id"] = json!("user_2");
+    }
+    event(&format!("{event_type}-{t}"), event_type, data)
+}
+
+/// Clerk's payer of a user: `""` for the organization.
+fn payer() -> Value {
+    json!({"object": "commerce_payer", "id": "cpayer_1", "user_id": "user_1", "organization_id": "", "organization_name": ""})
+}
+
+fn subscription_item(event_type: &str, t: i64, status: &str, plan: &str) -> EventMessage {
+    event(
+        &format!("{event_type}-{t}"),
+        event_type,
+        json!({
+            "object": "subscription_item", "id": "csub_item_1", "status": status,
+            "is_free_trial": false, "period_start": T0, "period_end": null, "interval": "month",
+            "plan_id": format!("cplan_{plan}"),
+            "plan": {"id": format!("cplan_{plan}"), "slug": plan, "name": plan, "amount": 2000, "currency": "USD"},
+            "seats": {"quantity": 5}, "payer": payer(), "subscription_id": "csub_1",
+            "updated_at": T0 + t, "created_at": 5,
+        }),
+    )
+}
+
+fn subscription(event_type: &str, t: i64, status: &str) -> EventMessage {
+    event(
+        &format!("{event_type}-{t}"),
+        event_type,
+        json!({
+            "object": "commerce_subscription", "id": "csub_1", "status": status,
+            "active_at": T0, "past_due_at": null, "canceled_at": null, "ended_at": null,
+            "payer_id": "cpayer_1", "payer": payer(), "latest_payment_id": format!("cpa_{t}"),
+            "items": [{"id": "csub_item_1", "status": status, "subscription_id": null}],
+            "updated_at": T0 + t, "created_at": 5,
+        }),
+    )
+}
+
+fn payment_attempt(event_type: &str, t: i64, status: &str) -> EventMessage {
+    let failed = status == "failed";
+    event(
+        &format!("{event_type}-{t}"),
+        event_type,
+        json!({
+            "id": "pa_1", "payment_id": "cpa_1", "status": status, "charge_type": "recurring",
+            "failed_at": if failed { json!(T0 + t) } else { Value::Null },
+            "failed_reason": if failed { json!({"code": "card_declined", "decline_code": "insufficient_funds"}) } else { Value::Null },
+            "payer": {"id": "cpayer_1", "user_id": "user_1"},
+            "totals": {"grand_total": {"amount": 2200, "currency": "USD"}},
+            "subscription_items": [{"id": "csub_item_1", "status": "active"}],
+            "billing_date": T0, "updated_at": T0 + t, "created_at": 5,
+        }),
+    )
+}
+
 /// Every distinct order of `items` (duplicates in `items` give each order once).
 fn orders(items: &[usize]) -> Vec<Vec<usize>> {
     let mut all = HashSet::new();
@@ -431,6 +494,146 @@ fn sessions_every_order_every_batching_converges_and_an_end_is_final() {
 }
 
 #[test]
+fn invitations_every_order_every_batching_converges_and_acceptance_is_final() {
+    let events = [
+        invitation(
+            "organizationInvitation.created",
+            1_000,
+            "pending",
+            "org:member",
+        ),
+        invitation(
+            "organizationInvitation.accepted",
+            2_000,
+            "accepted",
+            "org:member",
+        ),
+        invitation(
+            "organizationInvitation.revoked",
+            3_000,
+            "revoked",
+            "org:member",
+        ),
+    ];
+    let m = converges(&events);
+    let doc = m.doc(Entity::Invitation, "orginv_1");
+    assert_eq!(
+        doc.get_str("status").unwrap(),
+        "accepted",
+        "the earliest end"
+    );
+    assert_eq!(doc.get_str("userId").unwrap(), "user_2");
+    assert_eq!(doc.get_str("organizationId").unwrap(), "org_1");
+    assert_eq!(doc.get_str("emailAddress").unwrap(), "jane@example.com");
+    assert!(!doc.get_bool("isDeleted").unwrap());
+
+    // A "pending" newer by version than the acceptance (clocks disagree) doesn't reopen it.
+    let late = [
+        invitation(
+            "organizationInvitation.accepted",
+            2_000,
+            "accepted",
+            "org:member",
+        ),
+        invitation(
+            "organizationInvitation.created",
+            3_000,
+            "pending",
+            "org:admin",
+        ),
+    ];
+    let m = converges(&late);
+    let doc = m.doc(Entity::Invitation, "orginv_1");
+    assert_eq!(doc.get_str("status").unwrap(), "accepted");
+    assert_eq!(
+        doc.get_str("role").unwrap(),
+        "org:admin",
+        "profile: the newest"
+    );
+}
+
+#[test]
+fn subscription_items_every_order_every_batching_converge_to_the_newest_status() {
+    // Clerk's lifecycle of one paid item: past due, active again, canceled, ended. (Four
+    // events, each twice: 2,520 orders.)
+    let events = [
+        subscription_item("subscriptionItem.pastDue", 2_000, "past_due", "pro"),
+        subscription_item("subscriptionItem.active", 3_000, "active", "pro"),
+        subscription_item("subscriptionItem.canceled", 4_000, "canceled", "pro"),
+        subscription_item("subscriptionItem.ended", 5_000, "ended", "pro"),
+    ];
+    let m = converges(&events);
+    let doc = m.doc(Entity::SubscriptionItem, "csub_item_1");
+    assert_eq!(doc.get_str("status").unwrap(), "ended");
+    assert_eq!(doc.get_str("payerId").unwrap(), "user_1");
+    assert_eq!(doc.get_str("payerType").unwrap(), "user");
+    assert_eq!(doc.get_str("clerkPayerId").unwrap(), "cpayer_1");
+    assert_eq!(doc.get_str("subscriptionId").unwrap(), "csub_1");
+    assert_eq!(doc.get_str("planSlug").unwrap(), "pro");
+    assert_eq!(doc.get_i64("planAmount").unwrap(), 2000);
+    assert_eq!(doc.get_i64("seats").unwrap(), 5);
+    assert!(!doc.get_bool("isFreeTrial").unwrap());
+    assert_eq!(doc.get("periodEnd"), Some(&Bson::Null));
+
+    // No billing status is final: the default plan's item keeps its id through `ended`
+    // and comes back `active` (Clerk's documentation).
+    let back = [
+        subscription_item("subscriptionItem.ended", 1_000, "ended", "free"),
+        subscription_item("subscriptionItem.upcoming", 2_000, "upcoming", "free"),
+        subscription_item("subscriptionItem.active", 3_000, "active", "free"),
+    ];
+    let m = converges(&back);
+    assert_eq!(
+        m.doc(Entity::SubscriptionItem, "csub_item_1")
+            .get_str("status")
+            .unwrap(),
+        "active"
+    );
+}
+
+#[test]
+fn subscriptions_and_payment_attempts_every_order_every_batching_converge() {
+    let events = [
+        subscription("subscription.pastDue", 2_000, "past_due"),
+        subscription("subscription.active", 3_000, "active"),
+        payment_attempt("paymentAttempt.updated", 2_500, "failed"),
+    ];
+    let m = converges(&events);
+    let doc = m.doc(Entity::Subscription, "csub_1");
+    assert_eq!(doc.get_str("status").unwrap(), "active");
+    assert_eq!(doc.get_str("payerId").unwrap(), "user_1");
+    assert_eq!(doc.get_str("latestPaymentId").unwrap(), "cpa_3000");
+    let attempt = m.doc(Entity::PaymentAttempt, "pa_1");
+    assert_eq!(attempt.get_str("status").unwrap(), "failed");
+    assert_eq!(attempt.get_i64("amount").unwrap(), 2200);
+    assert_eq!(
+        attempt
+            .get_document("failedReason")
+            .unwrap()
+            .get_str("code")
+            .unwrap(),
+        "card_declined"
+    );
+    assert_eq!(
+        attempt.get_array("subscriptionItemIds").unwrap(),
+        &vec![Bson::String("csub_item_1".into())]
+    );
+    // The items nested in a subscription event are not written from it: their own events
+    // carry them whole, with their payer.
+    assert!(!m
+        .docs
+        .contains_key(&(Entity::SubscriptionItem, "csub_item_1".into())));
+
+    // A payment's outcome is never undone by its `pending` arriving late.
+    let m = converges(&[
+        payment_attempt("paymentAttempt.updated", 2_500, "failed"),
+        payment_attempt("paymentAttempt.created", 1_500, "pending"),
+    ]);
+    let attempt = m.doc(Entity::PaymentAttempt, "pa_1");
+    assert_eq!(attempt.get_str("status").unwrap(), "failed");
+}
+
+#[test]
 fn a_session_never_becomes_active_again() {
     // An "active" event newer by version than the end (clocks disagree): the end stays.
     let events = [
@@ -541,8 +744,8 @@ fn a_redelivery_writes_nothing_not_even_the_sync_time() {
 fn types_not_kept_are_ignored_and_invalid_ones_dead_lettered() {
     let invitation = event(
         "inv",
-        "organizationInvitation.created",
-        json!({"id": "orginv_1", "organization_id": "org_1", "updated_at": 1}),
+        "organizationDomain.created",
+        json!({"id": "orgdmn_1", "organization_id": "org_1", "updated_at": 1}),
     );
     let membership_without_org = event(
         "bad",

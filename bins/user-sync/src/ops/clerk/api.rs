@@ -13,7 +13,7 @@ use common::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::pager::{read_list, Page, Pager, MAX_PAGE_SIZE};
+use super::pager::{read_list, Page, Pager, Position, MAX_PAGE_SIZE};
 use super::retry::{next_step, Attempt, RetryPolicy, Step};
 use super::snapshot::id_of;
 
@@ -83,12 +83,18 @@ struct ErrorEntry {
 /// A list of the Backend API.
 #[derive(Debug, Clone)]
 pub(crate) enum List {
-    /// `/users`
+    /// `/users`, by cursor.
     Users,
     /// `/organizations`
     Organizations,
-    /// `/organizations/{id}/memberships`
+    /// `/organizations/{id}/memberships`: one organization's.
     Memberships(String),
+    /// `/organization_memberships`: every organization's, in one list.
+    AllMemberships,
+    /// `/organization_invitations`: every organization's, whatever their status.
+    Invitations,
+    /// `/billing/subscription_items`: every payer's, free plans included.
+    SubscriptionItems,
 }
 
 impl List {
@@ -98,6 +104,31 @@ impl List {
             List::Users => "/users".to_string(),
             List::Organizations => "/organizations".to_string(),
             List::Memberships(id) => format!("/organizations/{}/memberships", segment(id)),
+            List::AllMemberships => "/organization_memberships".to_string(),
+            List::Invitations => "/organization_invitations".to_string(),
+            List::SubscriptionItems => "/billing/subscription_items".to_string(),
+        }
+    }
+
+    /// The query besides the page's position and size: oldest first where the endpoint
+    /// takes an order (new objects then come last, behind the pages already read); the
+    /// billing list has none (newest first: the offset pager's overlap absorbs what is
+    /// added meanwhile), and needs `paginated` and `include_free` to page through all.
+    fn query(&self) -> Vec<(&'static str, String)> {
+        match self {
+            List::SubscriptionItems => vec![
+                ("paginated", "true".to_string()),
+                ("include_free", "true".to_string()),
+            ],
+            _ => vec![("order_by", "+created_at".to_string())],
+        }
+    }
+
+    /// How it is paged: only `/users` has a cursor.
+    fn pager(&self, page_size: u32) -> Pager {
+        match self {
+            List::Users => Pager::cursor(page_size),
+            _ => Pager::new(page_size),
         }
     }
 }
@@ -106,6 +137,7 @@ impl List {
 pub(crate) struct Listing<'a> {
     api: &'a ClerkApi,
     path: String,
+    query: Vec<(&'static str, String)>,
     pager: Pager,
 }
 
@@ -113,10 +145,20 @@ impl Listing<'_> {
     /// The next page's new objects (and Clerk's total, where it gives one); `None` once
     /// the list is done.
     pub(crate) async fn next(&mut self) -> Result<Option<Page>, ApiError> {
-        let Some(offset) = self.pager.next_offset() else {
+        let Some(position) = self.pager.next() else {
             return Ok(None);
         };
-        let page = self.api.page(&self.path, offset, self.pager.size()).await?;
+        let mut query = vec![(
+            "limit",
+            self.pager.size().clamp(1, MAX_PAGE_SIZE).to_string(),
+        )];
+        match position {
+            Position::Offset(offset) => query.push(("offset", offset.to_string())),
+            Position::After(Some(id)) => query.push(("starting_after", id.clone())),
+            Position::After(None) => {}
+        }
+        query.extend(self.query.iter().cloned());
+        let page = self.api.page(&self.path, &query).await?;
         let items = self
             .pager
             .take(page.items)
@@ -165,7 +207,8 @@ impl ClerkApi {
         Listing {
             api: self,
             path: list.path(),
-            pager: Pager::new(page_size),
+            query: list.query(),
+            pager: list.pager(page_size),
         }
     }
 
@@ -202,15 +245,9 @@ impl ClerkApi {
             .await
     }
 
-    /// One page of the list at `path`, oldest first.
-    async fn page(&self, path: &str, offset: u64, limit: u32) -> Result<Page, ApiError> {
-        let limit = limit.clamp(1, MAX_PAGE_SIZE);
-        let query = [
-            ("limit", limit.to_string()),
-            ("offset", offset.to_string()),
-            ("order_by", "+created_at".to_string()),
-        ];
-        let (status, body) = self.get(path, &query).await?;
+    /// One page of the list at `path`.
+    async fn page(&self, path: &str, query: &[(&str, String)]) -> Result<Page, ApiError> {
+        let (status, body) = self.get(path, query).await?;
         if status != 200 {
             return Err(refusal(status, path, &body));
         }

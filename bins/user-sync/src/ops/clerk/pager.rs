@@ -1,5 +1,10 @@
-//! Reading a list of the Backend API page by page: the answers' two shapes, and offset
-//! paging that misses nothing when objects come and go mid-listing. No I/O.
+//! Reading a list of the Backend API page by page: the answers' two shapes; cursor paging
+//! (`starting_after`) where the endpoint has it; and, where it doesn't, offset paging that
+//! misses nothing when objects come and go mid-listing. No I/O.
+//!
+//! Clerk's `GET /users` says why the cursor matters: "a large `offset` has to walk and
+//! discard every row before it, so it gets progressively slower and eventually times out".
+//! Only `/users` has a cursor today; the other lists are paged by offset.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -45,30 +50,56 @@ pub(super) fn read_list(body: &[u8]) -> Result<Page, serde_json::Error> {
 /// up to that many deletions per page (ids already seen are dropped).
 const OVERLAP: u64 = 20;
 
-/// Offset paging over a list sorted oldest first, without I/O: which offset to ask for
-/// next, which items of an answer are new, and when the list is done.
+/// Where the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Position {
+    /// `offset=<n>`.
+    Offset(u64),
+    /// `starting_after=<id>` (absent for the first page).
+    After(Option<String>),
+}
+
+/// Paging over a list sorted oldest first, without I/O: where to ask for next, which items
+/// of an answer are new, and when the list is done.
 #[derive(Debug)]
 pub(super) struct Pager {
     size: u32,
-    offset: u64,
+    position: Position,
     previous: std::collections::HashSet<String>,
     done: bool,
 }
 
 impl Pager {
-    /// Paging by `size` (clamped to 1..=[`MAX_PAGE_SIZE`]).
+    /// Offset paging by `size` (clamped to 1..=[`MAX_PAGE_SIZE`]).
     pub(crate) fn new(size: u32) -> Self {
         Pager {
             size: size.clamp(1, MAX_PAGE_SIZE),
-            offset: 0,
+            position: Position::Offset(0),
             previous: std::collections::HashSet::new(),
             done: false,
         }
     }
 
-    /// The offset to ask for next, or `None` when the list is done.
-    pub(super) fn next_offset(&self) -> Option<u64> {
-        (!self.done).then_some(self.offset)
+    /// Cursor paging by `size`: each page starts after the last id of the one before.
+    pub(crate) fn cursor(size: u32) -> Self {
+        Pager {
+            position: Position::After(None),
+            ..Pager::new(size)
+        }
+    }
+
+    /// Where to ask for next, or `None` when the list is done.
+    pub(super) fn next(&self) -> Option<&Position> {
+        (!self.done).then_some(&self.position)
+    }
+
+    /// The offset to ask for next (offset paging), or `None` when the list is done.
+    #[cfg(test)]
+    fn next_offset(&self) -> Option<u64> {
+        match self.next()? {
+            Position::Offset(offset) => Some(*offset),
+            Position::After(_) => None,
+        }
     }
 
     /// The page size to ask for.
@@ -76,9 +107,16 @@ impl Pager {
         self.size
     }
 
-    /// Takes the answer for [`Pager::next_offset`]: the items not already seen, in order. A
-    /// full page with nothing new means the server ignores `offset` (it would never end).
+    /// Takes the answer for [`Pager::next`]: the items not already seen, in order. A full
+    /// page with nothing new means the server ignores `offset` or `starting_after` (it would
+    /// never end).
     pub(crate) fn take(&mut self, items: Vec<Box<RawValue>>) -> Result<Vec<Box<RawValue>>, String> {
+        if let Position::After(after) = &self.position {
+            return self.take_after(after.clone(), items);
+        }
+        let Position::Offset(offset) = self.position else {
+            unreachable!("cursor pages return above")
+        };
         let full = items.len() >= self.size as usize;
         let ids: Vec<Option<String>> = items.iter().map(|item| id_of(item)).collect();
         let fresh: Vec<Box<RawValue>> = items
@@ -89,19 +127,45 @@ impl Pager {
             .collect();
         if full && fresh.is_empty() {
             return Err(format!(
-                "the page at offset {} holds only objects already read: the server ignores \
-                 `offset` (is CLERK_API_URL Clerk's Backend API?)",
-                self.offset
+                "the page at offset {offset} holds only objects already read: the server \
+                 ignores `offset` (is CLERK_API_URL Clerk's Backend API?)"
             ));
         }
         if full {
             let overlap = OVERLAP.min(u64::from(self.size) - 1);
-            self.offset += u64::from(self.size) - overlap;
+            self.position = Position::Offset(offset + u64::from(self.size) - overlap);
             self.previous = ids.into_iter().flatten().collect();
         } else {
             self.done = true;
         }
         Ok(fresh)
+    }
+
+    /// A cursor page: Clerk's rule is to stop at a page shorter than `limit`; otherwise the
+    /// next page starts after this one's last id.
+    fn take_after(
+        &mut self,
+        after: Option<String>,
+        items: Vec<Box<RawValue>>,
+    ) -> Result<Vec<Box<RawValue>>, String> {
+        let shown = after.as_deref().unwrap_or("the start");
+        if items.len() < self.size as usize {
+            self.done = true;
+            return Ok(items);
+        }
+        let last = items
+            .last()
+            .and_then(|item| id_of(item))
+            .ok_or_else(|| format!("the page after {shown} ends with an object without an id"))?;
+        if after.as_deref() == Some(last.as_str()) || self.previous.contains(&last) {
+            return Err(format!(
+                "the page after {shown} holds only objects already read: the server ignores \
+                 `starting_after` (is CLERK_API_URL Clerk's Backend API?)"
+            ));
+        }
+        self.previous = items.iter().filter_map(|item| id_of(item)).collect();
+        self.position = Position::After(Some(last));
+        Ok(items)
     }
 }
 
@@ -177,6 +241,56 @@ mod tests {
         assert_eq!(pager.take(objects(&[1, 2, 3])).unwrap().len(), 3);
         let e = pager.take(objects(&[1, 2, 3])).unwrap_err();
         assert!(e.contains("ignores `offset`"), "{e}");
+    }
+
+    /// Serves `list` (oldest first) by cursor, as Clerk's `/users` does.
+    fn read_by_cursor(list: &[u32], size: u32) -> (Vec<String>, Vec<Option<String>>) {
+        let mut pager = Pager::cursor(size);
+        let (mut read, mut asked) = (Vec::new(), Vec::new());
+        while let Some(position) = pager.next().cloned() {
+            let Position::After(after) = position else {
+                panic!("a cursor pager asked for an offset")
+            };
+            let start = after.as_ref().map_or(0, |id| {
+                list.iter().position(|i| format!("u{i}") == *id).unwrap() + 1
+            });
+            let page: Vec<u32> = list
+                .iter()
+                .skip(start)
+                .take(size as usize)
+                .copied()
+                .collect();
+            read.extend(ids(&pager.take(objects(&page)).unwrap()));
+            asked.push(after);
+        }
+        (read, asked)
+    }
+
+    #[test]
+    fn cursor_paging_reads_everything_once_and_asks_after_each_last_id() {
+        let list: Vec<u32> = (0..95).collect();
+        for size in [1, 10, 50, 95, 500] {
+            let (read, _) = read_by_cursor(&list, size);
+            let want: Vec<String> = list.iter().map(|i| format!("u{i}")).collect();
+            assert_eq!(read, want, "size {size}");
+        }
+        let (_, asked) = read_by_cursor(&list, 40);
+        assert_eq!(
+            asked,
+            [None, Some("u39".to_string()), Some("u79".to_string())]
+        );
+        // A list of exactly one full page asks once more and gets nothing.
+        let (read, asked) = read_by_cursor(&(0..10).collect::<Vec<_>>(), 10);
+        assert_eq!((read.len(), asked.len()), (10, 2));
+    }
+
+    #[test]
+    fn a_server_that_ignores_the_cursor_is_an_error_not_an_endless_loop() {
+        let mut pager = Pager::cursor(3);
+        assert_eq!(pager.take(objects(&[1, 2, 3])).unwrap().len(), 3);
+        assert_eq!(pager.next(), Some(&Position::After(Some("u3".into()))));
+        let e = pager.take(objects(&[1, 2, 3])).unwrap_err();
+        assert!(e.contains("ignores `starting_after`"), "{e}");
     }
 
     #[test]

@@ -14,15 +14,23 @@ use serde_json::value::RawValue;
 
 use crate::domain::Entity;
 
-/// The webhook type whose payload is this kind's object (sessions aren't read from Clerk).
+/// The webhook type whose payload is this kind's object. (Clerk sends no
+/// `organizationInvitation.updated`: an invitation's snapshot takes its status from the
+/// object, as the consumer does for every invitation event.) Sessions, subscriptions and
+/// payment attempts aren't listed by the Backend API.
 fn updated_type(kind: Entity) -> Result<&'static str, SnapshotError> {
     match kind {
         Entity::User => Ok("user.updated"),
         Entity::Organization => Ok("organization.updated"),
         Entity::Membership => Ok("organizationMembership.updated"),
-        Entity::Session => Err(SnapshotError::Invalid(
-            "sessions are not read from Clerk's Backend API".into(),
-        )),
+        Entity::Invitation => Ok("organizationInvitation.updated"),
+        Entity::SubscriptionItem => Ok("subscriptionItem.updated"),
+        Entity::Session | Entity::Subscription | Entity::PaymentAttempt => {
+            Err(SnapshotError::Invalid(format!(
+                "{} are not read from Clerk's Backend API",
+                kind.name()
+            )))
+        }
     }
 }
 
@@ -81,8 +89,12 @@ pub(crate) fn snapshot(kind: Entity, object: &RawValue) -> Result<EventMessage, 
     let expected = matches!(
         (kind, &message.record),
         (Entity::User, Record::User(_))
-            | (Entity::Organization, Record::Organization { .. })
+            | (
+                Entity::Organization | Entity::Invitation,
+                Record::Organization { .. }
+            )
             | (Entity::Membership, Record::OrganizationMembership { .. })
+            | (Entity::SubscriptionItem, Record::Billing { .. })
     );
     if !expected {
         return Err(SnapshotError::Invalid(format!(
@@ -100,8 +112,11 @@ pub(crate) fn deletion(kind: Entity, id: &str, at: i64) -> Result<EventMessage, 
         Entity::User => ("user.deleted", "user"),
         Entity::Organization => ("organization.deleted", "organization"),
         Entity::Membership => ("organizationMembership.deleted", "organization_membership"),
-        Entity::Session => {
-            return Err(SnapshotError::Invalid("sessions are not reconciled".into()))
+        _ => {
+            return Err(SnapshotError::Invalid(format!(
+                "{} are not reconciled",
+                kind.name()
+            )))
         }
     };
     let data = serde_json::json!({"id": id, "object": object, "deleted": true}).to_string();
