@@ -1,12 +1,19 @@
 //! A fake of Clerk's Backend API: the one outside service the tests can't run.
 //!
 //! It serves what `user-sync backfill` and `reconcile` read, in Clerk's documented shapes
-//! (<https://clerk.com/docs/reference/backend-api>): `GET /v1/users` (a bare array, `limit`
-//! 1–500 and `offset`), `/v1/users/count`, `/v1/users/{id}`, `/v1/organizations` and
-//! `/v1/organizations/{id}/memberships` (`{"data": […], "total_count"}`),
-//! `/v1/organizations/{id}`, `/v1/instance`; bearer authentication (401 with Clerk's error body
-//! otherwise); and faults a test schedules: a 429 with `Retry-After` or a 500 for a given
-//! page, any number of times. Every request is logged with its time and status.
+//! (<https://clerk.com/docs/reference/backend-api>, `bapi/2026-05-12.yml`): `GET /v1/users`
+//! (a bare array, `limit` 1–500 and `offset`, or the cursor `starting_after`),
+//! `/v1/users/count`, `/v1/users/{id}`, `/v1/organizations`,
+//! `/v1/organizations/{id}/memberships`, the instance-wide `/v1/organization_memberships`
+//! and `/v1/organization_invitations`, and `/v1/billing/subscription_items` (`{"data":
+//! […], "total_count"}`), `/v1/organizations/{id}`, `/v1/instance`; bearer authentication
+//! (401 with Clerk's error body otherwise); and faults a test schedules: a 429 with
+//! `Retry-After` or a 500 for a given page, any number of times. Every request is logged
+//! with its time, its paging and its status.
+//!
+//! Like Clerk, whose `GET /users` warns that "a large `offset` … gets progressively slower
+//! and eventually times out", it refuses an `offset` beyond [`MAX_OFFSET`] (with a 422 that
+//! says so), and a cursor combined with a non-zero offset.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,13 +34,19 @@ pub const INSTANCE: &str = "ins_fake_backfill";
 /// A time all fake objects are created around (2024-11-24, ms).
 pub const CREATED: i64 = 1_732_464_000_000;
 
-/// A scheduled fault: the next `times` requests for `path` at `offset` get it.
+/// The largest `offset` the fake answers.
+pub const MAX_OFFSET: u64 = 1_000;
+
+/// A scheduled fault: the next `times` requests for `path` at `offset` (and
+/// `starting_after`) get it.
 #[derive(Debug, Clone)]
 pub struct Fault {
     /// The request path, such as `/v1/users`.
     pub path: String,
     /// The `offset` query parameter it applies to (0 when absent).
     pub offset: u64,
+    /// The `starting_after` query parameter it applies to.
+    pub starting_after: Option<String>,
     /// 429 or 5xx.
     pub status: u16,
     /// `Retry-After` (seconds), for a 429.
@@ -49,6 +62,8 @@ pub struct Request {
     pub path: String,
     /// Its `offset`.
     pub offset: u64,
+    /// Its `starting_after`.
+    pub starting_after: Option<String>,
     /// The status answered.
     pub status: u16,
     /// When it arrived.
@@ -64,6 +79,10 @@ pub struct Data {
     pub organizations: Vec<Value>,
     /// Memberships by organization id, oldest first.
     pub memberships: BTreeMap<String, Vec<Value>>,
+    /// Organization invitations, oldest first.
+    pub invitations: Vec<Value>,
+    /// Billing subscription items, as Clerk lists them (newest first).
+    pub subscription_items: Vec<Value>,
     /// Faults still to happen.
     pub faults: Vec<Fault>,
     /// Every request answered.
@@ -104,6 +123,9 @@ impl FakeClerk {
             .route("/v1/organizations", get(organizations))
             .route("/v1/organizations/{id}", get(organization))
             .route("/v1/organizations/{id}/memberships", get(memberships))
+            .route("/v1/organization_memberships", get(all_memberships))
+            .route("/v1/organization_invitations", get(invitations))
+            .route("/v1/billing/subscription_items", get(subscription_items))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
@@ -193,6 +215,80 @@ impl FakeClerk {
         }
     }
 
+    /// Adds `per_organization` invitations to each organization, `orginv_<org>_<i>`:
+    /// pending, accepted and revoked in turn.
+    pub fn add_invitations(&self, per_organization: usize) {
+        let mut data = self.data();
+        let organizations: Vec<Value> = data.organizations.clone();
+        for (o, organization) in organizations.iter().enumerate() {
+            let org_id = organization["id"].as_str().unwrap_or_default();
+            for i in 0..per_organization {
+                let status = ["pending", "accepted", "revoked"][i % 3];
+                data.invitations.push(json!({
+                    "object": "organization_invitation",
+                    "id": format!("orginv_{org_id}_{i}"),
+                    "email_address": format!("invitee{i}@{org_id}.example.com"),
+                    "role": "org:member",
+                    "role_name": "Member",
+                    "organization_id": org_id,
+                    "inviter_id": null,
+                    "status": status,
+                    "public_metadata": {},
+                    "private_metadata": {},
+                    "url": null,
+                    "expires_at": CREATED + 30 * 86_400_000,
+                    "created_at": CREATED + (o * per_organization + i) as i64,
+                    "updated_at": CREATED + 30_000 + (o * per_organization + i) as i64,
+                    "public_organization_data": {
+                        "id": org_id,
+                        "name": organization["name"].clone(),
+                        "slug": organization["slug"].clone(),
+                        "has_image": false,
+                    },
+                }));
+            }
+        }
+    }
+
+    /// Gives the first `n` users (and every second organization) a subscription item:
+    /// users `pro` (active, or past due for every fifth), organizations `team`.
+    pub fn add_subscription_items(&self, n: usize) {
+        let mut data = self.data();
+        let users: Vec<String> = data
+            .users
+            .iter()
+            .take(n)
+            .filter_map(|u| u["id"].as_str().map(str::to_string))
+            .collect();
+        let organizations: Vec<String> = data
+            .organizations
+            .iter()
+            .step_by(2)
+            .filter_map(|o| o["id"].as_str().map(str::to_string))
+            .collect();
+        let payers = users
+            .iter()
+            .map(|u| (u.as_str(), "user"))
+            .chain(organizations.iter().map(|o| (o.as_str(), "org")));
+        for (i, (payer, kind)) in payers.enumerate() {
+            let (plan, status) = match kind {
+                "user" if i % 5 == 4 => ("pro", "past_due"),
+                "user" => ("pro", "active"),
+                _ => ("team", "active"),
+            };
+            data.subscription_items.push(subscription_item_object(
+                &format!("csub_item_{payer}"),
+                payer,
+                kind == "org",
+                plan,
+                status,
+                i as i64,
+            ));
+        }
+        // Clerk lists them newest first.
+        data.subscription_items.reverse();
+    }
+
     /// Removes a user, as deleting it in Clerk's dashboard does.
     pub fn delete_user(&self, id: &str) {
         self.data().users.retain(|u| u["id"] != id);
@@ -260,10 +356,64 @@ pub fn user_object(id: &str, i: i64) -> Value {
     })
 }
 
+/// A subscription item as `GET /v1/billing/subscription_items` returns it (its payer
+/// with nulls for what doesn't apply; no `subscription_id`, which only webhooks carry).
+pub fn subscription_item_object(
+    id: &str,
+    payer: &str,
+    organization: bool,
+    plan: &str,
+    status: &str,
+    i: i64,
+) -> Value {
+    let amount = if plan == "team" { 9_900 } else { 2_000 };
+    json!({
+        "object": "commerce_subscription_item",
+        "id": id,
+        "instance_id": INSTANCE,
+        "status": status,
+        "plan_id": format!("cplan_{plan}"),
+        "price_id": format!("cprice_{plan}"),
+        "plan": {
+            "object": "commerce_plan",
+            "id": format!("cplan_{plan}"),
+            "name": plan.to_uppercase(),
+            "slug": plan,
+            "fee": {"amount": amount, "amount_formatted": format!("{}.00", amount / 100), "currency": "USD", "currency_symbol": "$"},
+            "is_default": false,
+            "is_recurring": true,
+            "for_payer_type": if organization { "org" } else { "user" },
+            "free_trial_enabled": false,
+        },
+        "plan_period": "month",
+        "payer_id": format!("cpayer_{payer}"),
+        "payer": {
+            "object": "commerce_payer",
+            "id": format!("cpayer_{payer}"),
+            "instance_id": INSTANCE,
+            "user_id": if organization { Value::Null } else { json!(payer) },
+            "organization_id": if organization { json!(payer) } else { Value::Null },
+            "image_url": "https://img.clerk.com/payer.png",
+            "created_at": CREATED,
+            "updated_at": CREATED,
+        },
+        "is_free_trial": false,
+        "period_start": CREATED,
+        "period_end": CREATED + 30 * 86_400_000,
+        "canceled_at": null,
+        "past_due_at": if status == "past_due" { json!(CREATED + 40_000) } else { Value::Null },
+        "ended_at": null,
+        "seats": null,
+        "created_at": CREATED + i,
+        "updated_at": CREATED + 40_000 + i,
+    })
+}
+
 #[derive(Deserialize)]
 struct Paging {
     limit: Option<String>,
     offset: Option<String>,
+    starting_after: Option<String>,
 }
 
 fn clerk_error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -279,9 +429,11 @@ fn answer(
     shared: &Shared,
     headers: &HeaderMap,
     path: &str,
-    offset: u64,
+    paging: Option<&Paging>,
     body: impl FnOnce(&Data) -> Response,
 ) -> Response {
+    let offset = paging.map_or(0, offset_of);
+    let starting_after = paging.and_then(|p| p.starting_after.clone());
     let mut data = shared.data.lock().unwrap_or_else(|e| e.into_inner());
     let authorized = headers
         .get("authorization")
@@ -294,11 +446,9 @@ fn answer(
             "authentication_invalid",
             "The provided secret key is invalid.",
         )
-    } else if let Some(fault) = data
-        .faults
-        .iter_mut()
-        .find(|f| f.path == path && f.offset == offset && f.times > 0)
-    {
+    } else if let Some(fault) = data.faults.iter_mut().find(|f| {
+        f.path == path && f.offset == offset && f.starting_after == starting_after && f.times > 0
+    }) {
         fault.times = fault.times.saturating_sub(1);
         let status =
             StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -309,12 +459,25 @@ fn answer(
                 .insert("retry-after", seconds.to_string().parse().expect("header"));
         }
         response
+    } else if offset > MAX_OFFSET {
+        clerk_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "form_param_value_invalid",
+            &format!("offset {offset} is beyond {MAX_OFFSET}: paginate with starting_after"),
+        )
+    } else if starting_after.is_some() && offset > 0 {
+        clerk_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "form_param_value_invalid",
+            "starting_after cannot be combined with a non-zero offset",
+        )
     } else {
         body(&data)
     };
     data.requests.push(Request {
         path: path.to_string(),
         offset,
+        starting_after,
         status: response.status().as_u16(),
         at: Instant::now(),
     });
@@ -382,20 +545,30 @@ async fn users(
     headers: HeaderMap,
     Query(q): Query<Paging>,
 ) -> Response {
-    answer(&s, &headers, "/v1/users", offset_of(&q), |data| {
-        bare_page(&data.users, &q)
+    answer(&s, &headers, "/v1/users", Some(&q), |data| {
+        let Some(after) = &q.starting_after else {
+            return bare_page(&data.users, &q);
+        };
+        match data.users.iter().position(|u| u["id"] == after.as_str()) {
+            Some(i) => bare_page(&data.users[i + 1..], &q),
+            None => clerk_error(
+                StatusCode::BAD_REQUEST,
+                "form_param_value_invalid",
+                "starting_after names no user",
+            ),
+        }
     })
 }
 
 async fn instance(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    answer(&s, &headers, "/v1/instance", 0, |_| {
+    answer(&s, &headers, "/v1/instance", None, |_| {
         Json(json!({"object": "instance", "id": INSTANCE, "environment_type": "development"}))
             .into_response()
     })
 }
 
 async fn users_count(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    answer(&s, &headers, "/v1/users/count", 0, |data| {
+    answer(&s, &headers, "/v1/users/count", None, |data| {
         Json(json!({"object": "total_count", "total_count": data.users.len()})).into_response()
     })
 }
@@ -409,7 +582,7 @@ async fn user(
         &s,
         &headers,
         &format!("/v1/users/{id}"),
-        0,
+        None,
         |data| match data.users.iter().find(|u| u["id"] == id.as_str()) {
             Some(u) => Json(u.clone()).into_response(),
             None => not_found("User"),
@@ -422,7 +595,7 @@ async fn organizations(
     headers: HeaderMap,
     Query(q): Query<Paging>,
 ) -> Response {
-    answer(&s, &headers, "/v1/organizations", offset_of(&q), |data| {
+    answer(&s, &headers, "/v1/organizations", Some(&q), |data| {
         wrapped_page(&data.organizations, &q)
     })
 }
@@ -436,7 +609,7 @@ async fn organization(
         &s,
         &headers,
         &format!("/v1/organizations/{id}"),
-        0,
+        None,
         |data| match data
             .organizations
             .iter()
@@ -455,10 +628,63 @@ async fn memberships(
     Query(q): Query<Paging>,
 ) -> Response {
     let path = format!("/v1/organizations/{id}/memberships");
-    answer(&s, &headers, &path, offset_of(&q), |data| {
+    answer(&s, &headers, &path, Some(&q), |data| {
         match data.memberships.get(&id) {
             Some(list) => wrapped_page(list, &q),
             None => not_found("Organization"),
         }
     })
+}
+
+async fn all_memberships(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Query<Paging>,
+) -> Response {
+    answer(
+        &s,
+        &headers,
+        "/v1/organization_memberships",
+        Some(&q),
+        |data| {
+            // Organizations oldest first, each one's members oldest first.
+            let all: Vec<Value> = data
+                .organizations
+                .iter()
+                .filter_map(|o| o["id"].as_str())
+                .filter_map(|id| data.memberships.get(id))
+                .flatten()
+                .cloned()
+                .collect();
+            wrapped_page(&all, &q)
+        },
+    )
+}
+
+async fn invitations(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Query<Paging>,
+) -> Response {
+    answer(
+        &s,
+        &headers,
+        "/v1/organization_invitations",
+        Some(&q),
+        |data| wrapped_page(&data.invitations, &q),
+    )
+}
+
+async fn subscription_items(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Query<Paging>,
+) -> Response {
+    answer(
+        &s,
+        &headers,
+        "/v1/billing/subscription_items",
+        Some(&q),
+        |data| wrapped_page(&data.subscription_items, &q),
+    )
 }

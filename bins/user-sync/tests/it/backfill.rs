@@ -7,7 +7,7 @@ use std::time::Duration;
 use bson::{doc, DateTime, Document};
 use futures::TryStreamExt;
 use serde_json::Value;
-use test_support::fake_clerk::{FakeClerk, Fault};
+use test_support::fake_clerk::{FakeClerk, Fault, MAX_OFFSET};
 use test_support::TestEnv;
 use user_sync::backfill::{self, Summary};
 use user_sync::reconcile;
@@ -85,30 +85,43 @@ fn millis(v: &Value) -> DateTime {
     DateTime::from_millis(v.as_i64().unwrap())
 }
 
-/// The scenario: an instance that existed before the webhook. On FerretDB, whose
-/// writes take about 100 ms each, the instance is smaller; CI also runs this suite on the
-/// index-backed memory engine at the full size.
+/// The scenario: an instance that existed before the webhook, with organizations,
+/// their memberships and invitations, and Clerk Billing. On FerretDB, whose writes take
+/// about 100 ms each, the instance is smaller; CI also runs this suite on the index-backed
+/// memory engine at the full size (2,000 users: their offsets would pass the fake's limit).
 #[tokio::test]
 async fn backfill_of_an_existing_instance_matches_clerk_and_respects_newer_webhooks() {
-    let app = spawn_app(TestEnv::new().await).await;
+    let env = TestEnv::new().await;
+    let names = names(&env);
+    let app = spawn_app_configured(env, names, &[ALL_STREAMS]).await;
     let ferretdb = test_support::is_ferretdb(app.db.client()).await;
-    let (n_users, n_orgs) = if ferretdb { (100, 5) } else { (2000, 50) };
+    let (n_users, n_orgs, n_paying) = if ferretdb {
+        (100, 5, 20)
+    } else {
+        (2000, 50, 200)
+    };
     let fake = FakeClerk::start(KEY).await;
     fake.add_users("b", n_users);
     fake.add_organizations("b", n_orgs, |i| 1 + i % 5);
+    fake.add_invitations(3);
+    fake.add_subscription_items(n_paying);
     let n_memberships: usize = fake.data().memberships.values().map(Vec::len).sum();
-    // Page 2 of the users (pages of 50 overlap by 20: offsets 0, 30, 60, …) is rate limited
-    // once (Retry-After: 1), page 3 fails once.
+    let n_invitations = fake.data().invitations.len();
+    let n_items = fake.data().subscription_items.len();
+    // Page 2 of the users (pages of 50, by cursor) is rate limited once (Retry-After: 1),
+    // page 3 fails once.
     fake.fault(Fault {
         path: "/v1/users".into(),
-        offset: 30,
+        offset: 0,
+        starting_after: Some("user_b_49".into()),
         status: 429,
         retry_after: Some(1),
         times: 1,
     });
     fake.fault(Fault {
         path: "/v1/users".into(),
-        offset: 60,
+        offset: 0,
+        starting_after: Some("user_b_99".into()),
         status: 500,
         retry_after: None,
         times: 1,
@@ -130,7 +143,7 @@ async fn backfill_of_an_existing_instance_matches_clerk_and_respects_newer_webho
 
     let summary = run_backfill(&app, &fake, &all(50)).await;
     eprintln!("first backfill: {summary}");
-    let objects = n_users + n_orgs + n_memberships;
+    let objects = n_users + n_orgs + n_memberships + n_invitations + n_items;
     assert_eq!(summary.fetched.get(&Entity::User), Some(&(n_users as u64)));
     assert_eq!(
         summary.fetched.get(&Entity::Organization),
@@ -140,18 +153,60 @@ async fn backfill_of_an_existing_instance_matches_clerk_and_respects_newer_webho
         summary.fetched.get(&Entity::Membership),
         Some(&(n_memberships as u64))
     );
+    assert_eq!(
+        summary.fetched.get(&Entity::Invitation),
+        Some(&(n_invitations as u64))
+    );
+    assert_eq!(
+        summary.fetched.get(&Entity::SubscriptionItem),
+        Some(&(n_items as u64))
+    );
     assert_eq!(summary.published.values().sum::<u64>(), objects as u64);
     assert_eq!(summary.skipped_count, 0);
 
-    // The 429 was waited out for as long as Retry-After said; the 500 was retried.
+    // The fake's log: users by cursor only, every other list within its offset limit, and
+    // memberships from the one instance-wide list.
     let requests = fake.requests();
-    let at = |offset: u64| -> Vec<_> {
-        requests
+    let users: Vec<_> = requests.iter().filter(|r| r.path == "/v1/users").collect();
+    eprintln!(
+        "the fake's log: {} requests; /v1/users: {}",
+        requests.len(),
+        users
             .iter()
-            .filter(|r| r.path == "/v1/users" && r.offset == offset)
+            .take(4)
+            .map(|r| format!("starting_after={:?} → {}", r.starting_after, r.status))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    assert!(
+        users.iter().all(|r| r.offset == 0),
+        "a users page by offset"
+    );
+    let cursor_pages = users
+        .iter()
+        .filter(|r| r.status == 200 && r.starting_after.is_some())
+        .count();
+    assert_eq!(cursor_pages, n_users / 50, "one cursor page per 50 users");
+    assert!(requests
+        .iter()
+        .all(|r| r.offset <= MAX_OFFSET && r.status != 422));
+    assert!(!requests.iter().any(|r| r.path.ends_with("/memberships")));
+    for list in [
+        "/v1/organization_memberships",
+        "/v1/organization_invitations",
+        "/v1/billing/subscription_items",
+    ] {
+        assert!(requests.iter().any(|r| r.path == list), "{list} not read");
+    }
+
+    // The 429 was waited out for as long as Retry-After said; the 500 was retried.
+    let at = |after: &str| -> Vec<_> {
+        users
+            .iter()
+            .filter(|r| r.starting_after.as_deref() == Some(after))
             .collect()
     };
-    let limited = at(30);
+    let limited = at("user_b_49");
     assert_eq!(
         limited.iter().map(|r| r.status).collect::<Vec<_>>(),
         [429, 200]
@@ -160,7 +215,7 @@ async fn backfill_of_an_existing_instance_matches_clerk_and_respects_newer_webho
     eprintln!("429 with Retry-After: 1 → asked again after {waited:?}");
     assert!(waited >= Duration::from_secs(1), "waited only {waited:?}");
     assert!(waited < Duration::from_secs(3), "waited {waited:?}");
-    let failed = at(60);
+    let failed = at("user_b_99");
     assert_eq!(
         failed.iter().map(|r| r.status).collect::<Vec<_>>(),
         [500, 200]
@@ -269,6 +324,47 @@ async fn backfill_of_an_existing_instance_matches_clerk_and_respects_newer_webho
             assert_eq!(d.get_str("role").unwrap(), object["role"].as_str().unwrap());
         }
     }
+    let invitations = documents(&app.db, "organizationInvitations").await;
+    assert_eq!(invitations.len(), n_invitations);
+    for object in &fake.data().invitations {
+        let d = &invitations[object["id"].as_str().unwrap()];
+        for (field, key) in [
+            ("organizationId", "organization_id"),
+            ("emailAddress", "email_address"),
+            ("status", "status"),
+        ] {
+            assert_eq!(d.get_str(field).unwrap(), object[key].as_str().unwrap());
+        }
+    }
+    let items = documents(&app.db, "subscriptionItems").await;
+    assert_eq!(items.len(), n_items);
+    for object in &fake.data().subscription_items {
+        let d = &items[object["id"].as_str().unwrap()];
+        let payer = &object["payer"];
+        let (payer_id, payer_type) = match payer["user_id"].as_str() {
+            Some(user) => (user, "user"),
+            None => (payer["organization_id"].as_str().unwrap(), "organization"),
+        };
+        assert_eq!(d.get_str("payerId").unwrap(), payer_id);
+        assert_eq!(d.get_str("payerType").unwrap(), payer_type);
+        assert_eq!(
+            d.get_str("clerkPayerId").unwrap(),
+            payer["id"].as_str().unwrap()
+        );
+        assert_eq!(
+            d.get_str("status").unwrap(),
+            object["status"].as_str().unwrap()
+        );
+        assert_eq!(
+            d.get_str("planSlug").unwrap(),
+            object["plan"]["slug"].as_str().unwrap()
+        );
+        assert_eq!(
+            d.get_i64("planAmount").unwrap(),
+            object["plan"]["fee"]["amount"].as_i64().unwrap()
+        );
+        assert_eq!(d.get_str("interval").unwrap(), "month");
+    }
     let applied = count(&app.db, doc! {"origin": "backfill", "outcome": "applied"}).await;
     assert_eq!(
         applied,
@@ -281,6 +377,8 @@ async fn backfill_of_an_existing_instance_matches_clerk_and_respects_newer_webho
         documents(&app.db, "users").await,
         documents(&app.db, "organizations").await,
         documents(&app.db, "organizationMemberships").await,
+        documents(&app.db, "organizationInvitations").await,
+        documents(&app.db, "subscriptionItems").await,
     );
     let again = run_backfill(&app, &fake, &all(500)).await;
     assert_eq!(again.published, summary.published);
@@ -302,11 +400,15 @@ async fn backfill_of_an_existing_instance_matches_clerk_and_respects_newer_webho
         documents(&app.db, "users").await,
         documents(&app.db, "organizations").await,
         documents(&app.db, "organizationMemberships").await,
+        documents(&app.db, "organizationInvitations").await,
+        documents(&app.db, "subscriptionItems").await,
     );
     for (b, a) in [
         (&before.0, &after.0),
         (&before.1, &after.1),
         (&before.2, &after.2),
+        (&before.3, &after.3),
+        (&before.4, &after.4),
     ] {
         assert_eq!(a.len(), b.len());
         for (id, d) in b {
@@ -369,9 +471,11 @@ async fn reconcile_deletes_exactly_what_clerk_no_longer_has_and_only_after_a_ful
     let store = store(&app.env, &app.names).await;
 
     // A listing that fails for good (page 2 of the users never comes) publishes nothing.
+    // (user_r_3 is gone: the first page of 10 ends with user_r_10.)
     fake.fault(Fault {
         path: "/v1/users".into(),
-        offset: 10,
+        offset: 0,
+        starting_after: Some("user_r_10".into()),
         status: 500,
         retry_after: None,
         times: u32::MAX,

@@ -1,6 +1,7 @@
-//! Organizations, memberships and sessions, under the same order rules as users: every
-//! delivery order converges, deletions (and session ends) are final, tombstones hold, and
-//! a mixed stream over the three topics survives a SIGKILL.
+//! Organizations, memberships, invitations, sessions and Clerk Billing, under the same
+//! order rules as users: every delivery order converges, deletions (and session and
+//! invitation ends) are final, tombstones hold, and a mixed stream over the three topics
+//! survives a SIGKILL.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -40,6 +41,9 @@ enum Kind2 {
     Organization,
     Membership,
     Session,
+    Invitation,
+    Subscription,
+    SubscriptionItem,
 }
 
 impl Spec {
@@ -80,6 +84,55 @@ impl Spec {
                     "permissions": ["org:sys_memberships:read"],
                     "organization": {"id": self.parent, "name": "Org"},
                     "public_user_data": {"user_id": format!("user_m{}", self.extra), "identifier": "x@example.com"},
+                    "created_at": T0, "updated_at": t,
+                }),
+            ),
+            Kind2::Invitation => (
+                match self.value.as_str() {
+                    "pending" => "organizationInvitation.created",
+                    "accepted" => "organizationInvitation.accepted",
+                    _ => "organizationInvitation.revoked",
+                },
+                {
+                    let mut data = json!({
+                        "id": self.id, "object": "organization_invitation",
+                        "email_address": "invitee@example.com", "role": "org:member",
+                        "organization_id": "org_shared", "status": self.value,
+                        "public_metadata": {}, "expires_at": T0 + 86_400_000,
+                        "created_at": T0, "updated_at": t,
+                    });
+                    if self.value == "accepted" {
+                        data["user_id"] = json!("user_accepted");
+                    }
+                    data
+                },
+            ),
+            // Clerk's payer: the user, and "" for the organization.
+            Kind2::SubscriptionItem => (
+                match self.value.as_str() {
+                    "past_due" => "subscriptionItem.pastDue",
+                    "active" => "subscriptionItem.active",
+                    _ => "subscriptionItem.ended",
+                },
+                json!({
+                    "object": "subscription_item", "id": self.id, "status": self.value,
+                    "is_free_trial": false, "period_start": T0, "period_end": T0 + 86_400_000,
+                    "interval": "month", "plan_id": "cplan_pro",
+                    "plan": {"id": "cplan_pro", "slug": "pro", "name": "Pro", "amount": 2000, "currency": "USD"},
+                    "payer": {"id": "cpayer_1", "user_id": self.parent, "organization_id": ""},
+                    "subscription_id": "csub_shared", "created_at": T0, "updated_at": t,
+                }),
+            ),
+            Kind2::Subscription => (
+                match self.value.as_str() {
+                    "past_due" => "subscription.pastDue",
+                    _ => "subscription.active",
+                },
+                json!({
+                    "object": "commerce_subscription", "id": self.id, "status": self.value,
+                    "payer_id": "cpayer_1",
+                    "payer": {"id": "cpayer_1", "user_id": self.parent, "organization_id": ""},
+                    "latest_payment_id": format!("cpa_{}", self.t), "items": [],
                     "created_at": T0, "updated_at": t,
                 }),
             ),
@@ -124,6 +177,9 @@ fn collection(kind: Kind2) -> &'static str {
         Kind2::Organization => "organizations",
         Kind2::Membership => "organizationMemberships",
         Kind2::Session => "sessions",
+        Kind2::Invitation => "organizationInvitations",
+        Kind2::Subscription => "subscriptions",
+        Kind2::SubscriptionItem => "subscriptionItems",
     }
 }
 
@@ -164,6 +220,23 @@ fn decided(kind: Kind2, d: &Document) -> Document {
             "userId",
             "isDeleted",
         ],
+        Kind2::Invitation => &[
+            "status",
+            "userId",
+            "role",
+            "organizationId",
+            "emailAddress",
+            "isDeleted",
+        ],
+        Kind2::Subscription => &["status", "payerId", "payerType", "latestPaymentId"],
+        Kind2::SubscriptionItem => &[
+            "status",
+            "payerId",
+            "payerType",
+            "clerkPayerId",
+            "planSlug",
+            "subscriptionId",
+        ],
     };
     let mut out: Document = fields
         .iter()
@@ -201,30 +274,68 @@ fn permutations(n: usize) -> Vec<Vec<usize>> {
 }
 
 /// For organizations and memberships {created, updated, updated, deleted}, for sessions
-/// {created, ended, removed}: every order, each event delivered twice, one object per
-/// order; all end in the same document, with one record per event and one redelivery.
+/// {created, ended, removed}, for invitations {created, accepted, revoked}, for
+/// subscription items {pastDue, active, ended} and subscriptions {active, pastDue,
+/// active}: every order, each event delivered twice, one object per order; all end in the
+/// same document, with one record per event and one redelivery.
 #[tokio::test]
-async fn every_order_converges_for_organizations_memberships_and_sessions() {
+async fn every_order_converges_for_organizations_memberships_sessions_invitations_and_billing() {
     every_order(None).await;
 }
 
 /// The same, one event per batch (so nothing folds, and each batch reads what the one
 /// before it left).
 #[tokio::test]
-async fn every_order_converges_for_organizations_memberships_and_sessions_one_event_per_batch() {
+async fn every_order_converges_for_every_kind_but_users_one_event_per_batch() {
     every_order(Some("1")).await;
 }
 
 async fn every_order(batch_size: Option<&str>) {
-    let app = spawn_app_batched(TestEnv::new().await, batch_size).await;
+    let env = TestEnv::new().await;
+    let names = names(&env);
+    let mut extra = vec![ALL_STREAMS];
+    extra.extend(batch_size.map(|b| ("SYNC_BATCH_SIZE", b)));
+    let app = spawn_app_configured(env, names, &extra).await;
     let p = producer(&app.env);
     let mut objects: Vec<(Kind2, String, Vec<usize>)> = Vec::new();
     let mut sent = 0;
-    for kind in [Kind2::Organization, Kind2::Membership, Kind2::Session] {
-        let n = if kind == Kind2::Session { 3 } else { 4 };
+    let kinds = [
+        Kind2::Organization,
+        Kind2::Membership,
+        Kind2::Session,
+        Kind2::Invitation,
+        Kind2::SubscriptionItem,
+        Kind2::Subscription,
+    ];
+    for kind in kinds {
+        let n = if matches!(kind, Kind2::Organization | Kind2::Membership) {
+            4
+        } else {
+            3
+        };
         for (o, order) in permutations(n).into_iter().enumerate() {
             let id = format!("{kind:?}-{o}").to_lowercase();
+            let lifecycle = |statuses: [&str; 3]| -> Vec<Spec> {
+                statuses
+                    .iter()
+                    .enumerate()
+                    .map(|(k, status)| Spec {
+                        parent: "user_payer".into(),
+                        ..spec(
+                            kind,
+                            &id,
+                            &format!("{k}"),
+                            1_000 * (k as i64 + 1),
+                            status,
+                            false,
+                        )
+                    })
+                    .collect()
+            };
             let events: Vec<Spec> = match kind {
+                Kind2::Invitation => lifecycle(["pending", "accepted", "revoked"]),
+                Kind2::SubscriptionItem => lifecycle(["past_due", "active", "ended"]),
+                Kind2::Subscription => lifecycle(["active", "past_due", "active"]),
                 Kind2::Session => ["active", "ended", "removed"]
                     .iter()
                     .enumerate()
@@ -307,6 +418,17 @@ async fn every_order(batch_size: Option<&str>) {
         T0 + 2_000
     );
     assert!(!session.get_bool("isDeleted").unwrap());
+    let invitation = &expected[&Kind2::Invitation];
+    assert_eq!(invitation.get_str("status").unwrap(), "accepted", "final");
+    assert_eq!(invitation.get_str("userId").unwrap(), "user_accepted");
+    let item = &expected[&Kind2::SubscriptionItem];
+    assert_eq!(item.get_str("status").unwrap(), "ended", "the newest");
+    assert_eq!(item.get_str("payerId").unwrap(), "user_payer");
+    assert_eq!(item.get_str("payerType").unwrap(), "user");
+    assert_eq!(item.get_str("subscriptionId").unwrap(), "csub_shared");
+    let subscription = &expected[&Kind2::Subscription];
+    assert_eq!(subscription.get_str("status").unwrap(), "active");
+    assert_eq!(subscription.get_str("latestPaymentId").unwrap(), "cpa_3000");
     // The user's last activity only moves forward: the newest of the three, 900.
     for o in 0..6 {
         let user = doc_of(&app.db, Kind2::User, &format!("user_s{o}")).await;

@@ -24,6 +24,8 @@ pub struct Names {
     pub organizations_dlq: String,
     pub sessions: String,
     pub sessions_dlq: String,
+    pub billing: String,
+    pub billing_dlq: String,
     pub group: String,
     pub database: String,
 }
@@ -36,6 +38,8 @@ pub fn names(env: &TestEnv) -> Names {
         organizations_dlq: env.topic("orgs-dlq"),
         sessions: env.topic("sessions"),
         sessions_dlq: env.topic("sessions-dlq"),
+        billing: env.topic("billing"),
+        billing_dlq: env.topic("billing-dlq"),
         group: format!("user-sync-{}", env.id),
         database: env.database(),
     }
@@ -55,6 +59,8 @@ pub fn vars(env: &TestEnv, n: &Names, extra: &[(&str, &str)]) -> Vec<(String, St
         ),
         ("KAFKA_TOPIC_SESSIONS", n.sessions.as_str()),
         ("KAFKA_DLQ_TOPIC_SESSIONS", n.sessions_dlq.as_str()),
+        ("KAFKA_TOPIC_BILLING", n.billing.as_str()),
+        ("KAFKA_DLQ_TOPIC_BILLING", n.billing_dlq.as_str()),
         ("KAFKA_GROUP_ID", n.group.as_str()),
         ("KAFKA_TOPIC_PARTITIONS", "3"),
         ("KAFKA_REPLICATION_FACTOR", "1"),
@@ -95,6 +101,9 @@ pub async fn spawn_app_batched(env: TestEnv, batch_size: Option<&str>) -> App {
         .collect();
     spawn_app_configured(env, names, &extra).await
 }
+
+/// Every stream `SYNC_ENTITIES` can name, billing included (off by default).
+pub const ALL_STREAMS: (&str, &str) = ("SYNC_ENTITIES", "users,organizations,sessions,billing");
 
 /// [`spawn_app_with`] with more variables.
 pub async fn spawn_app_configured(env: TestEnv, names: Names, extra: &[(&str, &str)]) -> App {
@@ -275,6 +284,7 @@ pub fn topic_of<'a>(n: &'a Names, m: &EventMessage) -> &'a str {
     match events::Family::of(&m.event_type) {
         events::Family::Organizations => &n.organizations,
         events::Family::Sessions => &n.sessions,
+        events::Family::Billing => &n.billing,
         _ => &n.topic,
     }
 }
