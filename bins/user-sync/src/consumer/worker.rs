@@ -464,6 +464,12 @@ fn records_of(
             subject: Some(m.subject_id),
             event_time: Some(m.event_time),
             origin: Some(m.origin.as_str()),
+            // Small (an IP and a user agent): parsed only here, for the record.
+            attributes: m
+                .event_attributes
+                .as_deref()
+                .and_then(|a| serde_json::from_str(a.get()).ok())
+                .map(|a| crate::domain::payload::storable_value(&a)),
             payload: e.payload,
             raw: Some(m.data.get().to_string()),
             outcome: applied.outcomes[i],
@@ -509,6 +515,7 @@ fn undecodable_record(m: &OwnedMessage, delivery: &str, reason: &str) -> Record 
         origin: common::kafka::header(m, events::HEADER_EVENT_ORIGIN)
             .and_then(|o| Origin::from_name(&o))
             .map(Origin::as_str),
+        attributes: None,
         payload: payload::Stored::none(),
         raw: None,
         outcome: Outcome::DeadLettered,

@@ -49,6 +49,9 @@ pub struct Record {
     pub event_time: Option<i64>,
     /// Where the event came from (`webhook`, `backfill`, `reconcile`), when known.
     pub origin: Option<&'static str>,
+    /// The envelope's `event_attributes` (the request that caused the event: client IP,
+    /// user agent), when the message carries them.
+    pub attributes: Option<Bson>,
     /// Clerk's `data` as stored, when the message could be read.
     pub payload: Stored,
     /// The same as JSON text, for a server that refuses `payload`.
@@ -88,6 +91,9 @@ impl Record {
         };
         if let Some(origin) = self.origin {
             d.insert("origin", origin);
+        }
+        if let Some(attributes) = &self.attributes {
+            d.insert("eventAttributes", attributes.clone());
         }
         if let Some(error) = &self.error {
             d.insert("error", error);
@@ -378,6 +384,7 @@ mod tests {
             subject: None,
             event_time: None,
             origin: None,
+            attributes: None,
             payload: Stored::none(),
             raw: None,
             outcome,

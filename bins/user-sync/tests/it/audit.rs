@@ -21,6 +21,7 @@ fn many(prefix: &str, count: i64, delivery: &str) -> Vec<Record> {
             subject: Some(format!("user_{prefix}_{i}")),
             event_time: Some(1_732_464_000_000 + i),
             origin: Some("webhook"),
+            attributes: None,
             payload: user_sync::payload::Stored::from_bson(Bson::Document(
                 doc! {"id": format!("user_{prefix}_{i}")},
             ))

@@ -3,6 +3,7 @@
 
 mod audit;
 mod backfill;
+mod billing;
 mod dlq;
 mod entities;
 mod helpers;
