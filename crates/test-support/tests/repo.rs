@@ -82,10 +82,12 @@ const TOPICS: &[&str] = &[
     "clerk-user-events",
     "clerk-organization-events",
     "clerk-session-events",
+    "clerk-billing-events",
     "clerk-other-events",
     "clerk-user-events.dlq",
     "clerk-organization-events.dlq",
     "clerk-session-events.dlq",
+    "clerk-billing-events.dlq",
 ];
 
 fn root() -> PathBuf {
