@@ -84,12 +84,15 @@ pub struct EventMessage {
     /// The Clerk instance (`ins_…`), when the envelope names it.
     pub instance_id: Option<String>,
     /// What the event is about, and the Kafka key: the user id for `user.*` and `session.*`,
-    /// the organization id for organization events.
+    /// the organization id for organization events, the payer's user or organization id for
+    /// billing events.
     pub subject_id: String,
     /// The fields consumers use, in one shape whatever Clerk's payload version.
     pub record: Record,
     /// The Clerk `data` object exactly as received: the same bytes, whatever its size or
-    /// nesting depth (a parsed tree would refuse some and reorder keys).
+    /// nesting depth (a parsed tree would refuse some and reorder keys). The one exception:
+    /// `email.created`/`sms.created` with their one-time codes redacted
+    /// ([`crate::redact`]).
     pub data: Box<RawValue>,
     /// Where the message came from (absent in messages written before it existed: webhook).
     #[serde(default)]

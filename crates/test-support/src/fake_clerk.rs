@@ -12,8 +12,9 @@
 //! with its time, its paging and its status.
 //!
 //! Like Clerk, whose `GET /users` warns that "a large `offset` … gets progressively slower
-//! and eventually times out", it refuses an `offset` beyond [`MAX_OFFSET`] (with a 422 that
-//! says so), and a cursor combined with a non-zero offset.
+//! and eventually times out", it refuses a users `offset` beyond [`MAX_OFFSET`] (with a 422
+//! that says so), and a cursor combined with a non-zero offset. (The other lists have no
+//! cursor: offsets are all Clerk offers there, and all the fake checks is their range.)
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -34,7 +35,7 @@ pub const INSTANCE: &str = "ins_fake_backfill";
 /// A time all fake objects are created around (2024-11-24, ms).
 pub const CREATED: i64 = 1_732_464_000_000;
 
-/// The largest `offset` the fake answers.
+/// The largest `offset` the fake answers on `/v1/users`.
 pub const MAX_OFFSET: u64 = 1_000;
 
 /// A scheduled fault: the next `times` requests for `path` at `offset` (and
@@ -459,7 +460,7 @@ fn answer(
                 .insert("retry-after", seconds.to_string().parse().expect("header"));
         }
         response
-    } else if offset > MAX_OFFSET {
+    } else if path == "/v1/users" && offset > MAX_OFFSET {
         clerk_error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "form_param_value_invalid",

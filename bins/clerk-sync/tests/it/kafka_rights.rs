@@ -54,6 +54,7 @@ async fn existing_topics_need_no_create_right() {
         "KAFKA_TOPIC_USERS",
         "KAFKA_TOPIC_ORGANIZATIONS",
         "KAFKA_TOPIC_SESSIONS",
+        "KAFKA_TOPIC_BILLING",
         "KAFKA_TOPIC_OTHER",
     ];
     let admin = env

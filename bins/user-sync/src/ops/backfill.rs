@@ -104,7 +104,7 @@ impl std::fmt::Display for Summary {
                 let published = self.published.get(&kind).copied().unwrap_or(0);
                 writeln!(
                     f,
-                    "  {:<14} fetched {fetched:>8}   {verb} {published:>8}",
+                    "  {:<18} fetched {fetched:>8}   {verb} {published:>8}",
                     kind.name()
                 )?;
             }

@@ -36,8 +36,7 @@ const SUBSCRIPTION: [&str; 9] = [
     "clerkUpdatedAt",
 ];
 
-const ITEM: [&str; 15] = [
-    "subscriptionId",
+const ITEM: [&str; 13] = [
     "status",
     "planId",
     "planSlug",
@@ -49,7 +48,6 @@ const ITEM: [&str; 15] = [
     "seats",
     "periodStart",
     "periodEnd",
-    "canceledAt",
     "clerkCreatedAt",
     "clerkUpdatedAt",
 ];
@@ -114,12 +112,11 @@ pub(super) fn change(
             set.insert("latestPaymentId", data.text(&["latest_payment_id"]));
             set.insert("paymentSourceId", data.text(&["payment_source_id"]));
         }
+        // Only what both webhooks and the Backend API's items carry: a field one of them
+        // lacks would be erased by the newer event of the other (`subscription_id` is the
+        // webhook's only; `canceled_at` the Backend API's; a payer has one subscription, in
+        // `subscriptions` under the same `payerId`).
         Entity::SubscriptionItem => {
-            // Webhooks name the subscription; the Backend API's items don't: a snapshot
-            // leaves what a webhook wrote.
-            if data.value(&["subscription_id"]).is_some() {
-                set.insert("subscriptionId", data.text(&["subscription_id"]));
-            }
             set.insert("planId", data.text(&["plan_id"]));
             set.insert("planSlug", data.text(&["plan", "slug"]));
             set.insert("planName", data.text(&["plan", "name"]));
@@ -143,7 +140,6 @@ pub(super) fn change(
             set.insert("seats", data.int(&["seats", "quantity"]));
             set.insert("periodStart", data.date(&["period_start"]));
             set.insert("periodEnd", data.date(&["period_end"]));
-            set.insert("canceledAt", data.date(&["canceled_at"]));
         }
         Entity::PaymentAttempt => {
             set.insert("paymentId", data.text(&["payment_id"]));

@@ -5,6 +5,13 @@
 //! API's lists, `expired`); those end it the way a terminal status ends a session: the
 //! earliest by version sets `status` (and, for an acceptance, the `userId` who accepted),
 //! and no later `pending` replaces it.
+//!
+//! Only the acceptance webhook names who accepted. A Backend API snapshot that says
+//! `accepted` without naming the user sets the status under the `Status` rule instead:
+//! were it final, a snapshot earlier by version than the webhook (the same `updated_at`,
+//! and `backfill:` sorts before `msg_`) would refuse the webhook's end, and `userId` would
+//! stay empty in one delivery order and be set in the other. This way the webhook's end
+//! lands whenever it comes, and the snapshot's status holds until it does.
 
 use bson::{doc, Document};
 use events::{EventMessage, Record};
@@ -65,23 +72,24 @@ pub(super) fn change(message: &EventMessage, data: &Data) -> Result<Option<Vec<I
         set,
         at: None,
     };
-    Ok(Some(if FINAL.contains(&status.as_str()) {
-        // Only the acceptance webhook names who accepted; the Backend API's invitation
-        // doesn't, and its snapshot must not erase it.
-        let mut end = doc! {"status": &status};
-        if data.value(&["user_id"]).is_some() {
-            end.insert("userId", data.text(&["user_id"]));
-        }
-        vec![
-            intent(Slot::Final, end),
-            profile(Entity::Invitation, id, set),
-        ]
-    } else {
-        vec![
-            profile(Entity::Invitation, id, set),
-            intent(Slot::Status, doc! {"status": &status}),
-        ]
-    }))
+    let unnamed_acceptance = status == "accepted" && data.value(&["user_id"]).is_none();
+    Ok(Some(
+        if FINAL.contains(&status.as_str()) && !unnamed_acceptance {
+            let mut end = doc! {"status": &status};
+            if status == "accepted" {
+                end.insert("userId", data.text(&["user_id"]));
+            }
+            vec![
+                intent(Slot::Final, end),
+                profile(Entity::Invitation, id, set),
+            ]
+        } else {
+            vec![
+                profile(Entity::Invitation, id, set),
+                intent(Slot::Status, doc! {"status": &status}),
+            ]
+        },
+    ))
 }
 
 pub(super) fn defaults() -> Document {

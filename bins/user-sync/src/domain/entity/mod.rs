@@ -2,8 +2,8 @@
 //! kind of document, saying which fields it maps, which events delete (or end) it, and
 //! which indexes it needs. The order rules themselves live in [`crate::domain::plan`], once for all.
 //!
-//! Adding a kind of document (say organization invitations) is one module here: an
-//! [`Entity`] variant, its `change`, its `defaults` and its indexes.
+//! Adding a kind of document (as organization invitations and Clerk Billing were) is one
+//! module here: an [`Entity`] variant, its `change`, its `defaults` and its indexes.
 
 mod billing;
 mod invitation;

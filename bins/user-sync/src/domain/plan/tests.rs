@@ -550,6 +550,39 @@ fn invitations_every_order_every_batching_converges_and_acceptance_is_final() {
         "org:admin",
         "profile: the newest"
     );
+
+    // A backfill snapshot of the accepted invitation (the Backend API names no user), the
+    // same `updated_at` as the acceptance webhook, so earlier by version: in every order,
+    // the webhook's end lands and says who accepted.
+    let mut snapshot = invitation(
+        "organizationInvitation.updated",
+        2_000,
+        "accepted",
+        "org:member",
+    );
+    snapshot.event_id = format!("backfill:orginv_1:{}", T0 + 2_000);
+    let mut data: Value = serde_json::from_str(snapshot.data.get()).unwrap();
+    data.as_object_mut().unwrap().remove("user_id");
+    snapshot.data = serde_json::value::to_raw_value(&data).unwrap();
+    let mixed = [
+        invitation(
+            "organizationInvitation.created",
+            1_000,
+            "pending",
+            "org:member",
+        ),
+        snapshot,
+        invitation(
+            "organizationInvitation.accepted",
+            2_000,
+            "accepted",
+            "org:member",
+        ),
+    ];
+    let m = converges(&mixed);
+    let doc = m.doc(Entity::Invitation, "orginv_1");
+    assert_eq!(doc.get_str("status").unwrap(), "accepted");
+    assert_eq!(doc.get_str("userId").unwrap(), "user_2");
 }
 
 #[test]
@@ -568,7 +601,6 @@ fn subscription_items_every_order_every_batching_converge_to_the_newest_status()
     assert_eq!(doc.get_str("payerId").unwrap(), "user_1");
     assert_eq!(doc.get_str("payerType").unwrap(), "user");
     assert_eq!(doc.get_str("clerkPayerId").unwrap(), "cpayer_1");
-    assert_eq!(doc.get_str("subscriptionId").unwrap(), "csub_1");
     assert_eq!(doc.get_str("planSlug").unwrap(), "pro");
     assert_eq!(doc.get_i64("planAmount").unwrap(), 2000);
     assert_eq!(doc.get_i64("seats").unwrap(), 5);
@@ -624,13 +656,13 @@ fn subscriptions_and_payment_attempts_every_order_every_batching_converge() {
         .docs
         .contains_key(&(Entity::SubscriptionItem, "csub_item_1".into())));
 
-    // A payment's outcome is never undone by its `pending` arriving late.
+    // A payment's outcome, the newest event, holds when its `pending` arrives late.
     let m = converges(&[
         payment_attempt("paymentAttempt.updated", 2_500, "failed"),
         payment_attempt("paymentAttempt.created", 1_500, "pending"),
     ]);
     let attempt = m.doc(Entity::PaymentAttempt, "pa_1");
-    assert_eq!(attempt.get_str("status").unwrap(), "failed");
+    assert_eq!(attempt.get_str("status").unwrap(), "failed", "the newest");
 }
 
 #[test]

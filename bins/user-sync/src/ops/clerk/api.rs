@@ -145,20 +145,36 @@ impl Listing<'_> {
     /// The next page's new objects (and Clerk's total, where it gives one); `None` once
     /// the list is done.
     pub(crate) async fn next(&mut self) -> Result<Option<Page>, ApiError> {
-        let Some(position) = self.pager.next() else {
-            return Ok(None);
+        let page = loop {
+            let Some(position) = self.pager.next().cloned() else {
+                return Ok(None);
+            };
+            let mut query = vec![(
+                "limit",
+                self.pager.size().clamp(1, MAX_PAGE_SIZE).to_string(),
+            )];
+            match &position {
+                Position::Offset(offset) => query.push(("offset", offset.to_string())),
+                Position::After(Some(id)) => query.push(("starting_after", id.clone())),
+                Position::After(None) => {}
+            }
+            query.extend(self.query.iter().cloned());
+            match self.api.page(&self.path, &query).await {
+                // A cursor whose object went between two pages: start after an earlier one.
+                Err(ApiError::Status { status, .. })
+                    if matches!(status, 400 | 404 | 422)
+                        && matches!(position, Position::After(Some(_)))
+                        && self.pager.step_back() =>
+                {
+                    tracing::warn!(
+                        path = self.path,
+                        status,
+                        "Clerk API: the cursor's object is gone; starting after the one before it"
+                    );
+                }
+                page => break page?,
+            }
         };
-        let mut query = vec![(
-            "limit",
-            self.pager.size().clamp(1, MAX_PAGE_SIZE).to_string(),
-        )];
-        match position {
-            Position::Offset(offset) => query.push(("offset", offset.to_string())),
-            Position::After(Some(id)) => query.push(("starting_after", id.clone())),
-            Position::After(None) => {}
-        }
-        query.extend(self.query.iter().cloned());
-        let page = self.api.page(&self.path, &query).await?;
         let items = self
             .pager
             .take(page.items)
@@ -433,6 +449,45 @@ fn refusal(status: u16, path: &str, body: &[u8]) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Against the fake Clerk API (which answers 400 for a cursor naming no user): a user
+    /// deleted between two pages, the one the next page starts after, is stepped over.
+    #[tokio::test]
+    async fn users_are_read_by_cursor_past_a_cursor_user_deleted_between_pages() {
+        let fake = test_support::fake_clerk::FakeClerk::start("sk_test_cursor").await;
+        fake.add_users("c", 25);
+        let api = ClerkApi::new(
+            &fake.url,
+            SecretString::from("sk_test_cursor".to_string()),
+            RetryPolicy::default(),
+        )
+        .unwrap();
+        let mut listing = api.listing(List::Users, 10);
+        let mut read: Vec<String> = Vec::new();
+        let first = listing.next().await.unwrap().unwrap();
+        read.extend(first.items.iter().filter_map(|i| id_of(i)));
+        fake.delete_user("user_c_9");
+        while let Some(page) = listing.next().await.unwrap() {
+            read.extend(page.items.iter().filter_map(|i| id_of(i)));
+        }
+        let want: Vec<String> = (0..25).map(|i| format!("user_c_{i}")).collect();
+        assert_eq!(read, want);
+        let requests = fake.requests();
+        let after: Vec<(Option<&str>, u16)> = requests
+            .iter()
+            .filter(|r| r.path == "/v1/users")
+            .map(|r| (r.starting_after.as_deref(), r.status))
+            .collect();
+        assert_eq!(
+            after,
+            [
+                (None, 200),
+                (Some("user_c_9"), 400),
+                (Some("user_c_8"), 200),
+                (Some("user_c_19"), 200),
+            ]
+        );
+    }
 
     #[test]
     fn ids_cannot_change_the_path() {

@@ -66,6 +66,8 @@ pub(super) struct Pager {
     size: u32,
     position: Position,
     previous: std::collections::HashSet<String>,
+    /// The ids of the last cursor page, in order: where to step back to.
+    last_page: Vec<String>,
     done: bool,
 }
 
@@ -76,6 +78,7 @@ impl Pager {
             size: size.clamp(1, MAX_PAGE_SIZE),
             position: Position::Offset(0),
             previous: std::collections::HashSet::new(),
+            last_page: Vec::new(),
             done: false,
         }
     }
@@ -142,20 +145,28 @@ impl Pager {
     }
 
     /// A cursor page: Clerk's rule is to stop at a page shorter than `limit`; otherwise the
-    /// next page starts after this one's last id.
+    /// next page starts after this one's last id. Objects of the page before are dropped
+    /// (they come again after a [`Pager::step_back`]).
     fn take_after(
         &mut self,
         after: Option<String>,
         items: Vec<Box<RawValue>>,
     ) -> Result<Vec<Box<RawValue>>, String> {
         let shown = after.as_deref().unwrap_or("the start");
-        if items.len() < self.size as usize {
+        let ids: Vec<Option<String>> = items.iter().map(|item| id_of(item)).collect();
+        let full = items.len() >= self.size as usize;
+        let last = ids.last().cloned().flatten();
+        let fresh: Vec<Box<RawValue>> = items
+            .into_iter()
+            .zip(&ids)
+            .filter(|(_, id)| id.as_ref().is_none_or(|id| !self.previous.contains(id)))
+            .map(|(item, _)| item)
+            .collect();
+        if !full {
             self.done = true;
-            return Ok(items);
+            return Ok(fresh);
         }
-        let last = items
-            .last()
-            .and_then(|item| id_of(item))
+        let last = last
             .ok_or_else(|| format!("the page after {shown} ends with an object without an id"))?;
         if after.as_deref() == Some(last.as_str()) || self.previous.contains(&last) {
             return Err(format!(
@@ -163,9 +174,29 @@ impl Pager {
                  `starting_after` (is CLERK_API_URL Clerk's Backend API?)"
             ));
         }
-        self.previous = items.iter().filter_map(|item| id_of(item)).collect();
+        self.last_page = ids.into_iter().flatten().collect();
+        self.previous = self.last_page.iter().cloned().collect();
         self.position = Position::After(Some(last));
-        Ok(items)
+        Ok(fresh)
+    }
+
+    /// The cursor's object was refused (deleted between two pages: Clerk's documentation
+    /// doesn't say what it answers then): start after the object before it on the last
+    /// page instead; what comes again is dropped. `false` when there is none to step back
+    /// to.
+    pub(crate) fn step_back(&mut self) -> bool {
+        let Position::After(Some(current)) = &self.position else {
+            return false;
+        };
+        let Some(i) = self.last_page.iter().position(|id| id == current) else {
+            return false;
+        };
+        let Some(earlier) = i.checked_sub(1).map(|j| self.last_page[j].clone()) else {
+            return false;
+        };
+        self.last_page.truncate(i);
+        self.position = Position::After(Some(earlier));
+        true
     }
 }
 
@@ -282,6 +313,30 @@ mod tests {
         // A list of exactly one full page asks once more and gets nothing.
         let (read, asked) = read_by_cursor(&(0..10).collect::<Vec<_>>(), 10);
         assert_eq!((read.len(), asked.len()), (10, 2));
+    }
+
+    #[test]
+    fn a_cursor_object_deleted_between_pages_is_stepped_over() {
+        let mut list: Vec<u32> = (0..30).collect();
+        let mut pager = Pager::cursor(10);
+        let mut read = ids(&pager.take(objects(&list[..10])).unwrap());
+        // u9, the cursor, is deleted; the server refuses the cursor: start after u8.
+        list.retain(|&i| i != 9);
+        assert!(pager.step_back());
+        assert_eq!(pager.next(), Some(&Position::After(Some("u8".into()))));
+        let start = list.iter().position(|&i| i == 8).unwrap() + 1;
+        read.extend(ids(&pager.take(objects(&list[start..start + 10])).unwrap()));
+        let start = list.iter().position(|&i| i == 19).unwrap() + 1;
+        read.extend(ids(&pager.take(objects(&list[start..])).unwrap()));
+        // A full last page: one more, empty, ends it.
+        assert!(pager.take(objects(&[])).unwrap().is_empty());
+        assert!(pager.next().is_none());
+        let want: Vec<String> = (0..30).map(|i| format!("u{i}")).collect();
+        assert_eq!(read, want, "everything once (u9 was read before it went)");
+        // With nothing before the cursor on its page, there is nowhere to step back to.
+        let mut pager = Pager::cursor(1);
+        pager.take(objects(&[0])).unwrap();
+        assert!(!pager.step_back());
     }
 
     #[test]
