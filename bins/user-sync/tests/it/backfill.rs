@@ -798,7 +798,10 @@ async fn a_second_backfill_then_reconcile_and_a_resync_apply_within_seconds() {
     for id in ["user_s_7", "user_s_150", "user_s_299"] {
         assert!(users[id].get_bool("isDeleted").unwrap(), "{id}");
     }
-    assert!(took < Duration::from_secs(30), "took {took:?}");
+    // Alone on FerretDB this takes about 8 s (33.9 s before snapshot batches read first);
+    // beside the other suites in CI, 56 s once. The figure is printed above; the bound only
+    // catches the applying getting stuck behind the redeliveries' counts again.
+    assert!(took < Duration::from_secs(120), "took {took:?}");
     // Every event of the second backfill is counted a redelivery, not applied again (on
     // partitions of their own, some may still be on their way). The counts come after the
     // batches' new records, and on FerretDB each is a scan of the records: 30 s here
