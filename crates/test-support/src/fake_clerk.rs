@@ -4,7 +4,8 @@
 //! (<https://clerk.com/docs/reference/backend-api>, `bapi/2026-05-12.yml`): `GET /v1/users`
 //! (a bare array, `limit` 1–500 and `offset`, or the cursor `starting_after`),
 //! `/v1/users/count`, `/v1/users/{id}`, `/v1/organizations`,
-//! `/v1/organizations/{id}/memberships`, the instance-wide `/v1/organization_memberships`
+//! `/v1/organizations/{id}/memberships` and `/invitations`, the instance-wide
+//! `/v1/organization_memberships`
 //! and `/v1/organization_invitations`, and `/v1/billing/subscription_items` (`{"data":
 //! […], "total_count"}`), `/v1/organizations/{id}`, `/v1/instance`; bearer authentication
 //! (401 with Clerk's error body otherwise); and faults a test schedules: a 429 with
@@ -84,6 +85,9 @@ pub struct Data {
     pub invitations: Vec<Value>,
     /// Billing subscription items, as Clerk lists them (newest first).
     pub subscription_items: Vec<Value>,
+    /// Users `/v1/users/count` counts but `/v1/users` doesn't list: what a listing cut
+    /// short looks like.
+    pub phantom_users: usize,
     /// Faults still to happen.
     pub faults: Vec<Fault>,
     /// Every request answered.
@@ -124,6 +128,10 @@ impl FakeClerk {
             .route("/v1/organizations", get(organizations))
             .route("/v1/organizations/{id}", get(organization))
             .route("/v1/organizations/{id}/memberships", get(memberships))
+            .route(
+                "/v1/organizations/{id}/invitations",
+                get(organization_invitations),
+            )
             .route("/v1/organization_memberships", get(all_memberships))
             .route("/v1/organization_invitations", get(invitations))
             .route("/v1/billing/subscription_items", get(subscription_items))
@@ -570,7 +578,8 @@ async fn instance(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response 
 
 async fn users_count(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     answer(&s, &headers, "/v1/users/count", None, |data| {
-        Json(json!({"object": "total_count", "total_count": data.users.len()})).into_response()
+        let total = data.users.len() + data.phantom_users;
+        Json(json!({"object": "total_count", "total_count": total})).into_response()
     })
 }
 
@@ -660,6 +669,27 @@ async fn all_memberships(
             wrapped_page(&all, &q)
         },
     )
+}
+
+async fn organization_invitations(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<Paging>,
+) -> Response {
+    let path = format!("/v1/organizations/{id}/invitations");
+    answer(&s, &headers, &path, Some(&q), |data| {
+        if !data.organizations.iter().any(|o| o["id"] == id.as_str()) {
+            return not_found("Organization");
+        }
+        let list: Vec<Value> = data
+            .invitations
+            .iter()
+            .filter(|i| i["organization_id"] == id.as_str())
+            .cloned()
+            .collect();
+        wrapped_page(&list, &q)
+    })
 }
 
 async fn invitations(

@@ -163,6 +163,7 @@ async fn backfill_of_an_existing_instance_matches_clerk_and_respects_newer_webho
     );
     assert_eq!(summary.published.values().sum::<u64>(), objects as u64);
     assert_eq!(summary.skipped_count, 0);
+    assert!(!summary.to_string().contains("warning"), "{summary}");
 
     // The fake's log: users by cursor only, every other list within its offset limit, and
     // memberships from the one instance-wide list.
@@ -617,6 +618,7 @@ async fn the_command_line_backfills_on_demand_and_names_a_wrong_key_without_show
     let fake = FakeClerk::start(KEY).await;
     fake.add_users("c", 12);
     fake.add_organizations("c", 2, |_| 3);
+    fake.add_invitations(2);
     let run = |args: &'static [&'static str], key: &'static str| {
         let mut c = std::process::Command::new(BIN);
         c.env_clear()
@@ -638,13 +640,25 @@ async fn the_command_line_backfills_on_demand_and_names_a_wrong_key_without_show
         assert!(text.contains(sub), "{sub} missing from\n{text}");
     }
 
+    // Clerk counts 3 users more than it lists: the summary says so.
+    fake.data().phantom_users = 3;
     let dry = run(&["backfill", "--dry-run", "--page-size", "5"], KEY).await;
+    fake.data().phantom_users = 0;
     let out = succeeded(&dry);
     assert!(out.contains("nothing published"), "{out}");
-    for line in ["users", "organizations", "memberships"] {
+    assert!(
+        out.contains("warning: Clerk counted 15 users before the listing, which gave 12"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("warning: Clerk counted 2 organizations"),
+        "{out}"
+    );
+    for line in ["users", "organizations", "memberships", "invitations"] {
         let fetched = match line {
             "users" => 12,
             "organizations" => 2,
+            "invitations" => 4,
             _ => 6,
         };
         assert!(
@@ -670,7 +684,8 @@ async fn the_command_line_backfills_on_demand_and_names_a_wrong_key_without_show
     .await;
     let out = succeeded(&targeted);
     assert!(out.contains("not found in Clerk: user_missing"), "{out}");
-    wait_records(&app.db, 1 + 1 + 3, Duration::from_secs(60)).await;
+    // The user, the organization, its 3 memberships and its 2 invitations.
+    wait_records(&app.db, 1 + 1 + 3 + 2, Duration::from_secs(60)).await;
     let d = user_doc(&app.db, "user_c_7").await;
     assert_eq!(d.get_str("firstName").unwrap(), "First7");
     assert_eq!(
@@ -689,6 +704,15 @@ async fn the_command_line_backfills_on_demand_and_names_a_wrong_key_without_show
             .await
             .unwrap(),
         3
+    );
+    assert_eq!(
+        app.db
+            .collection::<Document>("organizationInvitations")
+            .count_documents(doc! {"organizationId": "org_c_1"})
+            .await
+            .unwrap(),
+        2,
+        "the organization's own invitations"
     );
 
     // Deleted in Clerk, webhook lost: reconcile finds it, and deletes it only with --apply.

@@ -89,6 +89,8 @@ pub(crate) enum List {
     Organizations,
     /// `/organizations/{id}/memberships`: one organization's.
     Memberships(String),
+    /// `/organizations/{id}/invitations`: one organization's, whatever their status.
+    OrganizationInvitations(String),
     /// `/organization_memberships`: every organization's, in one list.
     AllMemberships,
     /// `/organization_invitations`: every organization's, whatever their status.
@@ -104,6 +106,9 @@ impl List {
             List::Users => "/users".to_string(),
             List::Organizations => "/organizations".to_string(),
             List::Memberships(id) => format!("/organizations/{}/memberships", segment(id)),
+            List::OrganizationInvitations(id) => {
+                format!("/organizations/{}/invitations", segment(id))
+            }
             List::AllMemberships => "/organization_memberships".to_string(),
             List::Invitations => "/organization_invitations".to_string(),
             List::SubscriptionItems => "/billing/subscription_items".to_string(),
