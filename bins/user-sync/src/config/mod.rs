@@ -267,6 +267,23 @@ mod tests {
     }
 
     #[test]
+    fn webhook_events_are_kept_for_good_unless_a_ttl_in_days_is_set() {
+        let ttl = |value: Option<&str>| {
+            let mut vars = vec![("MONGODB_URI", "mongodb://127.0.0.1:27017/")];
+            vars.extend(value.map(|v| ("WEBHOOK_EVENTS_TTL_DAYS", v)));
+            MongoConfig::from_vars(pairs(&vars)).map(|c| c.events_ttl_days)
+        };
+        assert_eq!(ttl(None).unwrap(), None);
+        assert_eq!(ttl(Some("")).unwrap(), None);
+        assert_eq!(ttl(Some(" 30 ")).unwrap(), Some(30));
+        assert_eq!(ttl(Some("24855")).unwrap(), Some(24_855));
+        for bad in ["0", "-1", "1.5", "30d", "24856"] {
+            let e = ttl(Some(bad)).unwrap_err();
+            assert_eq!(e.variable, "WEBHOOK_EVENTS_TTL_DAYS", "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn the_clerk_key_is_required_trimmed_and_never_shown() {
         let e = ClerkConfig::from_vars(pairs(&[])).unwrap_err();
         assert!(e.to_string().contains("CLERK_SECRET_KEY"), "{e}");

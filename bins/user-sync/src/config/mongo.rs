@@ -21,7 +21,11 @@ struct MongoEnv {
     mongodb_payment_attempts_collection: Option<String>,
     #[serde(default = "keep_payload")]
     webhook_events_payload: bool,
+    webhook_events_ttl_days: Option<String>,
 }
+
+/// The longest `WEBHOOK_EVENTS_TTL_DAYS` (MongoDB's `expireAfterSeconds` is a 32-bit int).
+const MOST_TTL_DAYS: u32 = 24_855;
 
 fn keep_payload() -> bool {
     true
@@ -59,6 +63,9 @@ pub struct MongoConfig {
     /// `WEBHOOK_EVENTS_PAYLOAD`: whether each `webhook_events` record keeps a copy of its
     /// event's Clerk `data`.
     pub(crate) events_payload: bool,
+    /// `WEBHOOK_EVENTS_TTL_DAYS`: how long a `webhook_events` record is kept after
+    /// `processedAt` (`None`: for good).
+    pub(crate) events_ttl_days: Option<u32>,
 }
 
 impl MongoConfig {
@@ -142,6 +149,7 @@ impl MongoConfig {
                 Entity::PaymentAttempt,
             )?,
             events_payload: env.webhook_events_payload,
+            events_ttl_days: ttl_days(env.webhook_events_ttl_days.as_deref())?,
         };
         let mut names: Vec<&str> = Entity::ALL.iter().map(|&e| config.collection(e)).collect();
         names.sort_unstable();
@@ -167,6 +175,20 @@ impl MongoConfig {
             Entity::SubscriptionItem => &self.subscription_items_collection,
             Entity::PaymentAttempt => &self.payment_attempts_collection,
         }
+    }
+}
+
+/// `WEBHOOK_EVENTS_TTL_DAYS`: unset or empty, none; else whole days, 1 to [`MOST_TTL_DAYS`].
+fn ttl_days(value: Option<&str>) -> Result<Option<u32>, ConfigError> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(text) => match text.parse::<u32>() {
+            Ok(days @ 1..=MOST_TTL_DAYS) => Ok(Some(days)),
+            _ => Err(ConfigError::new(
+                "WEBHOOK_EVENTS_TTL_DAYS",
+                format!("must be a whole number of days from 1 to {MOST_TTL_DAYS}"),
+            )),
+        },
     }
 }
 

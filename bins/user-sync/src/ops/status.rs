@@ -56,6 +56,21 @@ pub struct Status {
     total_lag: u64,
     /// The newest `webhook_events` record of the last week that says `dead_lettered`.
     last_error: Option<LastError>,
+    /// How big `webhook_events` is, and how long it keeps a record.
+    events: EventsSize,
+}
+
+/// `webhook_events`' size (`collStats`; `None` where the server doesn't say) and the TTL
+/// of its `processedAt` index.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct EventsSize {
+    pub(crate) records: Option<u64>,
+    /// The records' size, uncompressed (`size`).
+    pub(crate) bytes: Option<u64>,
+    /// What they take on disk (`storageSize`).
+    pub(crate) storage_bytes: Option<u64>,
+    /// `expireAfterSeconds` of the index on `processedAt`, when it has one.
+    pub(crate) ttl_seconds: Option<u64>,
 }
 
 /// A collection's documents.
@@ -180,6 +195,7 @@ pub async fn from_store(store: &Store, entities: &[Entity], now: i64) -> crate::
         }
         Err(e) => return Err(e.into()),
     };
+    status.events = events_size(store).await?;
     status.last_error = last.map(|d| LastError {
         event_id: d.get_str("_id").unwrap_or_default().to_string(),
         event_type: d.get_str("type").ok().map(str::to_string),
@@ -190,6 +206,42 @@ pub async fn from_store(store: &Store, entities: &[Entity], now: i64) -> crate::
         error: d.get_str("error").unwrap_or_default().to_string(),
     });
     Ok(status)
+}
+
+/// `webhook_events`' size and TTL. Best effort: a server that refuses `collStats` (or
+/// lists no indexes) leaves the figures out.
+async fn events_size(store: &Store) -> crate::Result<EventsSize> {
+    let db = store.database();
+    let stats = crate::store::bounded(
+        db.run_command(doc! {"collStats": EVENTS_COLLECTION})
+            .into_future(),
+    )
+    .await?
+    .ok();
+    let number = |key: &str| {
+        stats
+            .as_ref()
+            .and_then(|s| s.get(key))
+            .and_then(integer)
+            .map(|n| n.max(0) as u64)
+    };
+    let events = db.collection::<Document>(EVENTS_COLLECTION);
+    let indexes: Vec<mongodb::IndexModel> =
+        match crate::store::bounded(events.list_indexes().into_future()).await? {
+            Ok(cursor) => cursor.try_collect().await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+    let ttl_seconds = indexes
+        .iter()
+        .filter(|i| i.keys == doc! {"processedAt": 1})
+        .find_map(|i| i.options.as_ref()?.expire_after)
+        .map(|d| d.as_secs());
+    Ok(EventsSize {
+        records: number("count"),
+        bytes: number("size"),
+        storage_bytes: number("storageSize"),
+        ttl_seconds,
+    })
 }
 
 /// The broker half: DLQ depths and the group's lag. Blocking: run it on a blocking thread.
@@ -323,6 +375,24 @@ impl Status {
                 self.not_counted.join(", ")
             )?;
         }
+        let e = &self.events;
+        let mib = |b: Option<u64>| {
+            b.map_or("-".to_string(), |b| {
+                format!("{:.1} MiB", b as f64 / 1_048_576.0)
+            })
+        };
+        let kept = match e.ttl_seconds {
+            Some(s) if s % 86_400 == 0 => format!("kept {} days (TTL)", s / 86_400),
+            Some(s) => format!("kept {s} s (TTL)"),
+            None => "kept for good (no TTL: WEBHOOK_EVENTS_TTL_DAYS)".to_string(),
+        };
+        writeln!(
+            f,
+            "  {} records, {} ({} on disk), {kept}",
+            e.records.map_or("-".to_string(), |n| n.to_string()),
+            mib(e.bytes),
+            mib(e.storage_bytes),
+        )?;
         Ok(())
     }
 
@@ -411,9 +481,16 @@ mod tests {
                 at: Some(0),
                 error: "E11000".into(),
             }),
+            events: EventsSize {
+                records: Some(10),
+                bytes: Some(3 * 1_048_576 + 104_858),
+                storage_bytes: Some(1_048_576),
+                ttl_seconds: Some(30 * 86_400),
+            },
         };
         let text = status.to_string();
         for line in [
+            "  10 records, 3.1 MiB (1.0 MiB on disk), kept 30 days (TTL)",
             "  users                                    12          1          2",
             "  stale                                     0          1",
             "  users.dlq                                 4",
@@ -428,8 +505,10 @@ mod tests {
         let mut slow = status.clone();
         slow.collections[0].deleted = None;
         slow.not_counted = vec!["last day"];
+        slow.events = EventsSize::default();
         let text = slow.to_string();
         for line in [
+            "  - records, - (- on disk), kept for good (no TTL: WEBHOOK_EVENTS_TTL_DAYS)",
             "  users                                    12          -          2",
             "  (-: not counted within 10 s; no index serves these counts)",
             "  stale                                     0          -",

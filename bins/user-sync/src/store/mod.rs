@@ -56,6 +56,8 @@ pub struct Store {
     link_matching: Arc<RwLock<Option<link::Matching>>>,
     /// `WEBHOOK_EVENTS_PAYLOAD`.
     events_payload: bool,
+    /// `WEBHOOK_EVENTS_TTL_DAYS`.
+    events_ttl_days: Option<u32>,
 }
 
 impl Store {
@@ -103,6 +105,7 @@ impl Store {
             traffic: Traffic::default(),
             link_matching: Arc::default(),
             events_payload: config.events_payload,
+            events_ttl_days: config.events_ttl_days,
         })
     }
 
@@ -184,32 +187,75 @@ impl Store {
         for (entity, (clerk_id, existing)) in checked {
             self.create_indexes(entity, clerk_id, &existing).await?;
         }
-        // `status` counts the outcomes of the last hour and day, and finds the last error,
-        // by processing time: without this index, each of those reads every record.
-        let by_time = IndexModel::builder()
-            .keys(doc! {"processedAt": 1})
-            .options(
-                IndexOptions::builder()
-                    .name("processedAt_1".to_string())
-                    .build(),
-            )
-            .build();
-        match build(
+        self.ensure_events_index().await
+    }
+
+    /// `status` counts the outcomes of the last hour and day, and finds the last error, by
+    /// processing time: without an index on `processedAt`, each of those reads every
+    /// record. With `WEBHOOK_EVENTS_TTL_DAYS` it is a TTL index, so MongoDB removes records
+    /// that many days after they were processed; our existing `processedAt_1` gets the TTL
+    /// (or its new value) with `collMod` (MongoDB 5.1+), or, where the server can't add a
+    /// TTL to an index that has none (DocumentDB), is made again with it. Without the
+    /// setting, an index there is used as it is, a TTL an operator set included.
+    async fn ensure_events_index(&self) -> Result<()> {
+        let ttl = self
+            .events_ttl_days
+            .map(|days| Duration::from_secs(u64::from(days) * 86_400));
+        let created = build(
             EVENTS_COLLECTION,
-            "processedAt_1",
-            self.events.create_index(by_time),
+            EVENTS_TIME_INDEX,
+            self.events.create_index(events_time_index(ttl)),
         )
-        .await?
-        {
-            Ok(_) => {}
+        .await?;
+        match (created, ttl) {
+            (Ok(_), _) => Ok(()),
             // One on processedAt exists with other options (a TTL index that caps the
             // collection, say): it serves the same reads.
-            Err(e) if matches!(command_code(&e), Some(85 | 86)) => {
+            (Err(e), None) if matches!(command_code(&e), Some(85 | 86)) => {
                 tracing::info!(error = %e, "webhook_events has its own index on processedAt; using it");
+                Ok(())
             }
-            Err(e) => return Err(e.into()),
+            (Err(e), Some(ttl)) if matches!(command_code(&e), Some(85 | 86)) => {
+                let seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+                let command = doc! {
+                    "collMod": EVENTS_COLLECTION,
+                    "index": {"name": EVENTS_TIME_INDEX, "expireAfterSeconds": seconds},
+                };
+                let refused = match bounded(self.db.run_command(command).into_future()).await? {
+                    Ok(_) => {
+                        tracing::info!(
+                            expire_after_seconds = seconds,
+                            "webhook_events: the TTL of the processedAt index set"
+                        );
+                        return Ok(());
+                    }
+                    Err(refused) => refused,
+                };
+                // Made again with the TTL: for a moment `status` reads without it.
+                tracing::info!(error = %refused, "webhook_events: processedAt_1 made again with the TTL");
+                let remade = async {
+                    self.events.drop_index(EVENTS_TIME_INDEX).await?;
+                    self.events.create_index(events_time_index(Some(ttl))).await
+                };
+                match build(EVENTS_COLLECTION, EVENTS_TIME_INDEX, remade).await? {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(Error::Startup(format!(
+                        "WEBHOOK_EVENTS_TTL_DAYS: the server refused to put a TTL on \
+                         webhook_events' index on processedAt ({refused}; then {e}); drop \
+                         that index and start user-sync again to have it made with the TTL, \
+                         or unset WEBHOOK_EVENTS_TTL_DAYS"
+                    ))),
+                }
+            }
+            // FerretDB 1.x: "Index option expireAfterSeconds is not implemented yet".
+            (Err(e), Some(_)) if matches!(command_code(&e), Some(59 | 115 | 238)) => {
+                Err(Error::Startup(format!(
+                    "WEBHOOK_EVENTS_TTL_DAYS: this server has no TTL indexes ({e}); unset \
+                     WEBHOOK_EVENTS_TTL_DAYS, or bound webhook_events another way"
+                )))
+            }
+            (Err(e), _) => Err(e.into()),
         }
-        Ok(())
     }
 
     /// What start-up can't live with in `entity`'s collection ([`Error::Startup`]), else
@@ -470,6 +516,22 @@ async fn build<T>(collection: &str, index: &str, create: impl IntoFuture<Output 
             collection: collection.to_string(),
             after: INDEX_BUILD_TIMEOUT,
         })
+}
+
+/// The index on `webhook_events.processedAt` (a TTL index with `WEBHOOK_EVENTS_TTL_DAYS`).
+const EVENTS_TIME_INDEX: &str = "processedAt_1";
+
+/// [`EVENTS_TIME_INDEX`], with `ttl` when there is one.
+fn events_time_index(ttl: Option<Duration>) -> IndexModel {
+    IndexModel::builder()
+        .keys(doc! {"processedAt": 1})
+        .options(
+            IndexOptions::builder()
+                .name(EVENTS_TIME_INDEX.to_string())
+                .expire_after(ttl)
+                .build(),
+        )
+        .build()
 }
 
 /// The unique `clerkId` index user-sync creates where there is none.

@@ -12,6 +12,7 @@ mod link;
 mod managed_kafka;
 mod monitoring;
 mod outage;
+mod retention;
 mod stamps;
 
 use std::collections::HashMap;
