@@ -31,12 +31,20 @@ pub struct PublishLabels {
     pub result: String,
 }
 
+/// Labels of `clerk_sync_webhook_request_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `accepted` or the error code in lower case.
+    pub outcome: String,
+}
+
 /// Every metric, and the registry that renders them.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     ready: prometheus_client::metrics::gauge::Gauge,
     requests: Family<RequestLabels, Counter>,
+    request_duration: Family<OutcomeLabels, Histogram>,
     verification_failures: Family<ReasonLabels, Counter>,
     publish_duration: Family<PublishLabels, Histogram>,
 }
@@ -58,6 +66,16 @@ impl Metrics {
             "Webhook requests by Clerk event type and outcome",
             requests.clone(),
         );
+        let request_duration = Family::<OutcomeLabels, Histogram>::new_with_constructor(|| {
+            // 1 ms … ~33 s (REQUEST_TIMEOUT_MS is 30 s by default)
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
+        registry.register(
+            "webhook_request_duration_seconds",
+            "Time from a /webhook request's head to its answer, by outcome (body read, \
+             verification and the broker's acknowledgement included)",
+            request_duration.clone(),
+        );
         let verification_failures = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "webhook_verification_failures",
@@ -77,6 +95,7 @@ impl Metrics {
             registry,
             ready,
             requests,
+            request_duration,
             verification_failures,
             publish_duration,
         }
@@ -90,6 +109,15 @@ impl Metrics {
                 outcome: outcome.to_string(),
             })
             .inc();
+    }
+
+    /// Records how long one webhook request took, by outcome.
+    pub fn request_duration(&self, outcome: &str, seconds: f64) {
+        self.request_duration
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .observe(seconds);
     }
 
     /// Counts one verification failure.
@@ -121,6 +149,6 @@ impl Metrics {
         let mut out = String::new();
         // Writing into a String can't fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        common::process::with_process_metrics(out)
     }
 }

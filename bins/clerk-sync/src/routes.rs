@@ -27,16 +27,20 @@ struct Accepted {
 /// and the headers costs a body read.
 #[tracing::instrument(skip_all, fields(svix_id, event_type, topic))]
 pub(crate) async fn webhook(State(state): State<AppState>, request: Request) -> Response {
-    let deadline = Instant::now() + state.limits.request_timeout;
+    let started = Instant::now();
+    let deadline = started + state.limits.request_timeout;
     let result = accept(&state, request, deadline).await;
+    let took = started.elapsed().as_secs_f64();
     match result {
         Ok(accepted) => {
             state.metrics.request(&accepted.event_type, "accepted");
+            state.metrics.request_duration("accepted", took);
             Json(json!({"status": "accepted", "id": accepted.event_id})).into_response()
         }
         Err(e) => {
             let outcome = e.code().to_ascii_lowercase();
             state.metrics.request("unknown", &outcome);
+            state.metrics.request_duration(&outcome, took);
             if e.status() == StatusCode::UNAUTHORIZED {
                 state.metrics.verification_failure(&outcome);
             }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod healthcheck;
 pub mod kafka;
 pub mod metrics;
+pub mod process;
 pub mod shutdown;
 pub mod telemetry;
 

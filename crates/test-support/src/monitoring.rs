@@ -78,8 +78,9 @@ pub fn exported(text: &str, name: &str) -> bool {
 }
 
 /// Checks a service's `/metrics` `text` against deploy/monitoring: every metric starting
-/// with `prefix` that the files name is exported (and they name at least `at_least`), and
-/// the service reports `<prefix>ready 1` and `<prefix>build_info{version="…"} 1`.
+/// with `prefix` that the files name is exported (and they name at least `at_least`), as
+/// is every `process_*` metric they name (both services export those), and the service
+/// reports `<prefix>ready 1` and `<prefix>build_info{version="…"} 1`.
 pub fn assert_exports_what_monitoring_names(
     text: &str,
     prefix: &str,
@@ -88,7 +89,9 @@ pub fn assert_exports_what_monitoring_names(
 ) {
     let names = names(prefix);
     assert!(names.len() >= at_least, "{names:?}");
-    for name in &names {
+    let process = self::names("process_");
+    assert!(process.len() >= 4, "{process:?}");
+    for name in names.iter().chain(&process) {
         assert!(
             exported(text, name),
             "{name} is in deploy/monitoring but not in the service's /metrics:\n{text}"

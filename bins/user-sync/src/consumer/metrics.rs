@@ -151,7 +151,7 @@ impl Metrics {
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        common::process::with_process_metrics(out)
     }
 }
 
