@@ -167,30 +167,17 @@ pub struct OrganizationObject {
 pub struct BillingObject {
     /// `csub_…`, `csub_item_…`, `pa_…`
     pub id: String,
-    /// Who pays (absent on items nested in a subscription, present on standalone events).
+    /// Who pays (absent on items nested in a subscription, present on standalone events):
+    /// its `id` (`cpayer_…`), `user_id` and `organization_id`, read leniently. Clerk sends
+    /// `""` for whichever of the last two doesn't apply.
     #[serde(default)]
-    pub payer: Option<Payer>,
+    pub payer: Option<Loose>,
     /// The payer's billing id, on subscriptions.
     #[serde(default, deserialize_with = "lenient::text")]
     pub payer_id: Option<String>,
     /// Milliseconds since the epoch.
     #[serde(default, deserialize_with = "lenient::int")]
     pub updated_at: Option<i64>,
-}
-
-/// The payer of a billing object. Clerk sends `""` for whichever of `user_id` and
-/// `organization_id` doesn't apply; empty, null and absent all read as `None`.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Payer {
-    /// `cpayer_…`
-    #[serde(default, deserialize_with = "lenient::text")]
-    pub id: Option<String>,
-    /// The paying user, for a user payer.
-    #[serde(default, deserialize_with = "lenient::text")]
-    pub user_id: Option<String>,
-    /// The paying organization, for an organization payer.
-    #[serde(default, deserialize_with = "lenient::text")]
-    pub organization_id: Option<String>,
 }
 
 /// What can be read from any JSON object, whatever its shape: the fields that key and time

@@ -165,7 +165,7 @@ fn record_of(event_type: &str, data: &str) -> Result<Normalized, NormalizeError>
         // Only user events must have their shape: they change documents. Any other verified
         // event is kept (nothing verified is dropped), as an `other` record.
         Err(_) if family != Family::Users => {
-            let loose = loose(data);
+            let loose = Loose::read(data);
             // Keep the subject's key when the payload has it, so its events stay in one
             // partition.
             let key = match family {
@@ -180,11 +180,6 @@ fn record_of(event_type: &str, data: &str) -> Result<Normalized, NormalizeError>
         }
         Err(e) => Err(e),
     }
-}
-
-/// [`Loose`] reads any object; one that repeats a key is read as if it had none.
-fn loose(data: &str) -> Loose {
-    Loose::read(data)
 }
 
 fn other_record(event_type: &str, loose: Loose) -> Normalized {
@@ -306,7 +301,7 @@ fn family_record(
                 updated_at: object.updated_at,
             })
         }
-        Family::Other => Ok(other_record(event_type, loose(data))),
+        Family::Other => Ok(other_record(event_type, Loose::read(data))),
     }
 }
 

@@ -121,13 +121,7 @@ impl Pager {
             unreachable!("cursor pages return above")
         };
         let full = items.len() >= self.size as usize;
-        let ids: Vec<Option<String>> = items.iter().map(|item| id_of(item)).collect();
-        let fresh: Vec<Box<RawValue>> = items
-            .into_iter()
-            .zip(&ids)
-            .filter(|(_, id)| id.as_ref().is_none_or(|id| !self.previous.contains(id)))
-            .map(|(item, _)| item)
-            .collect();
+        let (ids, fresh) = self.unseen(items);
         if full && fresh.is_empty() {
             return Err(format!(
                 "the page at offset {offset} holds only objects already read: the server \
@@ -153,15 +147,9 @@ impl Pager {
         items: Vec<Box<RawValue>>,
     ) -> Result<Vec<Box<RawValue>>, String> {
         let shown = after.as_deref().unwrap_or("the start");
-        let ids: Vec<Option<String>> = items.iter().map(|item| id_of(item)).collect();
         let full = items.len() >= self.size as usize;
+        let (ids, fresh) = self.unseen(items);
         let last = ids.last().cloned().flatten();
-        let fresh: Vec<Box<RawValue>> = items
-            .into_iter()
-            .zip(&ids)
-            .filter(|(_, id)| id.as_ref().is_none_or(|id| !self.previous.contains(id)))
-            .map(|(item, _)| item)
-            .collect();
         if !full {
             self.done = true;
             return Ok(fresh);
@@ -178,6 +166,18 @@ impl Pager {
         self.previous = self.last_page.iter().cloned().collect();
         self.position = Position::After(Some(last));
         Ok(fresh)
+    }
+
+    /// A page's ids, in order, and its items not on the page read before.
+    fn unseen(&self, items: Vec<Box<RawValue>>) -> (Vec<Option<String>>, Vec<Box<RawValue>>) {
+        let ids: Vec<Option<String>> = items.iter().map(|item| id_of(item)).collect();
+        let fresh = items
+            .into_iter()
+            .zip(&ids)
+            .filter(|(_, id)| id.as_ref().is_none_or(|id| !self.previous.contains(id)))
+            .map(|(item, _)| item)
+            .collect();
+        (ids, fresh)
     }
 
     /// The cursor's object was refused (deleted between two pages: Clerk's documentation
