@@ -40,10 +40,10 @@ services_pid=$!
 # The index-backed MongoDB-wire server (mongo-java-server), on its own port and data dir.
 memory=(env SERVICES_DATA="$PWD/target/services-memory" MONGO_ENGINE=memory
   MONGO_PORT=$((${MONGO_PORT:-27017} + 100)))
-fresh_pid= fresh_rootfs_pid= deny_pid=
+fresh_pid= fresh_rootfs_pid= deny_pid= mdbook_pid=
 stop_services() {
   # What runs in the background runs in sessions of its own: stop all of each.
-  for pid in $fresh_rootfs_pid $fresh_pid $deny_pid; do kill -- "-$pid" 2>/dev/null || true; done
+  for pid in $fresh_rootfs_pid $fresh_pid $deny_pid $mdbook_pid; do kill -- "-$pid" 2>/dev/null || true; done
   if [[ ${KEEP_SERVICES:-0} != 1 ]]; then
     scripts/services.sh down || true
     "${memory[@]}" scripts/services.sh down mongo 2>/dev/null || true
@@ -67,6 +67,15 @@ fi
 # promtool (for the alert rules) builds from the Go module proxy the first time, meanwhile too.
 scripts/promtool.sh install >target/services/promtool.log 2>&1 &
 promtool_pid=$!
+# So does Helm (for the chart; the repository tests render it too).
+scripts/helm.sh install >target/services/helm.log 2>&1 &
+helm_pid=$!
+# And the OpenTelemetry Collector, the OTLP receiver of the tracing test.
+scripts/otelcol.sh install >target/services/otelcol.log 2>&1 &
+otelcol_pid=$!
+# And the AsyncAPI parser (for schema/asyncapi.yaml), from the npm registry the first time.
+scripts/asyncapi.sh install >target/services/asyncapi.log 2>&1 &
+asyncapi_pid=$!
 
 step "cargo build --workspace --all-targets"
 cargo build --workspace --all-targets --locked
@@ -85,11 +94,25 @@ fi
 # cargo-deny compiles for minutes the first time: beside the tests too.
 setsid scripts/cargo-deny.sh install >target/services/cargo-deny.log 2>&1 &
 deny_pid=$!
+# mdBook (for the book in docs/) too, from crates.io the first time.
+setsid scripts/docs.sh install >target/services/mdbook.log 2>&1 &
+mdbook_pid=$!
 
 step "promtool: the alert rules, and their unit tests"
 await "$promtool_pid" target/services/promtool.log "could not build promtool"
 scripts/promtool.sh check rules deploy/monitoring/alerts.yaml
 (cd deploy/monitoring && ../../scripts/promtool.sh test rules alerts.test.yaml)
+
+step "asyncapi: schema/asyncapi.yaml, parsed by @asyncapi/parser"
+await "$asyncapi_pid" target/services/asyncapi.log "could not install the AsyncAPI parser"
+scripts/asyncapi.sh check schema/asyncapi.yaml
+
+step "helm: lint and render the chart, with its defaults and with every option on"
+await "$helm_pid" target/services/helm.log "could not build helm"
+for values in deploy/helm/clerk-sync/values.yaml deploy/helm/clerk-sync/ci/all-on-values.yaml; do
+  scripts/helm.sh lint --strict deploy/helm/clerk-sync --values "$values"
+  scripts/helm.sh template clerk-sync deploy/helm/clerk-sync --values "$values" >/dev/null
+done
 
 step "waiting for the servers"
 await "$services_pid" target/services/up.log "scripts/services.sh up failed"
@@ -99,10 +122,12 @@ source target/services/exports
 export KAFKA_BROKERS MONGODB_URI
 echo "KAFKA_BROKERS=$KAFKA_BROKERS MONGODB_URI=$MONGODB_URI" >&2
 
+await "$otelcol_pid" target/services/otelcol.log "could not build the OpenTelemetry Collector"
+
 step "cargo test (against the servers above)"
 cargo test --workspace --locked --no-fail-fast
 
-# FerretDB makes user-sync write one statement at a time (see the README); MongoDB and
+# FerretDB makes user-sync write one statement at a time (docs/src/test-servers.md); MongoDB and
 # mongo-java-server take the batched multi-statement path, which only this run exercises.
 # The outage tests are left out: this server keeps nothing across a restart.
 step "user-sync against mongo-java-server (the batched write path)"
@@ -121,6 +146,11 @@ step "cargo deny check bans licenses sources (advisories need RustSec's database
 await "$deny_pid" target/services/cargo-deny.log "could not install cargo-deny"
 deny_pid=
 scripts/cargo-deny.sh check bans licenses sources
+
+step "docs: mdBook build (into target/book), and its links"
+await "$mdbook_pid" target/services/mdbook.log "could not install mdBook"
+mdbook_pid=
+scripts/docs.sh build
 
 if [[ -n $fresh_pid ]]; then
   step "README quick start on a fresh Debian machine: waiting for it"

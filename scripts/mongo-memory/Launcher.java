@@ -3,8 +3,7 @@
 //
 // mongo-java-server says it is MongoDB 4.0 (wire version 7); the Rust driver refuses
 // servers below wire version 9 (MongoDB 4.2). The backend takes any MongoVersion, so this
-// one claims 6.0 (wire version 17). What differs from MongoDB is in the README ("Test
-// servers").
+// one claims 6.0 (wire version 17). What differs from MongoDB is in docs/src/test-servers.md.
 import de.bwaldvogel.mongo.MongoServer;
 import de.bwaldvogel.mongo.MongoVersion;
 import de.bwaldvogel.mongo.backend.memory.MemoryBackend;

@@ -11,7 +11,7 @@ use clerk_sync::Config;
 
 /// Verifies Clerk's Svix-signed webhooks and publishes them to Kafka.
 ///
-/// Configured by environment variables (see the README's table): CLERK_WEBHOOK_SECRET,
+/// Configured by environment variables (see docs/src/configuration.md): CLERK_WEBHOOK_SECRET,
 /// KAFKA_BROKERS, PORT and the others.
 #[derive(Parser)]
 #[command(version, about, long_about)]
@@ -61,11 +61,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve => {
             let config = Config::from_env()?;
-            common::telemetry::init(config.log_format);
+            let telemetry = common::telemetry::init(config.log_format, "clerk-sync")?;
             let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.port))
                 .await
                 .with_context(|| format!("cannot listen on port {} (PORT)", config.port))?;
-            clerk_sync::run(config, listener).await?;
+            let served = clerk_sync::run(config, listener).await;
+            telemetry.shutdown();
+            served?;
         }
         Command::Sign {
             secret,

@@ -4,11 +4,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::kafka::{broker_reachable, KafkaSettings};
+use common::traces::KeyValue;
 use events::{EventMessage, Family};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
+use tracing::Instrument;
 
 use crate::config::Topics;
 use crate::metrics::Metrics;
@@ -118,8 +120,22 @@ impl Publisher {
         deadline: Instant,
     ) -> Result<&str, PublishError> {
         let topic = self.topics.for_family(Family::of(&message.event_type));
+        let span = tracing::info_span!("publish", otel.name = %format!("send {topic}"), otel.kind = "producer");
+        common::traces::set_attributes(
+            &span,
+            [
+                KeyValue::new("messaging.system", "kafka"),
+                KeyValue::new("messaging.operation.type", "send"),
+                KeyValue::new("messaging.destination.name", topic.to_string()),
+                KeyValue::new("messaging.message.id", message.event_id.clone()),
+                KeyValue::new("messaging.kafka.message.key", message.subject_id.clone()),
+            ],
+        );
         let payload = message.to_json();
-        let pairs = message.headers();
+        let mut pairs = message.headers();
+        // The message carries this span's context: user-sync links the batch that applies
+        // it (and its DLQ copy, and a replay of that) to this trace.
+        common::traces::inject(&span, &mut pairs);
         let headers = common::kafka::owned_headers(&pairs);
         let record = FutureRecord::to(topic)
             .key(message.subject_id.as_bytes())
@@ -132,8 +148,9 @@ impl Publisher {
             .min(deadline.saturating_duration_since(started));
         // message.timeout.ms bounds librdkafka's own wait; this bounds ours, whatever
         // happens inside it (a full local queue, a stuck metadata request).
-        let result =
-            tokio::time::timeout(wait, self.producer.send(record, Timeout::After(wait))).await;
+        let result = tokio::time::timeout(wait, self.producer.send(record, Timeout::After(wait)))
+            .instrument(span.clone())
+            .await;
         let outcome = match result {
             Ok(Ok(delivery)) => {
                 tracing::debug!(
@@ -152,6 +169,9 @@ impl Publisher {
         };
         self.metrics
             .publish(topic, outcome.is_ok(), started.elapsed().as_secs_f64());
+        if let Err(e) = &outcome {
+            common::traces::set_error(&span, e.to_string());
+        }
         outcome
     }
 

@@ -7,9 +7,11 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use common::traces::KeyValue;
 use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::in_flight::Place;
@@ -25,8 +27,40 @@ struct Accepted {
 /// `POST /webhook`: check the query secret and the Svix headers, take a place in flight,
 /// read the body, verify, normalize, publish, then answer. Nothing before the query secret
 /// and the headers costs a body read.
-#[tracing::instrument(skip_all, fields(svix_id, event_type, topic))]
+///
+/// Its span is the trace's root (or joins the trace of a proxy in front that sends
+/// `traceparent`); the publish is its child, and the message carries that child's context.
 pub(crate) async fn webhook(State(state): State<AppState>, request: Request) -> Response {
+    let span = tracing::info_span!(
+        "webhook",
+        otel.name = "POST /webhook",
+        otel.kind = "server",
+        svix_id = tracing::field::Empty,
+        event_type = tracing::field::Empty,
+        topic = tracing::field::Empty,
+    );
+    common::traces::continue_from(&span, |name| {
+        request.headers().get(name).and_then(|v| v.to_str().ok())
+    });
+    let response = answer(state, request).instrument(span.clone()).await;
+    let status = response.status();
+    common::traces::set_attributes(
+        &span,
+        [
+            KeyValue::new("http.request.method", "POST"),
+            KeyValue::new("http.route", "/webhook"),
+            KeyValue::new("http.response.status_code", i64::from(status.as_u16())),
+        ],
+    );
+    // A server span fails on 5xx only: a 4xx is the sender's mistake, answered as it
+    // should be (the semantic conventions' rule).
+    if status.is_server_error() {
+        common::traces::set_error(&span, status.to_string());
+    }
+    response
+}
+
+async fn answer(state: AppState, request: Request) -> Response {
     let started = Instant::now();
     let deadline = started + state.limits.request_timeout;
     let result = accept(&state, request, deadline).await;

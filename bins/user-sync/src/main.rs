@@ -15,7 +15,7 @@ use user_sync::{
 
 /// Keeps MongoDB in step with Clerk: consumes the events clerk-sync publishes to Kafka.
 ///
-/// Configured by environment variables (see the README's table): KAFKA_BROKERS,
+/// Configured by environment variables (see docs/src/configuration.md): KAFKA_BROKERS,
 /// MONGODB_URI, and for backfill and reconcile CLERK_SECRET_KEY and CLERK_API_URL.
 #[derive(Parser)]
 #[command(version, about, long_about)]
@@ -229,11 +229,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 async fn consume() -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    common::telemetry::init(config.log_format);
+    let telemetry = common::telemetry::init(config.log_format, "user-sync")?;
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.health_port))
         .await
         .with_context(|| format!("cannot listen on port {} (HEALTH_PORT)", config.health_port))?;
-    Ok(user_sync::run(config, listener).await?)
+    let consumed = user_sync::run(config, listener).await;
+    telemetry.shutdown();
+    Ok(consumed?)
 }
 
 async fn show_user(clerk_id: &str) -> anyhow::Result<()> {

@@ -505,6 +505,13 @@ pub fn header<M: rdkafka::Message + ?Sized>(message: &M, name: &str) -> Option<S
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
+/// A message header's value as text, borrowed; `None` when absent or not UTF-8.
+pub fn header_str<'m, M: rdkafka::Message + ?Sized>(message: &'m M, name: &str) -> Option<&'m str> {
+    use rdkafka::message::Headers;
+    let value = message.headers()?.iter().find(|h| h.key == name)?.value?;
+    std::str::from_utf8(value).ok()
+}
+
 /// One partition of a topic and the offsets it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Extent {

@@ -5,7 +5,9 @@
 //!   variable.
 //! - [`kafka`]: the Kafka variables of the contract (brokers, SASL, TLS, topic creation),
 //!   mapped to a librdkafka configuration, and topic creation at start-up.
-//! - [`telemetry`]: `LOG_FORMAT`/`RUST_LOG` logging.
+//! - [`telemetry`]: `LOG_FORMAT`/`RUST_LOG` logging, and OpenTelemetry traces when the
+//!   `OTEL_*` variables ask for them.
+//! - [`traces`]: the trace export and the W3C Trace Context headers on Kafka messages.
 //! - [`shutdown`]: the SIGTERM/SIGINT future.
 //! - [`metrics`]: the `build_info` and `ready` metrics both services export.
 //! - [`healthcheck`]: the `healthcheck` subcommand's probe of `/ready`.
@@ -20,6 +22,7 @@ pub mod metrics;
 pub mod process;
 pub mod shutdown;
 pub mod telemetry;
+pub mod traces;
 
 pub use config::{ConfigError, LogFormat};
 
@@ -28,7 +31,7 @@ pub use config::{ConfigError, LogFormat};
 /// about a third of user-sync's CPU at 1,250 events/s (`perf` during
 /// `scripts/e2e-bench.sh`: malloc, free and their consolidation), as every event allocates
 /// a few hundred small strings and documents across threads. mimalloc, with the payload
-/// converted once, brought user-sync from 288 to 148 µs per event (README, "Benchmarks").
+/// converted once, brought user-sync from 288 to 148 µs per event (docs/src/benchmarks.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub use secrecy::{ExposeSecret, SecretString};

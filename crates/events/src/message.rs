@@ -3,7 +3,12 @@
 //! Value: one JSON [`EventMessage`]. Key: [`EventMessage::subject_id`]. Headers:
 //! [`HEADER_EVENT_ID`], [`HEADER_EVENT_TYPE`], [`HEADER_SCHEMA_VERSION`]. A consumer checks
 //! `schema_version` before anything else, so a future version is refused, never misread.
+//!
+//! The value's JSON Schema is generated from these types ([`EventMessage::json_schema`]) and
+//! checked in as `schema/message.v1.schema.json` (tests/schema.rs keeps the two equal);
+//! `schema/asyncapi.yaml` describes the topics, keys and headers around it.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -23,21 +28,28 @@ pub const HEADER_EVENT_ORIGIN: &str = "event-origin";
 /// ours, so tools that speak CloudEvents read the messages as events: `ce_id` (the event
 /// id), `ce_type` (Clerk's type), `ce_source` (`urn:clerk:instance:<instance_id>`, or
 /// `…:unknown`), `ce_subject` (the subject id), `ce_time` (the event time, RFC 3339),
-/// `ce_specversion` (`1.0`) and `content-type` (`application/json`: the value, our message,
-/// is the event's data).
-pub const CLOUDEVENTS_HEADERS: [&str; 7] = [
+/// `ce_dataschema` ([`SCHEMA_ID`], the JSON Schema of the value), `ce_specversion` (`1.0`)
+/// and `content-type` (`application/json`: the value, our message, is the event's data).
+pub const CLOUDEVENTS_HEADERS: [&str; 8] = [
     "ce_specversion",
     "ce_id",
     "ce_type",
     "ce_source",
     "ce_subject",
     "ce_time",
+    "ce_dataschema",
     "content-type",
 ];
 
+/// The `$id` of the message's JSON Schema ([`EventMessage::json_schema`], checked in as
+/// `schema/message.v1.schema.json`), and the CloudEvents `dataschema` of every message.
+/// Version 1's: additive fields keep it, a new `schema_version` gets a new file and id.
+pub const SCHEMA_ID: &str =
+    "https://raw.githubusercontent.com/clerk-sync/clerk-sync/main/schema/message.v1.schema.json";
+
 /// Where a message came from. Every origin goes through the same order rules; the origin
 /// is there for people reading `webhook_events` and the topics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Origin {
     /// A Svix-signed webhook, through clerk-sync. Messages written before this field existed
@@ -69,11 +81,21 @@ impl Origin {
 }
 
 /// One Clerk event, normalized. This is the Kafka message value.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+// The schema also says what `decode` checks beyond the shape: the version, non-empty ids,
+// and a user record for `user.*` (not that its id is the subject's: JSON Schema can't).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend(
+    "$id" = SCHEMA_ID,
+    "if" = {"properties": {"type": {"type": "string", "pattern": "^user\\."}}},
+    "then" = {"properties": {"record": {"properties": {"kind": {"const": "user"}}}}}
+))]
 pub struct EventMessage {
-    /// Always [`SCHEMA_VERSION`] for messages written by this crate.
+    /// The format's version: [`SCHEMA_VERSION`] for messages written by this crate. A reader
+    /// refuses a version it doesn't know.
+    #[schemars(extend("const" = SCHEMA_VERSION))]
     pub schema_version: u32,
     /// The `svix-id` of the delivery: the same for every retry, so it is the idempotency key.
+    #[schemars(length(min = 1))]
     pub event_id: String,
     /// The Clerk event type, such as `user.updated`.
     #[serde(rename = "type")]
@@ -86,6 +108,7 @@ pub struct EventMessage {
     /// What the event is about, and the Kafka key: the user id for `user.*` and `session.*`,
     /// the organization id for organization events, the payer's user or organization id for
     /// billing events.
+    #[schemars(length(min = 1))]
     pub subject_id: String,
     /// The fields consumers use, in one shape whatever Clerk's payload version.
     pub record: Record,
@@ -121,7 +144,7 @@ impl PartialEq for EventMessage {
 }
 
 /// The normalized part of a message, by kind of object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Record {
     /// `user.*`, including `user.deleted` (then `deleted` is true and only `id` is known).
@@ -177,7 +200,7 @@ pub enum Record {
 }
 
 /// Who pays for a Clerk Billing subscription.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PayerType {
     /// A user (`payer.user_id`).
@@ -197,7 +220,7 @@ impl PayerType {
 }
 
 /// A Clerk user, normalized.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct UserRecord {
     /// `user_…`
     pub id: String,
@@ -228,7 +251,7 @@ pub struct UserRecord {
 }
 
 /// One email address of a user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct EmailAddress {
     /// `idn_…`
     pub id: String,
@@ -322,7 +345,7 @@ impl EventMessage {
     /// same event as CloudEvents binary-mode headers ([`CLOUDEVENTS_HEADERS`]; `ce_time` is
     /// left out for an event time RFC 3339 can't write, outside years 0 to 9999).
     pub fn headers(&self) -> Vec<(&'static str, String)> {
-        let [spec, id, kind, source, subject, time, content_type] = CLOUDEVENTS_HEADERS;
+        let [spec, id, kind, source, subject, time, dataschema, content_type] = CLOUDEVENTS_HEADERS;
         let mut headers = vec![
             (HEADER_EVENT_ID, self.event_id.clone()),
             (HEADER_EVENT_TYPE, self.event_type.clone()),
@@ -343,8 +366,27 @@ impl EventMessage {
         if let Some(at) = rfc3339_millis(self.event_time) {
             headers.push((time, at));
         }
+        headers.push((dataschema, SCHEMA_ID.to_string()));
         headers.push((content_type, "application/json".to_string()));
         headers
+    }
+
+    /// The JSON Schema of the message value (draft-07, `$id` [`SCHEMA_ID`]), as a v1
+    /// reader takes it: what [`EventMessage::decode`] accepts, so a field a reader fills
+    /// in when missing (`origin`, the nullable ones) isn't required, though this crate
+    /// always writes it. Checked in as `schema/message.v1.schema.json`.
+    ///
+    /// Draft-07, not 2020-12: AsyncAPI 3's parsers take draft-07 payload schemas. Keys are
+    /// sorted (after the keywords schemars writes first, `$id`, `title`, `type`, …), so
+    /// the text is the same whether or not another crate of the build turns on serde_json's
+    /// `preserve_order`, which would keep the order they were made in.
+    pub fn json_schema() -> schemars::Schema {
+        let schema = schemars::generate::SchemaSettings::draft07()
+            .for_deserialize()
+            .with_transform(schemars::transform::RecursiveTransform(plain_description))
+            .into_generator()
+            .into_root_schema_for::<EventMessage>();
+        schemars::Schema::try_from(sorted(schema.as_value().clone())).unwrap_or(schema)
     }
 
     /// The user record, for `user.*` messages.
@@ -353,6 +395,34 @@ impl EventMessage {
             Record::User(user) => Some(user),
             _ => None,
         }
+    }
+}
+
+/// A description from a doc comment, for readers of the schema rather than of rustdoc:
+/// one line per paragraph, and `[`X`]` links as plain `X`.
+fn plain_description(schema: &mut schemars::Schema) {
+    if let Some(serde_json::Value::String(text)) = schema.get_mut("description") {
+        *text = text
+            .split("\n\n")
+            .map(|paragraph| paragraph.split('\n').collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join("\n\n")
+            .replace("[`", "`")
+            .replace("`]", "`");
+    }
+}
+
+/// `value` with every object's keys in order.
+fn sorted(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
     }
 }
 
@@ -386,8 +456,9 @@ mod tests {
         assert_eq!(headers["ce_source"], "urn:clerk:instance:ins_2abc");
         assert_eq!(headers["ce_subject"], "user_1");
         assert_eq!(headers["ce_time"], "2024-11-24T16:00:00.123Z");
+        assert_eq!(headers["ce_dataschema"], SCHEMA_ID);
         assert_eq!(headers["content-type"], "application/json");
-        assert_eq!(headers.len(), 11, "no name twice");
+        assert_eq!(headers.len(), 12, "no name twice");
     }
 
     #[test]

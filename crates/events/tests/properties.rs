@@ -1,7 +1,10 @@
 //! Property tests: whatever bytes arrive, normalizing and decoding never panic and always
-//! end in a value or a named error; what normalizes keeps `data` byte for byte.
+//! end in a value or a named error; what normalizes keeps `data` byte for byte and passes
+//! the message's JSON Schema.
 //! `PROPTEST_CASES` overrides the case counts (scripts/fuzz.sh runs millions).
 #![allow(missing_docs, clippy::unwrap_used)]
+
+use std::sync::OnceLock;
 
 use events::{normalize, EventMessage, NormalizeError};
 use proptest::prelude::*;
@@ -55,6 +58,20 @@ fn envelope() -> impl Strategy<Value = Value> {
         .prop_map(|(t, data, ts)| json!({"type": t, "data": data, "timestamp": ts}))
 }
 
+/// The checked-in schema, `schema/message.v1.schema.json` (tests/schema.rs keeps it the
+/// types').
+fn schema() -> &'static jsonschema::Validator {
+    static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../schema/message.v1.schema.json"
+        );
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        jsonschema::validator_for(&schema).unwrap()
+    })
+}
+
 fn check_normalize(body: &[u8]) {
     match normalize("msg_prop", body) {
         Ok(m) => {
@@ -62,6 +79,15 @@ fn check_normalize(body: &[u8]) {
             let text = std::str::from_utf8(body).unwrap();
             assert!(text.contains(m.data.get()));
             assert!(!m.subject_id.is_empty());
+            // (A number no f64 holds, such as 1e400, travels in `data` as received but
+            // can't be read into a Value to be judged.)
+            if let Ok(value) = serde_json::from_slice::<Value>(&m.to_json()) {
+                let errors: Vec<String> = schema()
+                    .iter_errors(&value)
+                    .map(|e| e.to_string())
+                    .collect();
+                assert!(errors.is_empty(), "{value}: {errors:?}");
+            }
             let again = EventMessage::decode(&m.to_json());
             if m.event_type.starts_with("user.") {
                 assert_eq!(again.unwrap(), m);

@@ -14,6 +14,7 @@
 pub mod bench;
 pub mod fake_clerk;
 pub mod monitoring;
+pub mod otel_collector;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

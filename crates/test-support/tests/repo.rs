@@ -2,8 +2,10 @@
 //! contract's names. (No Docker engine or Kubernetes cluster on the test machines.)
 #![allow(missing_docs)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
 
 use serde_yaml::Value;
 
@@ -101,9 +103,13 @@ fn read(path: &str) -> String {
 }
 
 fn yaml_docs(path: &str) -> Vec<Value> {
+    parse_yaml_docs(path, &read(path))
+}
+
+fn parse_yaml_docs(what: &str, text: &str) -> Vec<Value> {
     use serde::Deserialize;
-    serde_yaml::Deserializer::from_str(&read(path))
-        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{path}: {e}")))
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{what}: {e}")))
         .filter(|v| !v.is_null())
         .collect()
 }
@@ -372,6 +378,118 @@ fn kubernetes_docs() -> Vec<Value> {
     docs
 }
 
+const CHART: &str = "deploy/helm/clerk-sync";
+/// The chart's values with every option on (scripts/test.sh lints and renders it too).
+const ALL_ON_VALUES: &str = "deploy/helm/clerk-sync/ci/all-on-values.yaml";
+
+/// Kubernetes objects, from one source, for the checks every source must pass.
+struct Manifests {
+    /// Where they come from, for failure messages.
+    what: String,
+    docs: Vec<Value>,
+    /// Secrets and ConfigMaps they may refer to without holding them: those their values
+    /// name (the chart makes no Secret).
+    provided: BTreeSet<String>,
+}
+
+impl Manifests {
+    fn of_kind(&self, kind: &str) -> Vec<&Value> {
+        self.docs.iter().filter(|d| d["kind"] == kind).collect()
+    }
+
+    fn named(&self, kind: &str, name: &str) -> &Value {
+        self.of_kind(kind)
+            .into_iter()
+            .find(|d| d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{}: no {kind} {name}", self.what))
+    }
+}
+
+/// The plain manifests, and the Helm chart rendered with its defaults and with every option
+/// on: two ways to deploy, held to the same checks.
+struct DeployManifests {
+    plain: Manifests,
+    chart_defaults: Manifests,
+    chart_all_on: Manifests,
+}
+
+impl DeployManifests {
+    fn each(&self) -> [&Manifests; 3] {
+        [&self.plain, &self.chart_defaults, &self.chart_all_on]
+    }
+}
+
+fn deploy_manifests() -> &'static DeployManifests {
+    // Read and rendered once for every test.
+    static MANIFESTS: OnceLock<DeployManifests> = OnceLock::new();
+    MANIFESTS.get_or_init(|| DeployManifests {
+        plain: Manifests {
+            what: "deploy/kubernetes".to_string(),
+            docs: kubernetes_docs(),
+            provided: BTreeSet::new(),
+        },
+        chart_defaults: helm_template(None),
+        chart_all_on: helm_template(Some(ALL_ON_VALUES)),
+    })
+}
+
+/// `scripts/helm.sh template` of the chart, with its default values and `values` over them.
+fn helm_template(values: Option<&str>) -> Manifests {
+    let mut helm = Command::new(root().join("scripts/helm.sh"));
+    // Without Helm, the script exits 3 instead of building it for minutes inside a test.
+    helm.current_dir(root())
+        .env("TOOLS_NO_BUILD", "1")
+        .args(["template", "clerk-sync", CHART]);
+    helm.args(values.iter().flat_map(|v| ["--values", v]));
+    let out = helm.output().expect("scripts/helm.sh runs");
+    assert!(
+        out.status.code() != Some(3),
+        "Helm isn't built: run `scripts/helm.sh install` (it builds Helm from the Go module \
+         proxy once), then the tests again"
+    );
+    let what = format!("{CHART} with {}", values.unwrap_or("its default values"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{what}: helm template failed: {stderr}"
+    );
+    let rendered = String::from_utf8(out.stdout).expect("helm prints UTF-8");
+
+    let defaults = format!("{CHART}/values.yaml");
+    let mut provided = BTreeSet::new();
+    for file in std::iter::once(defaults.as_str()).chain(values) {
+        let values: Value =
+            serde_yaml::from_str(&read(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        sources_named(&values, &mut provided);
+    }
+    Manifests {
+        docs: parse_yaml_docs(&what, &rendered),
+        what,
+        provided,
+    }
+}
+
+/// The Secrets and ConfigMaps the chart's values name as sources of variables:
+/// `existingSecret` and every `envFrom` entry.
+fn sources_named(values: &Value, found: &mut BTreeSet<String>) {
+    let Some(mapping) = values.as_mapping() else {
+        return;
+    };
+    for (key, value) in mapping {
+        match key.as_str() {
+            Some("existingSecret") => found.extend(value.as_str().map(str::to_string)),
+            Some("envFrom") => {
+                for source in value.as_sequence().into_iter().flatten() {
+                    for kind in ["secretRef", "configMapRef"] {
+                        found.extend(source[kind]["name"].as_str().map(str::to_string));
+                    }
+                }
+            }
+            _ => sources_named(value, found),
+        }
+    }
+}
+
 /// The Dockerfile's last stage: what the image holds.
 fn runtime_stage(dockerfile: &str) -> &str {
     &dockerfile[dockerfile.rfind("\nFROM ").expect("a runtime stage")..]
@@ -458,8 +576,8 @@ fn deployments_execute_only_programs_the_image_contains() {
         serde_json::from_str(entrypoint).expect("ENTRYPOINT in exec form");
 
     let mut executed = Vec::new();
-    for doc in kubernetes_docs() {
-        executed_by(&doc, &entrypoint[0], &mut executed);
+    for doc in deploy_manifests().each().iter().flat_map(|m| &m.docs) {
+        executed_by(doc, &entrypoint[0], &mut executed);
     }
     // compose: the services built from deploy/Dockerfile, their entrypoints and health checks.
     let compose: Value = serde_yaml::from_str(&read("docker-compose.yml")).unwrap();
@@ -505,132 +623,303 @@ fn stated_seconds(readme: &str, service: &str, before: &str, after: &str) -> Opt
 #[test]
 fn deploy_readme_states_the_manifests_grace_periods_and_pauses() {
     let readme = read("deploy/README.md");
-    let docs = kubernetes_docs();
-    let deployments: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Deployment").collect();
-    assert_eq!(deployments.len(), 2);
-    for d in deployments {
-        let name = str_of(d, &["metadata", "name"]);
-        let pod = &d["spec"]["template"]["spec"];
-        let grace = pod["terminationGracePeriodSeconds"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{name}: no terminationGracePeriodSeconds"));
-        assert_eq!(
-            stated_seconds(&readme, name, "`terminationGracePeriodSeconds: ", "`"),
-            Some(grace),
-            "deploy/README.md and deploy/kubernetes disagree on {name}'s grace period"
-        );
-        let pause = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64();
-        assert_eq!(
-            stated_seconds(&readme, name, "A `preStop` pause of ", " s"),
-            pause,
-            "deploy/README.md and deploy/kubernetes disagree on {name}'s preStop pause"
-        );
-        if let Some(pause) = pause {
-            // The pause, then requests in flight and the producer's flush, as configured.
-            let config = docs
-                .iter()
-                .find(|d| d["kind"] == "ConfigMap")
-                .expect("a ConfigMap");
-            let secs = |var: &str| -> u64 {
-                let ms: u64 = str_of(config, &["data", var])
-                    .parse()
-                    .expect("milliseconds");
-                ms.div_ceil(1000)
-            };
-            let drain = secs("REQUEST_TIMEOUT_MS") + secs("PUBLISH_TIMEOUT_MS");
-            assert!(
-                grace >= pause + drain,
-                "{name}: {grace} s don't cover the {pause} s pause and {drain} s of draining"
+    for manifests in deploy_manifests().each() {
+        let what = &manifests.what;
+        let deployments = manifests.of_kind("Deployment");
+        assert_eq!(deployments.len(), 2, "{what}");
+        for d in deployments {
+            let name = str_of(d, &["metadata", "name"]);
+            let pod = &d["spec"]["template"]["spec"];
+            let grace = pod["terminationGracePeriodSeconds"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{what}: {name}: no terminationGracePeriodSeconds"));
+            assert_eq!(
+                stated_seconds(&readme, name, "`terminationGracePeriodSeconds: ", "`"),
+                Some(grace),
+                "deploy/README.md and {what} disagree on {name}'s grace period"
             );
+            let pause = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64();
+            assert_eq!(
+                stated_seconds(&readme, name, "A `preStop` pause of ", " s"),
+                pause,
+                "deploy/README.md and {what} disagree on {name}'s preStop pause"
+            );
+            if let Some(pause) = pause {
+                // The pause, then requests in flight and the producer's flush, as configured.
+                let config = manifests.of_kind("ConfigMap");
+                let config = config.first().expect("a ConfigMap");
+                let secs = |var: &str| -> u64 {
+                    let ms: u64 = str_of(config, &["data", var])
+                        .parse()
+                        .expect("milliseconds");
+                    ms.div_ceil(1000)
+                };
+                let drain = secs("REQUEST_TIMEOUT_MS") + secs("PUBLISH_TIMEOUT_MS");
+                assert!(
+                    grace >= pause + drain,
+                    "{what}: {name}: {grace} s don't cover the {pause} s pause and {drain} s \
+                     of draining"
+                );
+            }
         }
     }
 }
 
 #[test]
 fn kubernetes_manifests_have_probes_resources_and_known_variables() {
-    let docs = kubernetes_docs();
-    let of_kind =
-        |kind: &str| -> Vec<&Value> { docs.iter().filter(|d| d["kind"] == kind).collect() };
+    for manifests in deploy_manifests().each() {
+        probes_resources_and_known_variables(manifests);
+    }
+}
 
-    let config_maps: BTreeSet<&str> = of_kind("ConfigMap")
-        .iter()
-        .map(|d| str_of(d, &["metadata", "name"]))
-        .collect();
-    let secrets: BTreeSet<&str> = of_kind("Secret")
-        .iter()
-        .map(|d| str_of(d, &["metadata", "name"]))
-        .collect();
+fn probes_resources_and_known_variables(manifests: &Manifests) {
+    let what = &manifests.what;
+    let names = |kind: &str| -> BTreeSet<&str> {
+        manifests
+            .of_kind(kind)
+            .iter()
+            .map(|d| str_of(d, &["metadata", "name"]))
+            .chain(manifests.provided.iter().map(String::as_str))
+            .collect()
+    };
+    let config_maps = names("ConfigMap");
+    let secrets = names("Secret");
     let all_vars: BTreeSet<&str> = CLERK_SYNC_VARS
         .iter()
         .chain(USER_SYNC_VARS)
         .copied()
         .collect();
-    for d in of_kind("ConfigMap").into_iter().chain(of_kind("Secret")) {
+    for d in manifests
+        .of_kind("ConfigMap")
+        .into_iter()
+        .chain(manifests.of_kind("Secret"))
+    {
         let data = if d["data"].is_mapping() {
             &d["data"]
         } else {
             &d["stringData"]
         };
-        for key in data.as_mapping().unwrap().keys() {
-            let key = key.as_str().unwrap();
-            assert!(all_vars.contains(key), "{key} is not a contract variable");
+        for key in data.as_mapping().expect("data").keys() {
+            let key = key.as_str().expect("a variable name");
+            assert!(
+                all_vars.contains(key),
+                "{what}: {key} is not a contract variable"
+            );
         }
     }
 
-    let deployments = of_kind("Deployment");
     for (name, port) in [("clerk-sync", 8788), ("user-sync", 8789)] {
-        let d = deployments
-            .iter()
-            .find(|d| str_of(d, &["metadata", "name"]) == name)
-            .unwrap_or_else(|| panic!("no Deployment {name}"));
+        let d = manifests.named("Deployment", name);
         let pod = &d["spec"]["template"];
         assert_eq!(
             str_of(pod, &["metadata", "annotations", "prometheus.io/scrape"]),
-            "true"
+            "true",
+            "{what}: {name}"
         );
         assert_eq!(
             str_of(pod, &["metadata", "annotations", "prometheus.io/port"]),
-            port.to_string()
+            port.to_string(),
+            "{what}: {name}"
         );
         let c = &pod["spec"]["containers"][0];
         for (probe, path) in [("livenessProbe", "/health"), ("readinessProbe", "/ready")] {
             assert_eq!(
                 str_of(c, &[probe, "httpGet", "path"]),
                 path,
-                "{name} {probe}"
+                "{what}: {name} {probe}"
             );
             let p = &c[probe]["httpGet"]["port"];
             assert!(
                 p.as_u64() == Some(port) || p.as_str() == Some("http"),
-                "{name} {probe} port {p:?}"
+                "{what}: {name} {probe} port {p:?}"
             );
         }
-        assert!(c["resources"]["requests"].is_mapping() && c["resources"]["limits"].is_mapping());
-        for source in c["envFrom"].as_sequence().unwrap() {
+        assert!(
+            c["resources"]["requests"].is_mapping() && c["resources"]["limits"].is_mapping(),
+            "{what}: {name} has no resource requests and limits"
+        );
+        for source in c["envFrom"].as_sequence().expect("envFrom") {
             if let Some(cm) = source["configMapRef"]["name"].as_str() {
                 assert!(
                     config_maps.contains(cm),
-                    "{name} refers to unknown ConfigMap {cm}"
+                    "{what}: {name} refers to unknown ConfigMap {cm}"
                 );
             }
             if let Some(s) = source["secretRef"]["name"].as_str() {
-                assert!(secrets.contains(s), "{name} refers to unknown Secret {s}");
+                assert!(
+                    secrets.contains(s),
+                    "{what}: {name} refers to unknown Secret {s}"
+                );
             }
         }
-        let pdbs = of_kind("PodDisruptionBudget");
+        let pdbs = manifests.of_kind("PodDisruptionBudget");
         assert!(
             pdbs.iter()
                 .any(|p| p["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == name),
-            "no PodDisruptionBudget for {name}"
+            "{what}: no PodDisruptionBudget for {name}"
         );
     }
-    let services = of_kind("Service");
-    let svc = services
-        .iter()
-        .find(|s| str_of(s, &["metadata", "name"]) == "clerk-sync")
-        .expect("Service clerk-sync");
+    let svc = manifests.named("Service", "clerk-sync");
     let target = &svc["spec"]["ports"][0]["targetPort"];
-    assert!(target.as_u64() == Some(8788) || target.as_str() == Some("http"));
+    assert!(
+        target.as_u64() == Some(8788) || target.as_str() == Some("http"),
+        "{what}: Service clerk-sync targets {target:?}"
+    );
+}
+
+/// A pod-template annotation only the chart has: its pods roll when the ConfigMap changes.
+fn without_config_checksum(doc: &Value) -> Value {
+    let mut doc = doc.clone();
+    if let Some(annotations) = ["spec", "template", "metadata", "annotations"]
+        .iter()
+        .try_fold(&mut doc, |v, key| v.get_mut(key))
+        .and_then(Value::as_mapping_mut)
+    {
+        annotations.remove("checksum/config");
+    }
+    doc
+}
+
+/// The chart's defaults render the plain manifests' objects (but the example Secret: the
+/// chart reads an existing one), so the two ways to deploy can't drift apart.
+#[test]
+fn helm_chart_renders_the_plain_manifests_by_default() {
+    let deploy = deploy_manifests();
+    let by_name = |manifests: &Manifests| -> BTreeMap<String, Value> {
+        manifests
+            .docs
+            .iter()
+            .filter(|d| d["kind"] != "Secret")
+            .map(|d| {
+                let kind = str_of(d, &["kind"]);
+                let name = str_of(d, &["metadata", "name"]);
+                (format!("{kind} {name}"), without_config_checksum(d))
+            })
+            .collect()
+    };
+    let plain = by_name(&deploy.plain);
+    let chart = by_name(&deploy.chart_defaults);
+    assert_eq!(
+        plain.keys().collect::<Vec<_>>(),
+        chart.keys().collect::<Vec<_>>(),
+        "deploy/kubernetes and the chart's defaults hold different objects"
+    );
+    for (name, doc) in &plain {
+        let yaml = |v: &Value| serde_yaml::to_string(v).unwrap();
+        assert!(
+            chart[name] == *doc,
+            "{name} differs: deploy/kubernetes has\n{}\nthe chart's defaults render\n{}",
+            yaml(doc),
+            yaml(&chart[name])
+        );
+    }
+}
+
+fn alert_groups(path: &str) -> Value {
+    let rules: Value = serde_yaml::from_str(&read(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert!(rules["groups"].is_sequence(), "{path}: no groups");
+    rules["groups"].clone()
+}
+
+/// Helm reads no file outside the chart, so the chart holds a copy of the alert rules.
+#[test]
+fn helm_chart_alerts_are_deploy_monitorings() {
+    assert!(
+        alert_groups(&format!("{CHART}/files/alerts.yaml"))
+            == alert_groups("deploy/monitoring/alerts.yaml"),
+        "{CHART}/files/alerts.yaml differs from deploy/monitoring/alerts.yaml: copy it again"
+    );
+}
+
+/// Whether a label selector (matchLabels, and matchExpressions with `In`) selects `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    let mut match_labels = selector["matchLabels"].as_mapping().into_iter().flatten();
+    let mut expressions = selector["matchExpressions"]
+        .as_sequence()
+        .into_iter()
+        .flatten();
+    match_labels.all(|(k, v)| labels[k.as_str().expect("a label name")] == *v)
+        && expressions.all(|e| {
+            assert_eq!(e["operator"], "In", "only `In` is read here: {e:?}");
+            let value = &labels[str_of(e, &["key"])];
+            e["values"].as_sequence().expect("values").contains(value)
+        })
+}
+
+#[test]
+fn helm_chart_monitors_both_services_with_deploy_monitorings_rules() {
+    let all_on = &deploy_manifests().chart_all_on;
+    let rule = all_on.named("PrometheusRule", "clerk-sync");
+    assert!(
+        rule["spec"]["groups"] == alert_groups("deploy/monitoring/alerts.yaml"),
+        "the PrometheusRule's groups aren't deploy/monitoring/alerts.yaml's"
+    );
+    let monitor = all_on.named("ServiceMonitor", "clerk-sync");
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(str_of(endpoint, &["path"]), "/metrics");
+    let port = str_of(endpoint, &["port"]);
+    for name in ["clerk-sync", "user-sync"] {
+        let service = all_on
+            .of_kind("Service")
+            .into_iter()
+            .find(|s| {
+                selects(&monitor["spec"]["selector"], &s["metadata"]["labels"])
+                    && s["spec"]["selector"]["app.kubernetes.io/name"] == name
+            })
+            .unwrap_or_else(|| panic!("the ServiceMonitor selects no Service of {name}'s pods"));
+        let ports = service["spec"]["ports"].as_sequence().unwrap();
+        assert!(
+            ports
+                .iter()
+                .any(|p| p["name"] == port && p["targetPort"] == "http"),
+            "{name}'s Service has no port {port} to its metrics port: {ports:?}"
+        );
+    }
+}
+
+/// Each option of ci/all-on-values.yaml reaches both Deployments.
+#[test]
+fn helm_chart_options_reach_both_deployments() {
+    let values: Value = serde_yaml::from_str(&read(ALL_ON_VALUES)).unwrap();
+    let all_on = &deploy_manifests().chart_all_on;
+    let account = all_on.named(
+        "ServiceAccount",
+        str_of(&values, &["serviceAccount", "name"]),
+    );
+    let image = format!(
+        "{}:{}",
+        str_of(&values, &["image", "repository"]),
+        str_of(&values, &["image", "tag"])
+    );
+    for (name, service) in [("clerk-sync", "clerkSync"), ("user-sync", "userSync")] {
+        let d = all_on.named("Deployment", name);
+        assert_eq!(d["spec"]["replicas"], values[service]["replicas"], "{name}");
+        let pod = &d["spec"]["template"];
+        for key in [
+            "nodeSelector",
+            "affinity",
+            "tolerations",
+            "imagePullSecrets",
+        ] {
+            assert_eq!(pod["spec"][key], values[key], "{name}: {key}");
+        }
+        assert_eq!(
+            pod["spec"]["serviceAccountName"], account["metadata"]["name"],
+            "{name}"
+        );
+        for (key, field) in [("podLabels", "labels"), ("podAnnotations", "annotations")] {
+            for (k, v) in values[key].as_mapping().unwrap() {
+                let k = k.as_str().unwrap();
+                assert_eq!(pod["metadata"][field][k], *v, "{name}: {key} {k}");
+            }
+        }
+        let c = &pod["spec"]["containers"][0];
+        assert_eq!(str_of(c, &["image"]), image, "{name}");
+        assert_eq!(
+            c["imagePullPolicy"], values["image"]["pullPolicy"],
+            "{name}"
+        );
+    }
 }
 
 #[test]
@@ -646,12 +935,15 @@ fn readme_starts_with_the_two_commands_and_names_every_variable() {
         read(".ci/run").contains("scripts/test.sh"),
         ".ci/run must call the README's test command"
     );
+    // The reference lives in the book (docs/src), one page each.
+    let configuration = read("docs/src/configuration.md");
     for var in CLERK_SYNC_VARS.iter().chain(USER_SYNC_VARS) {
         assert!(
-            readme.contains(&format!("`{var}`")),
-            "README does not document {var}"
+            configuration.contains(&format!("`{var}`")),
+            "docs/src/configuration.md does not document {var}"
         );
     }
+    let endpoints = read("docs/src/http-endpoints.md");
     for code in [
         "MISSING_HEADERS",
         "INVALID_JSON",
@@ -664,8 +956,8 @@ fn readme_starts_with_the_two_commands_and_names_every_variable() {
         "INTERNAL",
     ] {
         assert!(
-            readme.contains(&format!("`{code}`")),
-            "README does not document {code}"
+            endpoints.contains(&format!("`{code}`")),
+            "docs/src/http-endpoints.md does not document {code}"
         );
     }
 }

@@ -40,6 +40,10 @@ async fn signed_user_created_is_published_with_key_headers_and_record() {
         .starts_with("urn:clerk:instance:"));
     assert!(header(m, "ce_time").unwrap().ends_with('Z'));
     assert_eq!(
+        header(m, "ce_dataschema").as_deref(),
+        Some(events::SCHEMA_ID)
+    );
+    assert_eq!(
         header(m, "content-type").as_deref(),
         Some("application/json")
     );

@@ -5,11 +5,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::kafka::KafkaSettings;
+use common::traces::KeyValue;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
+use tracing::Instrument;
 
 /// Header: a short, stable error name (`undecodable`, `unsupported_schema_version`, …).
 pub(crate) const HEADER_ERROR_CODE: &str = "dlq-error-code";
@@ -119,11 +121,34 @@ impl Dlq {
         if let Some(payload) = payload {
             record = record.payload(payload);
         }
-        self.producer
+        // A child of the batch's span, linked to the message's own trace. The copy keeps
+        // the message's `traceparent`, so a replay is linked to the webhook's trace too.
+        let span = tracing::info_span!("dead_letter", otel.name = %format!("send {dlq}"), otel.kind = "producer");
+        common::traces::set_attributes(
+            &span,
+            [
+                KeyValue::new("messaging.system", "kafka"),
+                KeyValue::new("messaging.operation.type", "send"),
+                KeyValue::new("messaging.destination.name", dlq.clone()),
+                KeyValue::new("error.type", code.to_string()),
+            ],
+        );
+        common::traces::link(
+            &span,
+            |name| common::kafka::header_str(message, name),
+            Vec::new(),
+        );
+        let sent = self
+            .producer
             .send(record, Timeout::After(SEND_TIMEOUT))
+            .instrument(span.clone())
             .await
             .map(|_| ())
-            .map_err(|(e, _)| e)
+            .map_err(|(e, _)| e);
+        if let Err(e) = &sent {
+            common::traces::set_error(&span, e.to_string());
+        }
+        sent
     }
 }
 

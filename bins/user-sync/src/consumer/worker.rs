@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::backoff::Backoff;
 use common::kafka::KafkaSettings;
+use common::traces::KeyValue;
 use events::{EventMessage, Origin, HEADER_EVENT_ID, HEADER_EVENT_TYPE};
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -200,7 +201,7 @@ impl Worker {
                     None => break,
                 }
             }
-            let span = tracing::info_span!("batch", size = batch.len());
+            let span = batch_span(&batch);
             if !self
                 .process_until_done(&batch, &stop)
                 .instrument(span)
@@ -397,6 +398,45 @@ impl Worker {
             tracing::warn!(error = %e, "could not store offsets");
         }
     }
+}
+
+/// The span of a batch: a consumer span linked to the trace of each message that carries
+/// one (the webhook that published it). A batch holds many traces, so they are links, not
+/// parents; a message consumed again (a retry after a crash, a DLQ replay) is linked again
+/// from the batch that applies it then, with its new offset.
+fn batch_span(batch: &[Polled]) -> tracing::Span {
+    let span = tracing::info_span!(
+        "batch",
+        size = batch.len(),
+        otel.name = "process",
+        otel.kind = "consumer"
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    common::traces::set_attributes(
+        &span,
+        [
+            KeyValue::new("messaging.system", "kafka"),
+            KeyValue::new("messaging.operation.type", "process"),
+            KeyValue::new("messaging.batch.message_count", batch.len() as i64),
+        ],
+    );
+    for Polled { message: m, .. } in batch {
+        let mut attributes = vec![
+            KeyValue::new("messaging.destination.name", m.topic().to_string()),
+            KeyValue::new(
+                "messaging.destination.partition.id",
+                m.partition().to_string(),
+            ),
+            KeyValue::new("messaging.kafka.offset", m.offset()),
+        ];
+        if let Some(id) = common::kafka::header_str(m, HEADER_EVENT_ID) {
+            attributes.push(KeyValue::new("messaging.message.id", id.to_string()));
+        }
+        common::traces::link(&span, |name| common::kafka::header_str(m, name), attributes);
+    }
+    span
 }
 
 /// What earlier attempts at one batch did.

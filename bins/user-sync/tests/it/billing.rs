@@ -1,8 +1,7 @@
 //! Clerk Billing end to end through both binaries: signed webhooks into clerk-sync,
-//! through Kafka keyed by the payer, into user-sync, and the plan query the README gives
-//! an application.
+//! through Kafka keyed by the payer, into user-sync, and the plan query the documents
+//! page (docs/src/mongodb-documents.md) gives an application.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bson::{doc, Document};
@@ -18,20 +17,8 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const T0: i64 = 1_732_464_000_000;
 const USER: &str = "user_2pZ6mQ3xYfTgHk8LwNcVbR1aS4d";
 
-/// clerk-sync's binary, built beside user-sync's (`cargo build --workspace`, as
-/// scripts/test.sh does).
-fn clerk_sync_bin() -> PathBuf {
-    let path = PathBuf::from(BIN).with_file_name("clerk-sync");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build -p clerk-sync` (scripts/test.sh builds the workspace)",
-        path.display()
-    );
-    path
-}
-
-/// The README's query: the plan and status of what payer `payer` has now. One indexed
-/// query on `{payerId, status}`.
+/// The documented query (docs/src/mongodb-documents.md): the plan and status of what payer
+/// `payer` has now. One indexed query on `{payerId, status}`.
 async fn current_plan(db: &mongodb::Database, payer: &str) -> Vec<(String, String)> {
     let items: Vec<Document> = db
         .collection::<Document>("subscriptionItems")
@@ -136,34 +123,9 @@ async fn a_users_billing_webhooks_shuffled_twice_through_both_binaries_answer_th
     let env = TestEnv::new().await;
     let names = names(&env);
     let user_sync = spawn_process_with(&env, &names, free_port(), &[ALL_STREAMS]).await;
-    let port = free_port().to_string();
-    let log = std::env::temp_dir().join(format!("clerk-sync-{}.log", names.group));
-    let _clerk_sync = tokio::process::Command::new(clerk_sync_bin())
-        .env_clear()
-        .envs([
-            ("CLERK_WEBHOOK_SECRET", SECRET),
-            ("KAFKA_BROKERS", env.brokers.as_str()),
-            ("KAFKA_TOPIC_USERS", names.topic.as_str()),
-            ("KAFKA_TOPIC_ORGANIZATIONS", names.organizations.as_str()),
-            ("KAFKA_TOPIC_SESSIONS", names.sessions.as_str()),
-            ("KAFKA_TOPIC_BILLING", names.billing.as_str()),
-            ("KAFKA_TOPIC_OTHER", &env.topic("other")),
-            ("KAFKA_TOPIC_PARTITIONS", "3"),
-            ("KAFKA_REPLICATION_FACTOR", "1"),
-            ("PORT", port.as_str()),
-        ])
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let clerk_sync = ClerkSync::spawn(&env, &names, SECRET, &[]).await;
+    let base = &clerk_sync.base;
     let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    test_support::eventually(Duration::from_secs(60), "clerk-sync /ready", || async {
-        let r = http.get(format!("{base}/ready")).send().await.ok()?;
-        r.status().is_success().then_some(())
-    })
-    .await;
 
     // Every event twice, each round in its own shuffled order (the second round is Svix
     // retrying: the same svix-ids).

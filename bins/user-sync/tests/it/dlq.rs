@@ -5,60 +5,12 @@
 use std::time::Duration;
 
 use bson::{doc, Document};
-use mongodb::options::IndexOptions;
-use mongodb::IndexModel;
 use test_support::TestEnv;
 
 use crate::helpers::*;
 use common::kafka::header;
 
 const T0: i64 = 1_732_464_000_000;
-
-/// An application's unique index on `email` (`email_1`), made before user-sync starts: the
-/// database then refuses a second user with the same address. Partial, as user-sync asks
-/// (it writes users without an email), where the server can make one; FerretDB v1 can't,
-/// and there user-sync starts anyway.
-async fn unique_email_index(env: &TestEnv, n: &Names) {
-    let users = env
-        .mongo()
-        .await
-        .database(&n.database)
-        .collection::<Document>("users");
-    let index = |partial: bool| {
-        let options = IndexOptions::builder()
-            .unique(true)
-            .name("email_1".to_string())
-            .partial_filter_expression(partial.then(|| doc! {"email": {"$type": "string"}}))
-            .build();
-        IndexModel::builder()
-            .keys(doc! {"email": 1})
-            .options(options)
-            .build()
-    };
-    if users.create_index(index(true)).await.is_err() {
-        users.create_index(index(false)).await.unwrap();
-    }
-}
-
-/// `user-sync <args>` with the test's variables; stdout, after checking it succeeded.
-async fn user_sync(vars: &[(String, String)], args: &[&str]) -> String {
-    let mut command = std::process::Command::new(BIN);
-    command
-        .env_clear()
-        .envs(vars.iter().cloned())
-        .env("LOG_FORMAT", "json")
-        .args(args);
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "user-sync {args:?}: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
 
 /// The `dlq list --json` numbers of the users DLQ: (messages, not replayed, code → count).
 async fn listed(vars: &[(String, String)], dlq: &str) -> (u64, u64, Vec<(String, u64)>) {

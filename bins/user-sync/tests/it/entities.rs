@@ -507,10 +507,10 @@ async fn tombstones_hold_for_every_kind() {
     app.stop().await;
 }
 
-/// The README's relationship cases: a membership of a deleted organization, a membership
-/// of a user who doesn't exist yet, a user deleted while memberships remain. Each document
-/// says only what its own events said; the application joins them (README, "Reading
-/// organizations").
+/// The relationship cases of docs/src/mongodb-documents.md: a membership of a deleted
+/// organization, a membership of a user who doesn't exist yet, a user deleted while
+/// memberships remain. Each document says only what its own events said; the application
+/// joins them (the same page, "Reading the organizations of user X").
 #[tokio::test]
 async fn memberships_outlive_nothing_and_invent_nothing() {
     let app = spawn_app(TestEnv::new().await).await;
@@ -563,7 +563,7 @@ async fn memberships_outlive_nothing_and_invent_nothing() {
             .unwrap(),
         0
     );
-    // The README's two-query form (FerretDB has no $lookup): the live organizations of a
+    // The documented two-query form (FerretDB has no $lookup): the live organizations of a
     // user, with the role. The organization is deleted, so there are none.
     assert!(organizations_of(&app.db, "user_m1").await.is_empty());
     let live = Spec {
@@ -595,7 +595,8 @@ async fn memberships_outlive_nothing_and_invent_nothing() {
     app.stop().await;
 }
 
-/// The README's "organizations of user X with their roles", in two queries:
+/// "The organizations of user X with their roles" (docs/src/mongodb-documents.md), in two
+/// queries:
 /// (organization id, name, role).
 async fn organizations_of(db: &mongodb::Database, user: &str) -> Vec<(String, String, String)> {
     let memberships: Vec<Document> = db

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use bson::{doc, Document};
 use events::{EmailAddress, EventMessage, Record, UserRecord, SCHEMA_VERSION};
+use mongodb::options::IndexOptions;
+use mongodb::IndexModel;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
@@ -459,4 +461,110 @@ pub async fn store(env: &TestEnv, n: &Names) -> user_sync::Store {
     let store = user_sync::Store::connect(&config.mongo).await.unwrap();
     store.ensure_indexes(&user_sync::Entity::ALL).await.unwrap();
     store
+}
+
+/// An application's unique index on `email` (`email_1`), made before user-sync starts: the
+/// database then refuses a second user with the same address. Partial, as user-sync asks
+/// (it writes users without an email), where the server can make one; FerretDB v1 can't,
+/// and there user-sync starts anyway.
+pub async fn unique_email_index(env: &TestEnv, n: &Names) {
+    let users = env
+        .mongo()
+        .await
+        .database(&n.database)
+        .collection::<Document>("users");
+    let index = |partial: bool| {
+        let options = IndexOptions::builder()
+            .unique(true)
+            .name("email_1".to_string())
+            .partial_filter_expression(partial.then(|| doc! {"email": {"$type": "string"}}))
+            .build();
+        IndexModel::builder()
+            .keys(doc! {"email": 1})
+            .options(options)
+            .build()
+    };
+    if users.create_index(index(true)).await.is_err() {
+        users.create_index(index(false)).await.unwrap();
+    }
+}
+
+/// `user-sync <args>` with the test's variables; stdout, after checking it succeeded.
+pub async fn user_sync(vars: &[(String, String)], args: &[&str]) -> String {
+    let mut command = std::process::Command::new(BIN);
+    command
+        .env_clear()
+        .envs(vars.iter().cloned())
+        .env("LOG_FORMAT", "json")
+        .args(args);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "user-sync {args:?}: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// clerk-sync's binary, built beside user-sync's (`cargo build --workspace`, as
+/// scripts/test.sh does).
+pub fn clerk_sync_bin() -> std::path::PathBuf {
+    let path = std::path::PathBuf::from(BIN).with_file_name("clerk-sync");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p clerk-sync` (scripts/test.sh builds the workspace)",
+        path.display()
+    );
+    path
+}
+
+/// clerk-sync's binary, publishing to the test's topics; stopped when dropped.
+pub struct ClerkSync {
+    _child: tokio::process::Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+}
+
+impl ClerkSync {
+    /// Starts it with the webhook secret `secret` and `extra` variables, and waits until
+    /// it is ready. Its log is in the temporary directory, named for the test's group.
+    pub async fn spawn(env: &TestEnv, names: &Names, secret: &str, extra: &[(&str, &str)]) -> Self {
+        let port = free_port().to_string();
+        let log = std::env::temp_dir().join(format!("clerk-sync-{}.log", names.group));
+        let other = env.topic("other");
+        let child = tokio::process::Command::new(clerk_sync_bin())
+            .env_clear()
+            .envs([
+                ("CLERK_WEBHOOK_SECRET", secret),
+                ("KAFKA_BROKERS", env.brokers.as_str()),
+                ("KAFKA_TOPIC_USERS", names.topic.as_str()),
+                ("KAFKA_TOPIC_ORGANIZATIONS", names.organizations.as_str()),
+                ("KAFKA_TOPIC_SESSIONS", names.sessions.as_str()),
+                ("KAFKA_TOPIC_BILLING", names.billing.as_str()),
+                ("KAFKA_TOPIC_OTHER", other.as_str()),
+                ("KAFKA_TOPIC_PARTITIONS", "3"),
+                ("KAFKA_REPLICATION_FACTOR", "1"),
+                ("PORT", port.as_str()),
+            ])
+            .envs(extra.iter().copied())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        test_support::eventually(Duration::from_secs(60), "clerk-sync /ready", || async {
+            let r = http.get(format!("{base}/ready")).send().await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await;
+        ClerkSync {
+            _child: child,
+            base,
+        }
+    }
 }

@@ -14,6 +14,7 @@ mod monitoring;
 mod outage;
 mod retention;
 mod stamps;
+mod traces;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -530,7 +531,7 @@ async fn two_writers_racing_on_new_users_converge() {
         let d = user_doc(&env.mongo().await.database(&n.database), &user).await;
         if ferretdb {
             // FerretDB v1 evaluates an update's filter and writes in two steps, so two
-            // racing conditional writes can both pass (see README, "Test servers"); the
+            // racing conditional writes can both pass (see docs/src/test-servers.md); the
             // result is still one of the events, never a mix of users or an error.
             let name = d.get_str("firstName").unwrap();
             assert!(["Ada", "Augusta", "Countess"].contains(&name), "{d}");
@@ -555,8 +556,9 @@ async fn apply_as_the_consumer_does(applier: Applier, batch: Vec<Incoming>) {
     }
 }
 
-/// The README's DLQ procedure: once the cause is fixed, producing a dead-lettered event back
-/// onto the topic applies it (its record no longer says dead_lettered).
+/// The DLQ procedure (docs/src/operations.md): once the cause is fixed, producing a
+/// dead-lettered event back onto the topic applies it (its record no longer says
+/// dead_lettered).
 #[tokio::test]
 async fn an_event_replayed_from_the_dlq_after_a_fix_is_applied() {
     let app = spawn_app(TestEnv::new().await).await;
