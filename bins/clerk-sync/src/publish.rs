@@ -121,16 +121,18 @@ impl Publisher {
     ) -> Result<&str, PublishError> {
         let topic = self.topics.for_family(Family::of(&message.event_type));
         let span = tracing::info_span!("publish", otel.name = %format!("send {topic}"), otel.kind = "producer");
-        common::traces::set_attributes(
-            &span,
-            [
-                KeyValue::new("messaging.system", "kafka"),
-                KeyValue::new("messaging.operation.type", "send"),
-                KeyValue::new("messaging.destination.name", topic.to_string()),
-                KeyValue::new("messaging.message.id", message.event_id.clone()),
-                KeyValue::new("messaging.kafka.message.key", message.subject_id.clone()),
-            ],
-        );
+        if common::traces::enabled() {
+            common::traces::set_attributes(
+                &span,
+                [
+                    KeyValue::new("messaging.system", "kafka"),
+                    KeyValue::new("messaging.operation.type", "send"),
+                    KeyValue::new("messaging.destination.name", topic.to_string()),
+                    KeyValue::new("messaging.message.id", message.event_id.clone()),
+                    KeyValue::new("messaging.kafka.message.key", message.subject_id.clone()),
+                ],
+            );
+        }
         let payload = message.to_json();
         let mut pairs = message.headers();
         // The message carries this span's context: user-sync links the batch that applies

@@ -28,8 +28,9 @@ struct Accepted {
 /// read the body, verify, normalize, publish, then answer. Nothing before the query secret
 /// and the headers costs a body read.
 ///
-/// Its span is the trace's root (or joins the trace of a proxy in front that sends
-/// `traceparent`); the publish is its child, and the message carries that child's context.
+/// Its span is a trace's root: a `traceparent` on the request is ignored, as anyone can
+/// send one before the signature is checked (picking trace ids, forcing sampling). The
+/// publish is its child, and the message carries that child's context.
 pub(crate) async fn webhook(State(state): State<AppState>, request: Request) -> Response {
     let span = tracing::info_span!(
         "webhook",
@@ -39,11 +40,11 @@ pub(crate) async fn webhook(State(state): State<AppState>, request: Request) -> 
         event_type = tracing::field::Empty,
         topic = tracing::field::Empty,
     );
-    common::traces::continue_from(&span, |name| {
-        request.headers().get(name).and_then(|v| v.to_str().ok())
-    });
     let response = answer(state, request).instrument(span.clone()).await;
     let status = response.status();
+    if !common::traces::enabled() {
+        return response;
+    }
     common::traces::set_attributes(
         &span,
         [

@@ -1,8 +1,10 @@
 //! Logging and tracing set-up: `LOG_FORMAT` picks JSON or pretty lines, `RUST_LOG`
 //! filters them, and the `OTEL_*` variables turn on OpenTelemetry traces ([`crate::traces`]).
 
+use std::time::Duration;
+
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
@@ -23,15 +25,19 @@ impl Telemetry {
         self.provider.is_some()
     }
 
-    /// Exports what is queued (bounded by the exporter's timeout) and stops the exporter.
+    /// Exports what is queued, for [`SHUTDOWN_WAIT`] at most, and stops the exporter.
     pub fn shutdown(self) {
         if let Some(provider) = self.provider {
-            if let Err(e) = provider.shutdown() {
+            if let Err(e) = provider.shutdown_with_timeout(SHUTDOWN_WAIT) {
                 tracing::warn!(error = %e, "the last spans could not be exported");
             }
         }
     }
 }
+
+/// The longest a service waits at exit for its last spans to be exported: the collector
+/// may be away, and the pod's grace period has other work to cover.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
 /// Installs the global subscriber for a service: logs to stdout, and spans to the OTLP
 /// endpoint when the `OTEL_*` variables name one. Without `RUST_LOG`, logs `info` and
@@ -40,13 +46,16 @@ pub fn init(format: LogFormat, service: &'static str) -> Result<Telemetry, Trace
     let provider = traces::provider(service)?;
     // The services' own spans (the webhook, the publish, the batch) at `info`, whatever
     // `RUST_LOG` says of logs: turning logs down mustn't turn traces off, and the
-    // libraries' spans (hyper's, the driver's) are theirs, not the pipeline's.
+    // libraries' spans (hyper's, the driver's) are theirs, not the pipeline's. Spans only:
+    // log events stay in the logs (an error's text can name personal data, as a
+    // duplicate key's does), and a span's status is set where it fails.
     let spans = provider.as_ref().map(|p| {
         traces::layer(p, service).with_filter(
             Targets::new()
                 .with_target("clerk_sync", LevelFilter::INFO)
                 .with_target("user_sync", LevelFilter::INFO)
-                .with_target("common", LevelFilter::INFO),
+                .with_target("common", LevelFilter::INFO)
+                .and(filter_fn(|metadata| metadata.is_span())),
         )
     });
     let _ = tracing_subscriber::registry()

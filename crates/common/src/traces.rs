@@ -15,8 +15,14 @@
 //!   `…_COMPRESSION` (none is built in: set, it stops start-up);
 //! - by the SDK: `OTEL_SERVICE_NAME` (else the service's own name),
 //!   `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER[_ARG]` (parent-based always-on by
-//!   default), `OTEL_BSP_*` (the export queue: 2,048 spans at most, sent every 5 s; spans
-//!   beyond a full queue are dropped, never waited for).
+//!   default), `OTEL_SPAN_LINK_COUNT_LIMIT` (here 10,000 by default: a batch's links),
+//!   `OTEL_BSP_*` (the export queue: 2,048 spans at most, sent every 5 s; spans beyond a
+//!   full queue are dropped, never waited for).
+//!
+//! Only spans are exported, not log events: an error's text (a duplicate key names an
+//! email address) stays in the logs, where it always went.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
@@ -108,9 +114,10 @@ pub(crate) fn provider(service: &'static str) -> Result<Option<SdkTracerProvider
         .with_protocol(protocol)
         .build()?;
     // The default builder reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; without
-    // them, the service is named for what it is rather than `unknown_service`.
+    // the first (or with it blank), the service is named for what it is rather than
+    // `unknown_service`.
     let mut resource = Resource::builder();
-    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+    if set("OTEL_SERVICE_NAME").is_none() {
         resource = resource.with_service_name(service);
     }
     let resource = resource
@@ -119,12 +126,34 @@ pub(crate) fn provider(service: &'static str) -> Result<Option<SdkTracerProvider
             env!("CARGO_PKG_VERSION"),
         ))
         .build();
-    Ok(Some(
-        SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
-            .with_resource(resource)
-            .build(),
-    ))
+    let mut builder = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource);
+    // A batch span links every message it applies, up to SYNC_BATCH_SIZE (10,000 at most);
+    // the SDK's default keeps 128 links and drops the rest silently.
+    if set("OTEL_SPAN_LINK_COUNT_LIMIT").is_none() {
+        builder = builder.with_max_links_per_span(MAX_LINKS);
+    }
+    ENABLED.store(true, Ordering::Relaxed);
+    Ok(Some(builder.build()))
+}
+
+/// The most links a span keeps, unless `OTEL_SPAN_LINK_COUNT_LIMIT` says otherwise: the
+/// largest batch user-sync applies.
+const MAX_LINKS: u32 = 10_000;
+
+/// Whether spans are exported, once [`crate::telemetry::init`] ran: work done only for a
+/// trace (reading a message's `traceparent`, building attributes) is skipped without it.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether traces are exported (see [`ENABLED`]).
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// A variable's value, when set and not blank.
+fn set(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
 /// The `tracing` layer that turns spans into OpenTelemetry spans for `provider`.
@@ -144,16 +173,6 @@ where
 }
 
 pub use opentelemetry::KeyValue;
-
-/// Makes `span` a child of the trace an incoming request carries, if it carries one (a
-/// proxy in front of the service that traces). Call it before the span is entered.
-pub fn continue_from<'a>(span: &tracing::Span, get: impl Fn(&str) -> Option<&'a str>) {
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    if linked_span(&get).is_some() {
-        // Fails only when traces are off or the span already started: nothing to join.
-        let _ = span.set_parent(extract(get));
-    }
-}
 
 /// Links `span` to the trace an incoming message carries (a batch applies many messages,
 /// each of its own trace: a link each, not a parent). Returns whether it carried one.
@@ -187,8 +206,9 @@ pub fn set_error(span: &tracing::Span, description: impl Into<std::borrow::Cow<'
     span.set_status(opentelemetry::trace::Status::error(description));
 }
 
-/// The W3C Trace Context headers of `span`'s context (none when traces are off or the span
-/// isn't sampled: an invalid context injects nothing), to put on an outgoing message.
+/// The W3C Trace Context headers of `span`'s context, to put on an outgoing message: none
+/// when traces are off (the context is invalid); for a span the sampler left out, a
+/// `traceparent` whose sampled flag is off, so that the consumer leaves it out too.
 pub fn inject(span: &tracing::Span, headers: &mut Vec<(&'static str, String)>) {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     TraceContextPropagator::new().inject_context(&span.context(), &mut Headers(headers));

@@ -383,7 +383,7 @@ impl EventMessage {
     pub fn json_schema() -> schemars::Schema {
         let schema = schemars::generate::SchemaSettings::draft07()
             .for_deserialize()
-            .with_transform(schemars::transform::RecursiveTransform(plain_description))
+            .with_transform(schemars::transform::RecursiveTransform(for_readers))
             .into_generator()
             .into_root_schema_for::<EventMessage>();
         schemars::Schema::try_from(sorted(schema.as_value().clone())).unwrap_or(schema)
@@ -398,9 +398,19 @@ impl EventMessage {
     }
 }
 
-/// A description from a doc comment, for readers of the schema rather than of rustdoc:
-/// one line per paragraph, and `[`X`]` links as plain `X`.
-fn plain_description(schema: &mut schemars::Schema) {
+/// The schema for its readers, people and validators: a description from a doc comment
+/// with one line per paragraph and `[`X`]` links as plain `X` (not rustdoc's), and no
+/// `format` naming an integer width (`int64`, `uint32`: schemars' words, not JSON
+/// Schema's formats; Ajv in its default strict mode refuses a schema with a format it
+/// doesn't know).
+fn for_readers(schema: &mut schemars::Schema) {
+    let width = schema
+        .get("format")
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|f| f.starts_with("int") || f.starts_with("uint"));
+    if width {
+        schema.remove("format");
+    }
     if let Some(serde_json::Value::String(text)) = schema.get_mut("description") {
         *text = text
             .split("\n\n")

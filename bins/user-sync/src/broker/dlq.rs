@@ -124,20 +124,22 @@ impl Dlq {
         // A child of the batch's span, linked to the message's own trace. The copy keeps
         // the message's `traceparent`, so a replay is linked to the webhook's trace too.
         let span = tracing::info_span!("dead_letter", otel.name = %format!("send {dlq}"), otel.kind = "producer");
-        common::traces::set_attributes(
-            &span,
-            [
-                KeyValue::new("messaging.system", "kafka"),
-                KeyValue::new("messaging.operation.type", "send"),
-                KeyValue::new("messaging.destination.name", dlq.clone()),
-                KeyValue::new("error.type", code.to_string()),
-            ],
-        );
-        common::traces::link(
-            &span,
-            |name| common::kafka::header_str(message, name),
-            Vec::new(),
-        );
+        if common::traces::enabled() {
+            common::traces::set_attributes(
+                &span,
+                [
+                    KeyValue::new("messaging.system", "kafka"),
+                    KeyValue::new("messaging.operation.type", "send"),
+                    KeyValue::new("messaging.destination.name", dlq.clone()),
+                    KeyValue::new("error.type", code.to_string()),
+                ],
+            );
+            common::traces::link(
+                &span,
+                |name| common::kafka::header_str(message, name),
+                Vec::new(),
+            );
+        }
         let sent = self
             .producer
             .send(record, Timeout::After(SEND_TIMEOUT))

@@ -266,8 +266,9 @@ impl Worker {
     }
 
     /// One attempt at a batch: decode, apply, dead-letter, link, record, in that order, so
-    /// that a record never claims what isn't durable.
-    #[tracing::instrument(skip_all, fields(size = batch.len()))]
+    /// that a record never claims what isn't durable. Its span is a child of the batch's,
+    /// one per attempt: a trace shows the retries.
+    #[tracing::instrument(name = "attempt", skip_all, fields(size = batch.len()))]
     async fn process(&self, batch: &[Polled], memory: &mut Attempts) -> Result<()> {
         let started = Instant::now();
         let Decoded {
@@ -411,7 +412,7 @@ fn batch_span(batch: &[Polled]) -> tracing::Span {
         otel.name = "process",
         otel.kind = "consumer"
     );
-    if span.is_disabled() {
+    if !common::traces::enabled() {
         return span;
     }
     common::traces::set_attributes(

@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use bson::Document;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
 use serde_json::json;
 use test_support::otel_collector::{Collector, Span};
 use test_support::TestEnv;
@@ -160,24 +162,45 @@ async fn a_webhook_is_one_trace_to_the_batch_that_wrote_it_through_the_dlq_and_a
         Some("msg_trace_a")
     );
 
-    // The refused event: its DLQ copy is sent from a span linked to the webhook's trace.
-    let (_, publish_b) = test_support::eventually(
+    // The refused event: its DLQ copy is sent from a producer span under the batch's span,
+    // linked to the webhook's publish.
+    let (publish_b, dead_letter) = test_support::eventually(
         Duration::from_secs(30),
         "user_trace_b's spans and its DLQ send",
         || async {
             let spans = collector.spans();
-            let (server, publish) = webhook_spans(&spans, "msg_trace_b")?;
-            spans
-                .iter()
-                .any(|s| {
-                    s.service == "user-sync"
-                        && s.name == format!("send {}", names.dlq)
-                        && s.links.iter().any(|l| l.trace_id == server.trace_id)
-                })
-                .then_some((server, publish))
+            let (_, publish) = webhook_spans(&spans, "msg_trace_b")?;
+            let dead_letter = spans.iter().find(|s| {
+                s.service == "user-sync"
+                    && s.name == format!("send {}", names.dlq)
+                    && s.links
+                        .iter()
+                        .any(|l| l.trace_id == publish.trace_id && l.span_id == publish.span_id)
+            })?;
+            Some((publish, dead_letter.clone()))
         },
     )
     .await;
+    assert_eq!(dead_letter.kind, PRODUCER);
+    // Under the batch's span (through the span of the attempt at it).
+    let spans = collector.spans();
+    let parent_of = |s: &Span| {
+        spans
+            .iter()
+            .find(|p| p.span_id == s.parent_span_id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no parent span of {s:?}"))
+    };
+    let attempt = parent_of(&dead_letter);
+    assert_eq!(attempt.name, "attempt");
+    let batch = parent_of(&attempt);
+    assert_eq!((batch.kind, batch.name.as_str()), (CONSUMER, "process"));
+    assert!(
+        batches_linked_to(&spans, &publish_b)
+            .iter()
+            .any(|(linked, _)| linked.span_id == batch.span_id),
+        "the DLQ send's batch is the one linked to the refused event"
+    );
 
     // The fix, then the replay: the replayed message keeps the webhook's context, so the
     // batch that finally applies it is linked to the same trace, at its new offset.
@@ -214,5 +237,85 @@ async fn a_webhook_is_one_trace_to_the_batch_that_wrote_it_through_the_dlq_and_a
         "user_trace_b's message was applied from offsets {offsets:?} (consumed, then replayed)"
     );
     drop(clerk_sync);
+    drop(consumer);
+}
+
+/// A backlog applied in batches of up to `SYNC_BATCH_SIZE` (500): every message is linked
+/// from the span of the batch that applied it, beyond OpenTelemetry's default limit of 128
+/// links a span, which would drop the rest without a word.
+#[tokio::test]
+async fn every_message_of_a_large_batch_is_linked() {
+    const MESSAGES: usize = 300;
+    let collector = tokio::task::spawn_blocking(Collector::start).await.unwrap();
+    let env = TestEnv::new().await;
+    let names = names(&env);
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    // Started once to make the topics and join the group, then stopped: the messages wait
+    // for the next start as one backlog.
+    drop(spawn_process_with(&env, &names, free_port(), &otel).await);
+    let producer = producer(&env);
+    let traceparent = |i: usize| format!("00-{:032x}-{:016x}-01", i + 1, i + 1);
+    for i in 0..MESSAGES {
+        let m = user_event(
+            Kind::Created,
+            &format!("user_big_{i}"),
+            &format!("msg_big_{i}"),
+            T0,
+            &format!("Ada{i}"),
+        );
+        let parent = traceparent(i);
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "event-id",
+                value: Some(m.event_id.as_str()),
+            })
+            .insert(Header {
+                key: "traceparent",
+                value: Some(parent.as_str()),
+            });
+        producer
+            .send(
+                FutureRecord::to(&names.topic)
+                    // One key: one partition, read as one backlog.
+                    .key("big")
+                    .payload(&m.to_json())
+                    .headers(headers),
+                Duration::from_secs(60),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    let consumer = spawn_process_with(&env, &names, free_port(), &otel).await;
+    let db = env.mongo().await.database(&names.database);
+    wait_records(&db, MESSAGES as u64, Duration::from_secs(120)).await;
+
+    let largest = test_support::eventually(
+        Duration::from_secs(30),
+        "a link to every message",
+        || async {
+            let batches: Vec<Span> = collector
+                .spans()
+                .into_iter()
+                .filter(|s| s.service == "user-sync" && s.kind == CONSUMER)
+                .collect();
+            let linked: std::collections::HashSet<&str> = batches
+                .iter()
+                .flat_map(|s| s.links.iter().map(|l| l.trace_id.as_str()))
+                .collect();
+            (0..MESSAGES)
+                .all(|i| linked.contains(format!("{:032x}", i + 1).as_str()))
+                .then(|| batches.iter().map(|s| s.links.len()).max().unwrap_or(0))
+        },
+    )
+    .await;
+    eprintln!("the largest batch span has {largest} links");
+    assert!(
+        largest > 128,
+        "no batch held more than 128 messages ({largest}): the backlog didn't make one"
+    );
     drop(consumer);
 }

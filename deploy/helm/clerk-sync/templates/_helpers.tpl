@@ -12,12 +12,31 @@ app.kubernetes.io/part-of: clerk-sync
 {{- define "clerk-sync.podMetadata" -}}
 {{- $values := .root.Values -}}
 labels:
-  {{- merge (include "clerk-sync.labels" .name | fromYaml) $values.podLabels | toYaml | nindent 2 }}
+  {{- include "clerk-sync.strings" (merge (include "clerk-sync.labels" .name | fromYaml) $values.podLabels) | trim | nindent 2 }}
 annotations:
   {{- $scrape := dict "prometheus.io/scrape" "true" "prometheus.io/port" (toString .port) "prometheus.io/path" "/metrics" }}
   {{- /* The programs read their variables at start: a changed ConfigMap rolls the pods. */}}
   {{- $config := dict "checksum/config" (include (print .root.Template.BasePath "/configmap.yaml") .root | sha256sum) }}
-  {{- merge (deepCopy $values.podAnnotations) $config $scrape | toYaml | nindent 2 }}
+  {{- include "clerk-sync.strings" (merge (deepCopy $values.podAnnotations) $config $scrape) | trim | nindent 2 }}
+{{- end }}
+
+{{/* A map with every value as a string, as labels and annotations must be: a value
+written `true` or `8080` in values.yaml would otherwise render unquoted, and the API
+server refuses it. */}}
+{{- define "clerk-sync.strings" -}}
+{{- range $key, $value := . }}
+{{ $key | quote }}: {{ toString $value | quote }}
+{{- end }}
+{{- end }}
+
+{{/* A PodDisruptionBudget's number or percentage: "1" (quoted in values.yaml) is the
+number 1, which Kubernetes takes; as a string it takes only percentages. */}}
+{{- define "clerk-sync.intOrPercent" -}}
+{{- if regexMatch "^[0-9]+$" (toString .) -}}
+{{ toString . | atoi }}
+{{- else -}}
+{{ toString . | quote }}
+{{- end -}}
 {{- end }}
 
 {{- define "clerk-sync.serviceAccountName" -}}
@@ -121,9 +140,9 @@ metadata:
     {{- include "clerk-sync.labels" .name | nindent 4 }}
 spec:
   {{- if $hasMin }}
-  minAvailable: {{ $min | toJson }}
+  minAvailable: {{ include "clerk-sync.intOrPercent" $min }}
   {{- else }}
-  maxUnavailable: {{ $max | toJson }}
+  maxUnavailable: {{ include "clerk-sync.intOrPercent" $max }}
   {{- end }}
   selector:
     matchLabels:
