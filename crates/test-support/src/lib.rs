@@ -13,6 +13,7 @@
 
 pub mod bench;
 pub mod fake_clerk;
+pub mod markdown;
 pub mod monitoring;
 pub mod otel_collector;
 

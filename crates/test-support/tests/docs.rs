@@ -8,6 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
+use test_support::markdown::anchor;
+
 /// The front page stays one a newcomer reads in two minutes; the reference is the book.
 const README_MOST_LINES: usize = 100;
 
@@ -130,29 +132,6 @@ fn heading(line: &str) -> Option<&str> {
     Some(rest.trim().trim_end_matches('#').trim_end())
 }
 
-/// The id GitHub and mdBook give a heading.
-fn slug(heading: &str) -> String {
-    // A link in a heading counts by its text.
-    let mut text = String::new();
-    let mut rest = heading;
-    while let Some(start) = rest.find("](") {
-        let Some(len) = rest[start..].find(')') else {
-            break;
-        };
-        text.push_str(&rest[..start]);
-        rest = &rest[start + len + 1..];
-    }
-    text.push_str(rest);
-    text.to_lowercase()
-        .chars()
-        .filter_map(|c| match c {
-            ' ' => Some('-'),
-            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The anchors of a Markdown file's headings.
 fn anchors(text: &str) -> BTreeSet<String> {
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
@@ -161,7 +140,7 @@ fn anchors(text: &str) -> BTreeSet<String> {
         let Some(heading) = heading(line) else {
             continue;
         };
-        let base = slug(heading);
+        let base = anchor(heading);
         let count = seen.entry(base.clone()).or_insert(0);
         anchors.insert(if *count == 0 {
             base
@@ -374,7 +353,7 @@ fn the_link_reader_knows_headings_code_and_links() {
     let targets: Vec<String> = links(text).into_iter().map(|l| l.target).collect();
     assert_eq!(targets, ["b.md#c", "d.md", "e.md#f"]);
     assert_eq!(
-        slug(r#"Reading "the organizations of user X with their roles""#),
+        anchor(r#"Reading "the organizations of user X with their roles""#),
         "reading-the-organizations-of-user-x-with-their-roles"
     );
     assert_eq!(

@@ -969,16 +969,7 @@ fn every_alert_has_a_summary_a_severity_and_a_runbook_entry() {
     let anchors: Vec<String> = runbook
         .lines()
         .filter_map(|l| l.strip_prefix("### "))
-        .map(|h| {
-            h.to_lowercase()
-                .chars()
-                .filter_map(|c| match c {
-                    ' ' => Some('-'),
-                    c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
-                    _ => None,
-                })
-                .collect()
-        })
+        .map(test_support::markdown::anchor)
         .collect();
     let mut alerts = Vec::new();
     for group in rules["groups"].as_sequence().unwrap() {

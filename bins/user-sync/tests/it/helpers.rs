@@ -526,6 +526,7 @@ pub struct ClerkSync {
     _child: tokio::process::Child,
     /// `http://127.0.0.1:<port>`.
     pub base: String,
+    secret: String,
 }
 
 impl ClerkSync {
@@ -565,6 +566,30 @@ impl ClerkSync {
         ClerkSync {
             _child: child,
             base,
+            secret: secret.to_string(),
         }
+    }
+
+    /// POSTs `body` to `/webhook` as Svix would (`svix_id`, signed now), and returns the
+    /// answer's status.
+    pub async fn post(&self, svix_id: &str, body: String) -> reqwest::StatusCode {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let signature = svix::webhooks::Webhook::new(&self.secret)
+            .unwrap()
+            .sign(svix_id, now, body.as_bytes())
+            .unwrap();
+        reqwest::Client::new()
+            .post(format!("{}/webhook", self.base))
+            .header("svix-id", svix_id)
+            .header("svix-timestamp", now.to_string())
+            .header("svix-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
     }
 }

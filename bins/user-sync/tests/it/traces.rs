@@ -21,8 +21,8 @@ const SERVER: i64 = 2;
 const PRODUCER: i64 = 4;
 const CONSUMER: i64 = 5;
 
-/// Signs and posts a `user.created` for `user` with address `email`, as Svix would.
-async fn post_user_created(base: &str, svix_id: &str, user: &str, email: &str) {
+/// Posts a signed `user.created` for `user` with address `email`.
+async fn post_user_created(clerk_sync: &ClerkSync, svix_id: &str, user: &str, email: &str) {
     let body = json!({
         "type": "user.created", "object": "event", "timestamp": T0 / 1000,
         "instance_id": "ins_traces",
@@ -31,26 +31,12 @@ async fn post_user_created(base: &str, svix_id: &str, user: &str, email: &str) {
             "email_addresses": [{"id": format!("idn_{user}"), "email_address": email}],
             "primary_email_address_id": format!("idn_{user}"),
         },
-    })
-    .to_string();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let signature = svix::webhooks::Webhook::new(SECRET)
-        .unwrap()
-        .sign(svix_id, now, body.as_bytes())
-        .unwrap();
-    let answer = reqwest::Client::new()
-        .post(format!("{base}/webhook"))
-        .header("svix-id", svix_id)
-        .header("svix-timestamp", now.to_string())
-        .header("svix-signature", signature)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200, "{svix_id}");
+    });
+    assert_eq!(
+        clerk_sync.post(svix_id, body.to_string()).await,
+        200,
+        "{svix_id}"
+    );
 }
 
 /// clerk-sync's spans of the webhook `svix_id`: (its server span, the publish under it).
@@ -100,7 +86,7 @@ async fn a_webhook_is_one_trace_to_the_batch_that_wrote_it_through_the_dlq_and_a
     let clerk_sync = ClerkSync::spawn(&env, &names, SECRET, &otel).await;
 
     post_user_created(
-        &clerk_sync.base,
+        &clerk_sync,
         "msg_trace_a",
         "user_trace_a",
         "ada@example.com",
@@ -109,7 +95,7 @@ async fn a_webhook_is_one_trace_to_the_batch_that_wrote_it_through_the_dlq_and_a
     let db = env.mongo().await.database(&names.database);
     wait_records(&db, 1, Duration::from_secs(60)).await;
     post_user_created(
-        &clerk_sync.base,
+        &clerk_sync,
         "msg_trace_b",
         "user_trace_b",
         "ada@example.com",
