@@ -113,7 +113,9 @@ async fn accept(
     }
     let topic = state.publisher.publish(&message, deadline).await?;
     span.record("topic", topic);
-    tracing::info!(subject = %message.subject_id, "accepted");
+    // The trace id (with traces on) takes a reader of the log to the trace.
+    let trace_id = common::traces::trace_id(&span);
+    tracing::info!(subject = %message.subject_id, trace_id, "accepted");
     Ok(Accepted {
         event_id: message.event_id,
         event_type: message.event_type,

@@ -200,6 +200,20 @@ pub fn set_attributes(span: &tracing::Span, attributes: impl IntoIterator<Item =
     }
 }
 
+/// The trace id of `span`'s trace, as a trace viewer shows it (32 hex digits), to put in a
+/// log line: an operator goes from the log to the trace. `None` when traces are off.
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if !enabled() {
+        return None;
+    }
+    let cx = span.context();
+    let span = cx.span();
+    let context = span.span_context();
+    context.is_valid().then(|| context.trace_id().to_string())
+}
+
 /// Marks `span` failed, with a reason a person reads.
 pub fn set_error(span: &tracing::Span, description: impl Into<std::borrow::Cow<'static, str>>) {
     use tracing_opentelemetry::OpenTelemetrySpanExt;

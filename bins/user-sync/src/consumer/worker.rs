@@ -369,7 +369,10 @@ impl Worker {
         }
         self.metrics.applied_batch(started.elapsed().as_secs_f64());
         let count = |o: Outcome| records.iter().filter(|r| shown(r) == o).count();
+        // The batch's trace (with traces on): its links name each event's webhook.
+        let trace_id = common::traces::trace_id(&tracing::Span::current());
         tracing::info!(
+            trace_id,
             applied = count(Outcome::Applied),
             stale = count(Outcome::Stale),
             duplicate = count(Outcome::Duplicate),

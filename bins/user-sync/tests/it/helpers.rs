@@ -526,6 +526,8 @@ pub struct ClerkSync {
     _child: tokio::process::Child,
     /// `http://127.0.0.1:<port>`.
     pub base: String,
+    /// Its log (stdout: the JSON lines).
+    pub log: std::path::PathBuf,
     secret: String,
 }
 
@@ -566,6 +568,7 @@ impl ClerkSync {
         ClerkSync {
             _child: child,
             base,
+            log,
             secret: secret.to_string(),
         }
     }

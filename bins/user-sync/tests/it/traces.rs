@@ -147,6 +147,17 @@ async fn a_webhook_is_one_trace_to_the_batch_that_wrote_it_through_the_dlq_and_a
             .map(String::as_str),
         Some("msg_trace_a")
     );
+    // The log lines name the traces: clerk-sync's "accepted", user-sync's "batch done".
+    let clerk_log = std::fs::read_to_string(&clerk_sync.log).unwrap();
+    assert!(
+        clerk_log.contains(&format!("\"trace_id\":\"{}\"", server_a.trace_id)),
+        "{clerk_log}"
+    );
+    let sync_log = std::fs::read_to_string(&consumer.log).unwrap();
+    assert!(
+        sync_log.contains(&format!("\"trace_id\":\"{}\"", batch.trace_id)),
+        "{sync_log}"
+    );
 
     // The refused event: its DLQ copy is sent from a producer span under the batch's span,
     // linked to the webhook's publish.
