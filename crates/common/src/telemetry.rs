@@ -20,11 +20,6 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Whether spans are exported.
-    pub fn traces_enabled(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// Exports what is queued, for [`SHUTDOWN_WAIT`] at most, and stops the exporter.
     pub fn shutdown(self) {
         if let Some(provider) = self.provider {

@@ -62,7 +62,7 @@ pub(crate) enum Export {
 
 /// Reads the decision from `var` (the environment, in production).
 pub(crate) fn export(var: impl Fn(&str) -> Option<String>) -> Result<Export, TracesError> {
-    let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+    let set = |name: &str| non_blank(var(name));
     if set("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
         return Ok(Export::Off);
     }
@@ -153,7 +153,12 @@ pub fn enabled() -> bool {
 
 /// A variable's value, when set and not blank.
 fn set(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    non_blank(std::env::var(name).ok())
+}
+
+/// A blank value counts as unset (a Helm value or a ConfigMap entry left empty).
+fn non_blank(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
 }
 
 /// The `tracing` layer that turns spans into OpenTelemetry spans for `provider`.
@@ -174,20 +179,17 @@ where
 
 pub use opentelemetry::KeyValue;
 
-/// Links `span` to the trace an incoming message carries (a batch applies many messages,
-/// each of its own trace: a link each, not a parent). Returns whether it carried one.
-pub fn link<'a>(
+/// Links `span` to the trace a consumed Kafka message carries in its headers, if it
+/// carries one (a batch applies many messages, each of its own trace: a link each, not a
+/// parent).
+pub fn link_message<M: rdkafka::Message>(
     span: &tracing::Span,
-    get: impl Fn(&str) -> Option<&'a str>,
+    message: &M,
     attributes: Vec<KeyValue>,
-) -> bool {
+) {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
-    match linked_span(get) {
-        Some(linked) => {
-            span.add_link_with_attributes(linked, attributes);
-            true
-        }
-        None => false,
+    if let Some(linked) = linked_span(|name| crate::kafka::header_str(message, name)) {
+        span.add_link_with_attributes(linked, attributes);
     }
 }
 

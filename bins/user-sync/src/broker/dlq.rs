@@ -134,11 +134,7 @@ impl Dlq {
                     KeyValue::new("error.type", code.to_string()),
                 ],
             );
-            common::traces::link(
-                &span,
-                |name| common::kafka::header_str(message, name),
-                Vec::new(),
-            );
+            common::traces::link_message(&span, message, Vec::new());
         }
         let sent = self
             .producer

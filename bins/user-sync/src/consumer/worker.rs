@@ -438,7 +438,7 @@ fn batch_span(batch: &[Polled]) -> tracing::Span {
         if let Some(id) = common::kafka::header_str(m, HEADER_EVENT_ID) {
             attributes.push(KeyValue::new("messaging.message.id", id.to_string()));
         }
-        common::traces::link(&span, |name| common::kafka::header_str(m, name), attributes);
+        common::traces::link_message(&span, m, attributes);
     }
     span
 }
